@@ -1,0 +1,43 @@
+//! `ward`: the command line of the Ward compartment host.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+
+use ward_compartments::cli::{Cli, Command};
+use ward_compartments::run;
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().filter_or("WARD_LOG", "warn"))
+        .format(|buf, record| {
+            writeln!(
+                buf,
+                "ward: {}: {}",
+                record.level().as_str().to_lowercase(),
+                record.args()
+            )
+        })
+        .init();
+
+    match cli.command {
+        Command::Run(args) => match run::run(&args, Box::new(std::io::stdout()), started) {
+            Ok(outcome) => {
+                if args.timing {
+                    eprint!("{}", run::timing_report(&outcome.timings));
+                }
+                if outcome.exit.exit_code().is_none() {
+                    eprintln!("ward: compartment {} {}", args.name, outcome.exit);
+                }
+                ExitCode::from(run::exit_code(&outcome.exit))
+            }
+            Err(e) => {
+                eprintln!("ward: error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

@@ -1,0 +1,10 @@
+//! `ward-compartments`: the host side of Ward.
+//!
+//! It owns what a user names and manages: compartments, their names and
+//! specs, and the commands of the `ward` command line. Running a
+//! compartment's VM is `ward-vmm`'s job; which kernel it boots comes from
+//! `ward-images`.
+
+pub mod cli;
+pub mod name;
+pub mod run;

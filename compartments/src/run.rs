@@ -1,0 +1,139 @@
+//! `ward run`: boot a compartment in the foreground.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ward_vmm::loader::LoaderError;
+use ward_vmm::{BootTimings, GuestExit, VmConfig, VmError, VmOutcome};
+
+use crate::cli::RunArgs;
+
+/// `ward run` exits with this code when the compartment crashed.
+pub const EXIT_CRASHED: u8 = 125;
+
+/// `ward run` could not run the compartment.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The kernel file could not be read.
+    #[error("cannot read kernel file {path}: {source}")]
+    ReadKernel {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The kernel file is not a kernel Ward can boot.
+    #[error("kernel file {path}: {source}")]
+    BadKernel {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        source: LoaderError,
+    },
+    /// The VMM failed.
+    #[error("compartment {name}: {source}")]
+    Vm {
+        /// Compartment name.
+        name: String,
+        /// The error.
+        source: VmError,
+    },
+}
+
+/// Boots the compartment `args` describes, its console on `console`.
+pub fn run(
+    args: &RunArgs,
+    console: Box<dyn Write + Send>,
+    started: Instant,
+) -> Result<VmOutcome, RunError> {
+    let (kernel, kernel_name): (Arc<[u8]>, String) = match &args.kernel {
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|source| RunError::ReadKernel {
+                path: path.clone(),
+                source,
+            })?;
+            (bytes.into(), path.display().to_string())
+        }
+        None => (Arc::from(ward_images::KERNEL), "(built-in)".to_owned()),
+    };
+    let config = VmConfig {
+        name: args.name.to_string(),
+        memory_mib: args.memory,
+        cmdline: args.cmdline.clone(),
+        kernel,
+        kvm_path: args.kvm.clone(),
+    };
+    ward_vmm::vm::run(&config, console, started).map_err(|source| match source {
+        VmError::Loader(source) => RunError::BadKernel {
+            path: kernel_name,
+            source,
+        },
+        source => RunError::Vm {
+            name: config.name.clone(),
+            source,
+        },
+    })
+}
+
+/// The process exit code for how the compartment ended.
+pub fn exit_code(exit: &GuestExit) -> u8 {
+    match exit.exit_code() {
+        // Exit statuses are 8 bits; a larger code must not wrap to success.
+        Some(code) => u8::try_from(code).unwrap_or(u8::MAX),
+        None => EXIT_CRASHED,
+    }
+}
+
+/// The `--timing` report.
+pub fn timing_report(timings: &BootTimings) -> String {
+    let rows = [
+        ("VM created", timings.vm_created),
+        ("first guest instruction", timings.first_instruction),
+        ("first console line", timings.first_console_line),
+        ("power-off", timings.power_off),
+    ];
+    let mut out = String::from("boot timing (host clock, from process start):\n");
+    for (what, at) in rows {
+        let value = at.map_or_else(|| "-".to_owned(), format_ms);
+        out.push_str(&format!("  {what:<24} {value:>10}\n"));
+    }
+    out
+}
+
+fn format_ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_guest_and_never_wrap_to_success() {
+        assert_eq!(exit_code(&GuestExit::PowerOff(0)), 0);
+        assert_eq!(exit_code(&GuestExit::PowerOff(101)), 101);
+        assert_eq!(exit_code(&GuestExit::PowerOff(256)), 255);
+        assert_eq!(exit_code(&GuestExit::TripleFault { rip: 0 }), EXIT_CRASHED);
+    }
+
+    #[test]
+    fn timing_report_lists_each_milestone() {
+        let report = timing_report(&BootTimings {
+            vm_created: Some(Duration::from_micros(1500)),
+            first_instruction: Some(Duration::from_millis(3)),
+            first_console_line: None,
+            power_off: Some(Duration::from_millis(10)),
+        });
+        assert!(report.contains("VM created"));
+        assert!(report.contains("1.500 ms"));
+        assert!(report.contains("first console line"));
+        assert!(
+            report
+                .lines()
+                .any(|l| l.contains("first console line") && l.trim_end().ends_with('-'))
+        );
+        assert!(report.contains("10.000 ms"));
+    }
+}

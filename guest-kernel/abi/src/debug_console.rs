@@ -1,0 +1,56 @@
+//! The debug console: the compartment's first MMIO device.
+//!
+//! It works before any driver is up and after everything else has failed, so
+//! the guest kernel uses it for early boot and for panics, and to power the
+//! compartment off with an exit code. It sits in the first MMIO slot.
+//!
+//! Every register is write-only and 32 or 64 bits wide; reads return zero.
+
+use crate::layout::MMIO_BASE;
+
+/// Guest-physical base of the debug console.
+pub const BASE: u64 = MMIO_BASE;
+/// Size of its register window.
+pub const SIZE: u64 = crate::layout::MMIO_SLOT_SIZE;
+
+/// Write one byte (the low byte of the value) to the console.
+pub const REG_BYTE: u64 = 0x00;
+/// Write a buffer of guest memory to the console: one exit per line instead
+/// of one per byte. The 64-bit value is [`write_request`]`(addr, len)`: the
+/// guest-physical address in bits 0..48 and the length (at most
+/// [`MAX_WRITE_LEN`]) in bits 48..64, so a request is one store and needs no
+/// state in the device.
+pub const REG_WRITE: u64 = 0x08;
+/// A boot progress mark. The kernel's very first instruction writes
+/// [`MARK_FIRST_INSTRUCTION`] here, which lets the host time guest entry.
+pub const REG_MARK: u64 = 0x18;
+/// Power the compartment off; the written value is its exit code.
+pub const REG_POWER_OFF: u64 = 0x20;
+
+/// Largest buffer one [`REG_WRITE`] request may name.
+pub const MAX_WRITE_LEN: u32 = 4096;
+/// Value of the first [`REG_MARK`] write.
+pub const MARK_FIRST_INSTRUCTION: u32 = 1;
+
+/// Exit code of a kernel panic.
+pub const EXIT_PANIC: u32 = 101;
+/// Exit code of an unexpected CPU exception in the kernel.
+pub const EXIT_EXCEPTION: u32 = 102;
+/// Exit code when the boot info is missing or malformed.
+pub const EXIT_BAD_BOOT_INFO: u32 = 103;
+
+/// Bits of a [`REG_WRITE`] value that hold the address.
+pub const WRITE_ADDR_BITS: u32 = 48;
+
+/// Encodes a [`REG_WRITE`] request.
+pub const fn write_request(addr: u64, len: u16) -> u64 {
+    (addr & ((1 << WRITE_ADDR_BITS) - 1)) | ((len as u64) << WRITE_ADDR_BITS)
+}
+
+/// Decodes a [`REG_WRITE`] value into address and length.
+pub const fn decode_write_request(value: u64) -> (u64, u64) {
+    (
+        value & ((1 << WRITE_ADDR_BITS) - 1),
+        value >> WRITE_ADDR_BITS,
+    )
+}

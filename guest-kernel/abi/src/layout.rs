@@ -1,0 +1,66 @@
+//! Guest-physical and guest-virtual memory layout of a compartment.
+//!
+//! ```text
+//! guest physical
+//! 0x0000_0000  unused (null pages stay unmapped for the guest's own use)
+//! 0x0000_0500  boot GDT                       (VMM, read by the CPU)
+//! 0x0000_1000  boot info                      (VMM -> kernel)
+//! 0x0000_3000  kernel command line            (VMM -> kernel)
+//! 0x0000_9000  boot page tables               (VMM, 7 pages)
+//! 0x0010_0000  kernel image (ELF PT_LOAD, physical addresses from the ELF)
+//!     ...      boot modules, page aligned, after the kernel
+//!     ...      free RAM up to the memory size
+//! 0xd000_0000  MMIO window: debug console, then virtio-mmio devices
+//! 0xfee0_0000  local APIC (in-kernel irqchip)
+//! ```
+//!
+//! The boot page tables map, with 2 MiB pages only (1 GiB pages fault on our
+//! hosts, see PLATFORM.md):
+//! - the first 4 GiB of physical memory at virtual address 0 (identity),
+//! - the same 4 GiB at [`PHYS_MAP_BASE`] (the kernel's direct map),
+//! - the first 2 GiB at [`KERNEL_BASE`] (the kernel image's window).
+
+/// Guest-physical address of the boot GDT.
+pub const BOOT_GDT_ADDR: u64 = 0x500;
+/// Guest-physical address of the boot info ([`crate::boot::BootInfo`]).
+pub const BOOT_INFO_ADDR: u64 = 0x1000;
+/// Bytes reserved for the boot info.
+pub const BOOT_INFO_MAX_SIZE: u64 = 0x2000;
+/// Guest-physical address of the kernel command line.
+pub const CMDLINE_ADDR: u64 = 0x3000;
+/// Largest kernel command line, in bytes (no terminating NUL is written).
+pub const CMDLINE_MAX_LEN: usize = 4096;
+/// Guest-physical address of the boot PML4; the other boot tables follow it.
+pub const BOOT_PML4_ADDR: u64 = 0x9000;
+/// Number of 4 KiB pages the boot page tables occupy from [`BOOT_PML4_ADDR`]:
+/// PML4, one PDPT for the low and direct maps, four PDs (4 GiB), one PDPT for
+/// the kernel window.
+pub const BOOT_PAGE_TABLE_PAGES: u64 = 7;
+/// End of the boot area: everything below is reserved for boot structures.
+pub const BOOT_AREA_END: u64 = 0x10_0000;
+/// Lowest guest-physical address a kernel segment may be loaded at.
+pub const KERNEL_LOAD_MIN: u64 = BOOT_AREA_END;
+
+/// Virtual base of the kernel image window (top 2 GiB, `-mcmodel=kernel`).
+pub const KERNEL_BASE: u64 = 0xffff_ffff_8000_0000;
+/// Virtual base of the kernel's direct map of physical memory.
+pub const PHYS_MAP_BASE: u64 = 0xffff_8000_0000_0000;
+/// Physical memory covered by the identity and direct maps of the boot tables.
+pub const BOOT_MAPPED_SIZE: u64 = 4 << 30;
+
+/// Start of the MMIO window, above the largest RAM size.
+pub const MMIO_BASE: u64 = 0xd000_0000;
+/// Size of each device's MMIO slot.
+pub const MMIO_SLOT_SIZE: u64 = 0x1000;
+/// Guest-physical base of the local APIC (xAPIC mode).
+pub const LAPIC_BASE: u64 = 0xfee0_0000;
+
+/// Size of a small page.
+pub const PAGE_SIZE: u64 = 0x1000;
+/// Size of a large page.
+pub const LARGE_PAGE_SIZE: u64 = 0x20_0000;
+
+/// Smallest compartment memory, in MiB.
+pub const MIN_MEMORY_MIB: u64 = 8;
+/// Largest compartment memory, in MiB: RAM must end below [`MMIO_BASE`].
+pub const MAX_MEMORY_MIB: u64 = MMIO_BASE >> 20;

@@ -1,0 +1,15 @@
+//! Powering the compartment off through the debug console.
+
+use ward_abi::debug_console::{BASE, REG_POWER_OFF};
+
+use crate::addr::phys_to_virt;
+
+/// Powers the compartment off with `code` as its exit code. Never returns:
+/// if the VMM does not stop the vCPU, it halts with interrupts off.
+pub fn power_off(code: u32) -> ! {
+    let reg = phys_to_virt(BASE + REG_POWER_OFF) as *mut u32;
+    // SAFETY: the debug console's registers are mapped in the direct map;
+    // this store is an MMIO exit that ends the VM.
+    unsafe { core::ptr::write_volatile(reg, code) };
+    crate::arch::halt_forever()
+}

@@ -1,0 +1,547 @@
+//! Checking and loading the guest kernel ELF.
+//!
+//! linux-loader copies the `PT_LOAD` segments into guest memory; before that
+//! we check everything it does not: that the file is a whole, static x86_64
+//! executable, that its segments lie inside the file, inside guest RAM and
+//! above the boot area, that they do not overlap, that the boot page tables
+//! map each one's virtual address to its physical address, and that the
+//! entry point is in an executable segment. A bad kernel file is refused
+//! with the reason, before anything is written to guest memory.
+
+use std::io::Cursor;
+
+use linux_loader::loader::{Elf, KernelLoader};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+use ward_abi::layout::{BOOT_MAPPED_SIZE, KERNEL_BASE, KERNEL_LOAD_MIN, PHYS_MAP_BASE};
+
+/// Why a kernel image was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LoaderError {
+    /// Shorter than an ELF header, or its program headers run past the end.
+    #[error("the file is truncated: {0}")]
+    Truncated(&'static str),
+    /// No ELF magic.
+    #[error("not an ELF file (no \\x7fELF magic)")]
+    NotElf,
+    /// 32-bit ELF.
+    #[error("not a 64-bit ELF (class {0})")]
+    Not64Bit(u8),
+    /// Big-endian ELF.
+    #[error("not a little-endian ELF")]
+    NotLittleEndian,
+    /// Another architecture.
+    #[error("not an x86_64 ELF (machine {0})")]
+    WrongArchitecture(u16),
+    /// Not `ET_EXEC`.
+    #[error("not a static executable (ELF type {0}); the kernel must be linked at fixed addresses")]
+    NotExecutable(u16),
+    /// A program header size we do not know.
+    #[error("program header entries are {0} bytes, expected 56")]
+    BadProgramHeaderSize(u16),
+    /// No `PT_LOAD` segment.
+    #[error("no loadable segment")]
+    NoLoadableSegment,
+    /// A segment's bytes run past the end of the file.
+    #[error("segment {index} (file offset {offset:#x}, {size:#x} bytes) lies outside the file")]
+    SegmentOutsideFile {
+        /// Program header index.
+        index: usize,
+        /// File offset.
+        offset: u64,
+        /// File size.
+        size: u64,
+    },
+    /// `p_filesz > p_memsz`.
+    #[error("segment {0} has more file bytes than memory bytes")]
+    SegmentFileLargerThanMemory(usize),
+    /// A segment reaches below the end of the boot area.
+    #[error(
+        "segment {index} at physical {addr:#x} overlaps the boot area (kernels load at or above {min:#x})"
+    )]
+    SegmentInBootArea {
+        /// Program header index.
+        index: usize,
+        /// Physical address.
+        addr: u64,
+        /// Lowest allowed address.
+        min: u64,
+    },
+    /// A segment does not fit in guest RAM.
+    #[error(
+        "segment {index} at physical {addr:#x} ({size:#x} bytes) does not fit in {memory:#x} bytes of guest memory"
+    )]
+    SegmentOutsideMemory {
+        /// Program header index.
+        index: usize,
+        /// Physical address.
+        addr: u64,
+        /// Memory size.
+        size: u64,
+        /// Guest RAM size.
+        memory: u64,
+    },
+    /// Two segments overlap in physical memory.
+    #[error("segments {0} and {1} overlap in physical memory")]
+    SegmentsOverlap(usize, usize),
+    /// The boot page tables do not map a segment's virtual address to its
+    /// physical address.
+    #[error(
+        "segment {index}: virtual {vaddr:#x} is not mapped to physical {paddr:#x} by the boot page tables"
+    )]
+    SegmentNotMapped {
+        /// Program header index.
+        index: usize,
+        /// Virtual address.
+        vaddr: u64,
+        /// Physical address.
+        paddr: u64,
+    },
+    /// The entry point is not inside an executable segment.
+    #[error("entry point {0:#x} is not inside an executable segment")]
+    EntryNotInCode(u64),
+    /// linux-loader refused it.
+    #[error("cannot load the kernel: {0}")]
+    Load(String),
+}
+
+/// A loaded kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadedKernel {
+    /// Virtual entry point.
+    pub entry: u64,
+    /// Lowest physical address of any segment.
+    pub phys_start: u64,
+    /// One past the highest physical byte, `.bss` included.
+    pub phys_end: u64,
+}
+
+const ELF_HEADER_SIZE: usize = 64;
+const PROGRAM_HEADER_SIZE: usize = 56;
+const ELFCLASS64: u8 = 2;
+const ELFDATA2LSB: u8 = 1;
+const ET_EXEC: u16 = 2;
+const EM_X86_64: u16 = 62;
+const PT_LOAD: u32 = 1;
+const PF_X: u32 = 1;
+
+/// One `PT_LOAD` program header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    /// Index among all program headers.
+    pub index: usize,
+    /// `p_flags`.
+    pub flags: u32,
+    /// `p_offset`.
+    pub offset: u64,
+    /// `p_vaddr`.
+    pub vaddr: u64,
+    /// `p_paddr`.
+    pub paddr: u64,
+    /// `p_filesz`.
+    pub file_size: u64,
+    /// `p_memsz`.
+    pub mem_size: u64,
+}
+
+/// A checked kernel image: its entry point and loadable segments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelImage {
+    /// Virtual entry point.
+    pub entry: u64,
+    /// The `PT_LOAD` segments.
+    pub segments: Vec<Segment>,
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut x = [0; 4];
+    x.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(x)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut x = [0; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
+
+/// Parses and checks a kernel image for a guest of `memory_size` bytes.
+pub fn check(image: &[u8], memory_size: u64) -> Result<KernelImage, LoaderError> {
+    if image.len() < 4 || image[..4] != *b"\x7fELF" {
+        return Err(if image.len() < 4 && b"\x7fELF".starts_with(image) {
+            LoaderError::Truncated("shorter than the ELF magic")
+        } else {
+            LoaderError::NotElf
+        });
+    }
+    if image.len() < ELF_HEADER_SIZE {
+        return Err(LoaderError::Truncated("shorter than an ELF header"));
+    }
+    if image[4] != ELFCLASS64 {
+        return Err(LoaderError::Not64Bit(image[4]));
+    }
+    if image[5] != ELFDATA2LSB {
+        return Err(LoaderError::NotLittleEndian);
+    }
+    let e_type = u16_at(image, 16);
+    let machine = u16_at(image, 18);
+    if machine != EM_X86_64 {
+        return Err(LoaderError::WrongArchitecture(machine));
+    }
+    if e_type != ET_EXEC {
+        return Err(LoaderError::NotExecutable(e_type));
+    }
+    let entry = u64_at(image, 24);
+    let phoff = u64_at(image, 32);
+    let phentsize = u16_at(image, 54);
+    let phnum = usize::from(u16_at(image, 56));
+    if usize::from(phentsize) != PROGRAM_HEADER_SIZE {
+        return Err(LoaderError::BadProgramHeaderSize(phentsize));
+    }
+    let table_end = usize::try_from(phoff)
+        .ok()
+        .and_then(|off| off.checked_add(phnum * PROGRAM_HEADER_SIZE))
+        .filter(|&end| end <= image.len())
+        .ok_or(LoaderError::Truncated("program headers run past the end"))?;
+    let table = &image[table_end - phnum * PROGRAM_HEADER_SIZE..table_end];
+
+    let mut segments = Vec::new();
+    for (index, ph) in table.chunks_exact(PROGRAM_HEADER_SIZE).enumerate() {
+        if u32_at(ph, 0) != PT_LOAD {
+            continue;
+        }
+        let seg = Segment {
+            index,
+            flags: u32_at(ph, 4),
+            offset: u64_at(ph, 8),
+            vaddr: u64_at(ph, 16),
+            paddr: u64_at(ph, 24),
+            file_size: u64_at(ph, 32),
+            mem_size: u64_at(ph, 40),
+        };
+        check_segment(&seg, image.len() as u64, memory_size)?;
+        segments.push(seg);
+    }
+    if segments.is_empty() {
+        return Err(LoaderError::NoLoadableSegment);
+    }
+    for (i, a) in segments.iter().enumerate() {
+        for b in &segments[i + 1..] {
+            if a.paddr < b.paddr + b.mem_size && b.paddr < a.paddr + a.mem_size {
+                return Err(LoaderError::SegmentsOverlap(a.index, b.index));
+            }
+        }
+    }
+    let in_code = segments
+        .iter()
+        .any(|s| s.flags & PF_X != 0 && entry >= s.vaddr && entry - s.vaddr < s.mem_size);
+    if !in_code {
+        return Err(LoaderError::EntryNotInCode(entry));
+    }
+    Ok(KernelImage { entry, segments })
+}
+
+fn check_segment(seg: &Segment, file_len: u64, memory_size: u64) -> Result<(), LoaderError> {
+    let index = seg.index;
+    if seg
+        .offset
+        .checked_add(seg.file_size)
+        .is_none_or(|end| end > file_len)
+    {
+        return Err(LoaderError::SegmentOutsideFile {
+            index,
+            offset: seg.offset,
+            size: seg.file_size,
+        });
+    }
+    if seg.file_size > seg.mem_size {
+        return Err(LoaderError::SegmentFileLargerThanMemory(index));
+    }
+    if seg.paddr < KERNEL_LOAD_MIN {
+        return Err(LoaderError::SegmentInBootArea {
+            index,
+            addr: seg.paddr,
+            min: KERNEL_LOAD_MIN,
+        });
+    }
+    if seg
+        .paddr
+        .checked_add(seg.mem_size)
+        .is_none_or(|end| end > memory_size)
+    {
+        return Err(LoaderError::SegmentOutsideMemory {
+            index,
+            addr: seg.paddr,
+            size: seg.mem_size,
+            memory: memory_size,
+        });
+    }
+    if !boot_tables_map(seg.vaddr, seg.paddr, seg.mem_size) {
+        return Err(LoaderError::SegmentNotMapped {
+            index,
+            vaddr: seg.vaddr,
+            paddr: seg.paddr,
+        });
+    }
+    Ok(())
+}
+
+/// Whether the boot page tables (see [`crate::arch::paging`]) map the
+/// `size` bytes at `vaddr` to `paddr`: identity, direct map or kernel window.
+pub fn boot_tables_map(vaddr: u64, paddr: u64, size: u64) -> bool {
+    let Some(pend) = paddr.checked_add(size) else {
+        return false;
+    };
+    [
+        (0, BOOT_MAPPED_SIZE),
+        (PHYS_MAP_BASE, BOOT_MAPPED_SIZE),
+        (KERNEL_BASE, 2 << 30),
+    ]
+    .iter()
+    .any(|&(base, window)| vaddr.checked_sub(base) == Some(paddr) && pend <= window)
+}
+
+/// Checks `image` and loads it into `mem`.
+pub fn load(
+    mem: &GuestMemoryMmap,
+    image: &[u8],
+    memory_size: u64,
+) -> Result<LoadedKernel, LoaderError> {
+    let checked = check(image, memory_size)?;
+    let result = Elf::load(mem, None, &mut Cursor::new(image), None)
+        .map_err(|e| LoaderError::Load(e.to_string()))?;
+    let phys_start = checked
+        .segments
+        .iter()
+        .map(|s| s.paddr)
+        .min()
+        .unwrap_or(KERNEL_LOAD_MIN);
+    let phys_end = checked
+        .segments
+        .iter()
+        .map(|s| s.paddr + s.mem_size)
+        .max()
+        .unwrap_or(phys_start);
+    debug_assert_eq!(result.kernel_load, GuestAddress(checked.entry));
+    Ok(LoadedKernel {
+        entry: checked.entry,
+        phys_start,
+        phys_end,
+    })
+}
+
+/// Builds ELF images for tests: a header and `PT_LOAD` segments.
+#[cfg(test)]
+pub(crate) mod test_elf {
+    use super::*;
+
+    /// A segment to put in a test image: (vaddr, paddr, flags, contents, mem_size).
+    pub(crate) type TestSegment<'a> = (u64, u64, u32, &'a [u8], u64);
+
+    pub(crate) fn build(entry: u64, segments: &[TestSegment<'_>]) -> Vec<u8> {
+        let phoff = ELF_HEADER_SIZE;
+        let data_start = phoff + segments.len() * PROGRAM_HEADER_SIZE;
+        let mut out = vec![0u8; data_start];
+        out[..4].copy_from_slice(b"\x7fELF");
+        out[4] = ELFCLASS64;
+        out[5] = ELFDATA2LSB;
+        out[6] = 1;
+        out[16..18].copy_from_slice(&ET_EXEC.to_le_bytes());
+        out[18..20].copy_from_slice(&EM_X86_64.to_le_bytes());
+        out[20..24].copy_from_slice(&1u32.to_le_bytes());
+        out[24..32].copy_from_slice(&entry.to_le_bytes());
+        out[32..40].copy_from_slice(&(phoff as u64).to_le_bytes());
+        out[52..54].copy_from_slice(&(ELF_HEADER_SIZE as u16).to_le_bytes());
+        out[54..56].copy_from_slice(&(PROGRAM_HEADER_SIZE as u16).to_le_bytes());
+        out[56..58].copy_from_slice(&(segments.len() as u16).to_le_bytes());
+        for (i, &(vaddr, paddr, flags, contents, mem_size)) in segments.iter().enumerate() {
+            let offset = out.len() as u64;
+            out.extend_from_slice(contents);
+            let ph = phoff + i * PROGRAM_HEADER_SIZE;
+            out[ph..ph + 4].copy_from_slice(&PT_LOAD.to_le_bytes());
+            out[ph + 4..ph + 8].copy_from_slice(&flags.to_le_bytes());
+            out[ph + 8..ph + 16].copy_from_slice(&offset.to_le_bytes());
+            out[ph + 16..ph + 24].copy_from_slice(&vaddr.to_le_bytes());
+            out[ph + 24..ph + 32].copy_from_slice(&paddr.to_le_bytes());
+            out[ph + 32..ph + 40].copy_from_slice(&(contents.len() as u64).to_le_bytes());
+            out[ph + 40..ph + 48].copy_from_slice(&mem_size.to_le_bytes());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_elf::build;
+    use super::*;
+    use vm_memory::Bytes;
+
+    const MEM: u64 = 16 << 20;
+    const RX: u32 = 5;
+    const RW: u32 = 6;
+
+    fn good() -> Vec<u8> {
+        build(
+            KERNEL_BASE + 0x10_0000,
+            &[
+                (KERNEL_BASE + 0x10_0000, 0x10_0000, RX, &[0xf4; 16], 16),
+                (KERNEL_BASE + 0x10_1000, 0x10_1000, RW, &[1, 2, 3], 0x2000),
+            ],
+        )
+    }
+
+    #[test]
+    fn good_image_loads_segments_and_reports_bounds() {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM as usize)]).unwrap();
+        let loaded = load(&mem, &good(), MEM).unwrap();
+        assert_eq!(
+            loaded,
+            LoadedKernel {
+                entry: KERNEL_BASE + 0x10_0000,
+                phys_start: 0x10_0000,
+                phys_end: 0x10_3000
+            }
+        );
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(0x10_000f)).unwrap(), 0xf4);
+        assert_eq!(
+            mem.read_obj::<[u8; 3]>(GuestAddress(0x10_1000)).unwrap(),
+            [1, 2, 3]
+        );
+    }
+
+    #[test]
+    fn truncated_file_is_refused() {
+        let image = good();
+        assert_eq!(
+            check(&image[..40], MEM),
+            Err(LoaderError::Truncated("shorter than an ELF header"))
+        );
+        assert_eq!(
+            check(&image[..2], MEM),
+            Err(LoaderError::Truncated("shorter than the ELF magic"))
+        );
+        // Header intact, segment bytes cut off.
+        let cut = &image[..image.len() - 2];
+        assert!(matches!(
+            check(cut, MEM),
+            Err(LoaderError::SegmentOutsideFile { index: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn program_headers_past_the_end_are_truncation() {
+        let mut image = good();
+        image[56..58].copy_from_slice(&1000u16.to_le_bytes());
+        assert_eq!(
+            check(&image, MEM),
+            Err(LoaderError::Truncated("program headers run past the end"))
+        );
+    }
+
+    #[test]
+    fn non_elf_is_refused() {
+        assert_eq!(
+            check(b"#!/bin/sh\necho hello\n", MEM),
+            Err(LoaderError::NotElf)
+        );
+        assert_eq!(check(&[0u8; 128], MEM), Err(LoaderError::NotElf));
+    }
+
+    #[test]
+    fn wrong_architecture_is_refused() {
+        let mut image = good();
+        image[18..20].copy_from_slice(&183u16.to_le_bytes()); // EM_AARCH64
+        assert_eq!(check(&image, MEM), Err(LoaderError::WrongArchitecture(183)));
+        let mut image = good();
+        image[4] = 1; // ELFCLASS32
+        assert_eq!(check(&image, MEM), Err(LoaderError::Not64Bit(1)));
+        let mut image = good();
+        image[5] = 2; // big endian
+        assert_eq!(check(&image, MEM), Err(LoaderError::NotLittleEndian));
+    }
+
+    #[test]
+    fn shared_object_is_refused() {
+        let mut image = good();
+        image[16..18].copy_from_slice(&3u16.to_le_bytes()); // ET_DYN
+        assert_eq!(check(&image, MEM), Err(LoaderError::NotExecutable(3)));
+    }
+
+    #[test]
+    fn overlapping_segments_are_refused() {
+        let image = build(
+            KERNEL_BASE + 0x10_0000,
+            &[
+                (KERNEL_BASE + 0x10_0000, 0x10_0000, RX, &[0; 16], 0x2000),
+                (KERNEL_BASE + 0x10_1000, 0x10_1000, RW, &[0; 16], 0x1000),
+            ],
+        );
+        assert_eq!(check(&image, MEM), Err(LoaderError::SegmentsOverlap(0, 1)));
+    }
+
+    #[test]
+    fn segment_in_boot_area_or_beyond_memory_is_refused() {
+        let low = build(0x1000, &[(0x1000, 0x1000, RX, &[0; 4], 4)]);
+        assert!(matches!(
+            check(&low, MEM),
+            Err(LoaderError::SegmentInBootArea {
+                index: 0,
+                addr: 0x1000,
+                ..
+            })
+        ));
+        let high = build(
+            KERNEL_BASE + 0x10_0000,
+            &[(KERNEL_BASE + 0x10_0000, 0x10_0000, RX, &[0; 4], MEM)],
+        );
+        assert!(matches!(
+            check(&high, MEM),
+            Err(LoaderError::SegmentOutsideMemory { index: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn unmapped_virtual_address_is_refused() {
+        let image = build(
+            0x4000_0000_0000,
+            &[(0x4000_0000_0000, 0x10_0000, RX, &[0; 4], 4)],
+        );
+        assert!(matches!(
+            check(&image, MEM),
+            Err(LoaderError::SegmentNotMapped { index: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn identity_linked_kernel_is_accepted() {
+        let image = build(0x10_0000, &[(0x10_0000, 0x10_0000, RX, &[0xf4], 1)]);
+        assert_eq!(check(&image, MEM).unwrap().entry, 0x10_0000);
+    }
+
+    #[test]
+    fn entry_outside_code_is_refused() {
+        let image = build(
+            KERNEL_BASE + 0x10_1000,
+            &[
+                (KERNEL_BASE + 0x10_0000, 0x10_0000, RX, &[0; 16], 16),
+                (KERNEL_BASE + 0x10_1000, 0x10_1000, RW, &[0; 16], 16),
+            ],
+        );
+        assert_eq!(
+            check(&image, MEM),
+            Err(LoaderError::EntryNotInCode(KERNEL_BASE + 0x10_1000))
+        );
+    }
+
+    #[test]
+    fn no_loadable_segment_is_refused() {
+        assert_eq!(
+            check(&build(0, &[]), MEM),
+            Err(LoaderError::NoLoadableSegment)
+        );
+    }
+}

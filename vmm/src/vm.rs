@@ -1,0 +1,271 @@
+//! One compartment's VM, from `/dev/kvm` to power-off.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+use ward_abi::boot::{DeviceInfo, DeviceKind};
+use ward_abi::debug_console;
+
+use crate::arch::{cpu, gdt, paging};
+use crate::boot::{self, BootError};
+use crate::devices::debug_console::{BootClock, DebugConsole, PowerControl};
+use crate::devices::{BusError, MmioBus};
+use crate::kvm::{self, KvmError};
+use crate::loader::{self, LoaderError};
+use crate::memory::{self, MemoryError};
+use crate::vcpu::{self, VcpuError};
+
+pub use crate::vcpu::GuestExit;
+
+/// Where KVM may put the TSS it needs on Intel (three pages below 4 GiB,
+/// above the LAPIC and outside guest RAM and the MMIO window).
+const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct VmConfig {
+    /// Compartment name, for logs and errors.
+    pub name: String,
+    /// Guest RAM in MiB.
+    pub memory_mib: u64,
+    /// Kernel command line.
+    pub cmdline: String,
+    /// The kernel ELF image.
+    pub kernel: Arc<[u8]>,
+    /// The KVM device.
+    pub kvm_path: PathBuf,
+}
+
+/// Building or running the VM failed on the host side.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// Opening KVM failed.
+    #[error(transparent)]
+    Kvm(#[from] KvmError),
+    /// KVM_CREATE_VM failed.
+    #[error("cannot create the VM: {0}")]
+    CreateVm(kvm_ioctls::Error),
+    /// KVM_CREATE_IRQCHIP failed.
+    #[error("cannot create the in-kernel interrupt controller: {0}")]
+    Irqchip(kvm_ioctls::Error),
+    /// KVM_SET_TSS_ADDR failed.
+    #[error("cannot set the TSS address: {0}")]
+    TssAddress(kvm_ioctls::Error),
+    /// Guest memory could not be created.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// KVM_SET_USER_MEMORY_REGION failed.
+    #[error("cannot give guest memory to KVM: {0}")]
+    RegisterMemory(kvm_ioctls::Error),
+    /// The kernel image was refused.
+    #[error("kernel image: {0}")]
+    Loader(#[from] LoaderError),
+    /// The boot info could not be written.
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    /// The GDT or page tables could not be written.
+    #[error("cannot write boot structures into guest memory: {0}")]
+    BootStructures(#[from] vm_memory::GuestMemoryError),
+    /// KVM_CREATE_VCPU failed.
+    #[error("cannot create the vCPU: {0}")]
+    CreateVcpu(kvm_ioctls::Error),
+    /// The vCPU could not be set up.
+    #[error(transparent)]
+    Cpu(#[from] cpu::CpuError),
+    /// A device could not be placed on the bus.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// The vCPU thread could not start.
+    #[error("cannot start the vCPU thread: {0}")]
+    SpawnVcpu(std::io::Error),
+    /// The vCPU thread panicked (a VMM bug, never the guest's doing).
+    #[error("the vCPU thread panicked")]
+    VcpuPanicked,
+    /// Running the vCPU failed.
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+}
+
+/// Host-side durations from process start to each boot milestone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BootTimings {
+    /// The VM exists: KVM opened, VM and irqchip created, memory registered.
+    pub vm_created: Option<Duration>,
+    /// The kernel's first instruction ran (its first boot mark reached us).
+    pub first_instruction: Option<Duration>,
+    /// The kernel's first console line reached us.
+    pub first_console_line: Option<Duration>,
+    /// The guest asked to power off.
+    pub power_off: Option<Duration>,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmOutcome {
+    /// Why the guest stopped.
+    pub exit: GuestExit,
+    /// Boot timings.
+    pub timings: BootTimings,
+}
+
+/// A compartment's VM, ready to run.
+pub struct Vm {
+    // Field order is drop order: the vCPU and VM go before the memory
+    // KVM maps.
+    vcpu: VcpuFd,
+    _vm: VmFd,
+    _kvm: Kvm,
+    bus: MmioBus,
+    power: Arc<PowerControl>,
+    clock: Arc<BootClock>,
+    started: Instant,
+    vm_created: Duration,
+    name: String,
+    _memory: GuestMemoryMmap,
+}
+
+impl std::fmt::Debug for Vm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vm")
+            .field("name", &self.name)
+            .field("bus", &self.bus)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vm {
+    /// Builds the VM of `config`, with the guest's console going to
+    /// `console`. `started` is when the process started, for timings.
+    pub fn new(
+        config: &VmConfig,
+        console: Box<dyn Write + Send>,
+        started: Instant,
+    ) -> Result<Self, VmError> {
+        // Check what the user gave before touching KVM.
+        let memory_size = memory::checked_size(config.memory_mib)?;
+        loader::check(&config.kernel, memory_size)?;
+
+        let kvm = kvm::open(&config.kvm_path)?;
+        let vm = kvm.create_vm().map_err(VmError::CreateVm)?;
+        vm.set_tss_address(KVM_TSS_ADDRESS)
+            .map_err(VmError::TssAddress)?;
+        vm.create_irq_chip().map_err(VmError::Irqchip)?;
+        let mem = memory::create(config.memory_mib)?;
+        register_memory(&vm, &mem)?;
+        let vm_created = started.elapsed();
+
+        let kernel = loader::load(&mem, &config.kernel, memory_size)?;
+        gdt::write_boot_gdt(&mem)?;
+        let cr3 = paging::write_boot_page_tables(&mem)?;
+
+        let power = Arc::new(PowerControl::default());
+        let clock = Arc::new(BootClock::default());
+        let mut bus = MmioBus::new();
+        let console = DebugConsole::new(
+            &config.name,
+            mem.clone(),
+            console,
+            power.clone(),
+            clock.clone(),
+        );
+        bus.insert(
+            debug_console::BASE,
+            debug_console::SIZE,
+            Arc::new(Mutex::new(console)),
+        )?;
+        let devices = [DeviceInfo {
+            kind: DeviceKind::DebugConsole as u32,
+            irq: 0,
+            mmio_base: debug_console::BASE,
+            mmio_size: debug_console::SIZE,
+        }];
+
+        let info =
+            boot::build_boot_info(memory_size, &kernel, config.cmdline.as_bytes(), &devices)?;
+        let boot_info = boot::write(&mem, &info, config.cmdline.as_bytes())?;
+
+        let vcpu = vm.create_vcpu(0).map_err(VmError::CreateVcpu)?;
+        cpu::configure_vcpu(&kvm, &vcpu, kernel.entry, boot_info, cr3)?;
+
+        Ok(Self {
+            vcpu,
+            _vm: vm,
+            _kvm: kvm,
+            bus,
+            power,
+            clock,
+            started,
+            vm_created,
+            name: config.name.clone(),
+            _memory: mem,
+        })
+    }
+
+    /// Runs the guest on a vCPU thread until it stops.
+    pub fn run(self) -> Result<VmOutcome, VmError> {
+        let Self {
+            mut vcpu,
+            _vm,
+            _kvm,
+            bus,
+            power,
+            clock,
+            started,
+            vm_created,
+            name,
+            _memory,
+        } = self;
+        let exit = std::thread::scope(|scope| {
+            let handle = std::thread::Builder::new()
+                .name(format!("vcpu0-{name}"))
+                .spawn_scoped(scope, || vcpu::run(&mut vcpu, &bus, &power, &name))
+                .map_err(VmError::SpawnVcpu)?;
+            handle
+                .join()
+                .map_err(|_| VmError::VcpuPanicked)?
+                .map_err(VmError::from)
+        })?;
+        let since = |at: Option<&Instant>| at.map(|t| t.saturating_duration_since(started));
+        let timings = BootTimings {
+            vm_created: Some(vm_created),
+            first_instruction: since(clock.first_instruction.get()),
+            first_console_line: since(clock.first_console_line.get()),
+            power_off: since(clock.power_off.get()),
+        };
+        Ok(VmOutcome { exit, timings })
+    }
+}
+
+fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmError> {
+    for (slot, region) in mem.iter().enumerate() {
+        let region_desc = kvm_userspace_memory_region {
+            slot: slot as u32,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: mem
+                .get_host_address(region.start_addr())
+                .map_err(VmError::BootStructures)? as u64,
+            flags: 0,
+        };
+        // SAFETY: the region is a live mapping owned by `mem`, which the `Vm`
+        // keeps until after the `VmFd` is dropped (field order), so KVM never
+        // sees the mapping go away while the VM exists.
+        unsafe { vm.set_user_memory_region(region_desc) }.map_err(VmError::RegisterMemory)?;
+    }
+    Ok(())
+}
+
+/// Boots `config` and runs it to the end: [`Vm::new`] then [`Vm::run`].
+pub fn run(
+    config: &VmConfig,
+    console: Box<dyn Write + Send>,
+    started: Instant,
+) -> Result<VmOutcome, VmError> {
+    Vm::new(config, console, started)?.run()
+}
