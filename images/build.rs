@@ -57,29 +57,15 @@ fn main() {
 
 fn build() -> Result<(), String> {
     let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR")?);
-    let root = manifest_dir
-        .parent()
-        .ok_or("images/ has no parent")?
-        .to_path_buf();
+    let root = manifest_dir.parent().ok_or("images/ has no parent")?.to_path_buf();
     let out_dir = PathBuf::from(env("OUT_DIR")?);
     let guest_dir = guest_target_dir(&out_dir);
 
-    for path in [
-        "guest-kernel/kernel",
-        "guest-kernel/abi",
-        "Cargo.lock",
-        "Cargo.toml",
-    ] {
+    for path in ["guest-kernel/kernel", "guest-kernel/abi", "Cargo.lock", "Cargo.toml"] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
 
-    let kernel = cargo_build_guest(
-        &root,
-        &guest_dir.join("kernel"),
-        "ward-kernel",
-        "ward-kernel",
-        KERNEL_RUSTFLAGS,
-    )?;
+    let kernel = cargo_build_guest(&root, &guest_dir.join("kernel"), "ward-kernel", "ward-kernel", KERNEL_RUSTFLAGS)?;
     let embedded = out_dir.join("ward-kernel");
     std::fs::copy(&kernel, &embedded).map_err(|e| format!("copying {}: {e}", kernel.display()))?;
     Ok(())
@@ -94,9 +80,7 @@ fn env(name: &str) -> Result<String, String> {
 fn guest_target_dir(out_dir: &Path) -> PathBuf {
     let mut ancestors = out_dir.ancestors();
     match (ancestors.nth(2), ancestors.nth(1)) {
-        (Some(build), Some(target)) if build.file_name().is_some_and(|n| n == "build") => {
-            target.join("ward-guest")
-        }
+        (Some(build), Some(target)) if build.file_name().is_some_and(|n| n == "build") => target.join("ward-guest"),
         _ => out_dir.join("ward-guest"),
     }
 }
@@ -114,16 +98,7 @@ fn cargo_build_guest(
         .envs(std::env::vars().filter(|(k, _)| keep_env(k)))
         .env("CARGO_ENCODED_RUSTFLAGS", rustflags.join("\x1f"))
         .current_dir(root)
-        .args([
-            "build",
-            "--release",
-            "--package",
-            package,
-            "--bin",
-            bin,
-            "--features",
-            "guest",
-        ])
+        .args(["build", "--release", "--package", package, "--bin", bin, "--features", "guest"])
         .args(["--target", GUEST_TARGET])
         .arg("--target-dir")
         .arg(target_dir)

@@ -29,6 +29,30 @@ pub enum Command {
     /// with the compartment's exit code; 125 if the compartment crashed, 1 if
     /// it could not be started.
     Run(RunArgs),
+
+    /// Measure Ward: print figures for docs/BENCHMARKS.md.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// The `ward bench` measurements.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Boot a compartment N times, each in a fresh `ward run --timing`
+    /// process, and print the median and spread of each boot milestone.
+    Boot(BenchBootArgs),
+}
+
+/// Arguments of `ward bench boot`.
+#[derive(Debug, Args)]
+pub struct BenchBootArgs {
+    /// How many boots to measure.
+    #[arg(long, default_value_t = 10)]
+    pub runs: usize,
+
+    /// Guest memory in MiB.
+    #[arg(long, short = 'm', value_name = "MiB", default_value_t = DEFAULT_MEMORY_MIB)]
+    pub memory: u64,
 }
 
 /// Arguments of `ward run`.

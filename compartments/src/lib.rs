@@ -5,6 +5,7 @@
 //! compartment's VM is `ward-vmm`'s job; which kernel it boots comes from
 //! `ward-images`.
 
+pub mod bench;
 pub mod cli;
 pub mod name;
 pub mod run;

@@ -43,16 +43,10 @@ impl CompartmentName {
         if name.is_empty() {
             return Err(NameError::Empty);
         }
-        if let Some((position, found)) = name
-            .chars()
-            .enumerate()
-            .find(|(_, c)| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+        if let Some((position, found)) =
+            name.chars().enumerate().find(|(_, c)| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
         {
-            return Err(NameError::BadCharacter {
-                name: name.to_owned(),
-                found,
-                position,
-            });
+            return Err(NameError::BadCharacter { name: name.to_owned(), found, position });
         }
         if name.len() > MAX_NAME_LEN {
             return Err(NameError::TooLong(name.to_owned()));
@@ -98,35 +92,12 @@ mod tests {
         assert_eq!(CompartmentName::new(""), Err(NameError::Empty));
         assert_eq!(
             CompartmentName::new("Hello"),
-            Err(NameError::BadCharacter {
-                name: "Hello".into(),
-                found: 'H',
-                position: 0
-            })
+            Err(NameError::BadCharacter { name: "Hello".into(), found: 'H', position: 0 })
         );
-        assert!(matches!(
-            CompartmentName::new("../etc"),
-            Err(NameError::BadCharacter { found: '.', .. })
-        ));
-        assert!(matches!(
-            CompartmentName::new("a b"),
-            Err(NameError::BadCharacter {
-                found: ' ',
-                position: 1,
-                ..
-            })
-        ));
-        assert_eq!(
-            CompartmentName::new("-x"),
-            Err(NameError::BadEdge("-x".into()))
-        );
-        assert_eq!(
-            CompartmentName::new("x-"),
-            Err(NameError::BadEdge("x-".into()))
-        );
-        assert!(matches!(
-            CompartmentName::new(&"a".repeat(64)),
-            Err(NameError::TooLong(_))
-        ));
+        assert!(matches!(CompartmentName::new("../etc"), Err(NameError::BadCharacter { found: '.', .. })));
+        assert!(matches!(CompartmentName::new("a b"), Err(NameError::BadCharacter { found: ' ', position: 1, .. })));
+        assert_eq!(CompartmentName::new("-x"), Err(NameError::BadEdge("-x".into())));
+        assert_eq!(CompartmentName::new("x-"), Err(NameError::BadEdge("x-".into())));
+        assert!(matches!(CompartmentName::new(&"a".repeat(64)), Err(NameError::TooLong(_))));
     }
 }

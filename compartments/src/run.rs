@@ -43,17 +43,10 @@ pub enum RunError {
 }
 
 /// Boots the compartment `args` describes, its console on `console`.
-pub fn run(
-    args: &RunArgs,
-    console: Box<dyn Write + Send>,
-    started: Instant,
-) -> Result<VmOutcome, RunError> {
+pub fn run(args: &RunArgs, console: Box<dyn Write + Send>, started: Instant) -> Result<VmOutcome, RunError> {
     let (kernel, kernel_name): (Arc<[u8]>, String) = match &args.kernel {
         Some(path) => {
-            let bytes = std::fs::read(path).map_err(|source| RunError::ReadKernel {
-                path: path.clone(),
-                source,
-            })?;
+            let bytes = std::fs::read(path).map_err(|source| RunError::ReadKernel { path: path.clone(), source })?;
             (bytes.into(), path.display().to_string())
         }
         None => (Arc::from(ward_images::KERNEL), "(built-in)".to_owned()),
@@ -66,14 +59,8 @@ pub fn run(
         kvm_path: args.kvm.clone(),
     };
     ward_vmm::vm::run(&config, console, started).map_err(|source| match source {
-        VmError::Loader(source) => RunError::BadKernel {
-            path: kernel_name,
-            source,
-        },
-        source => RunError::Vm {
-            name: config.name.clone(),
-            source,
-        },
+        VmError::Loader(source) => RunError::BadKernel { path: kernel_name, source },
+        source => RunError::Vm { name: config.name.clone(), source },
     })
 }
 
@@ -129,11 +116,7 @@ mod tests {
         assert!(report.contains("VM created"));
         assert!(report.contains("1.500 ms"));
         assert!(report.contains("first console line"));
-        assert!(
-            report
-                .lines()
-                .any(|l| l.contains("first console line") && l.trim_end().ends_with('-'))
-        );
+        assert!(report.lines().any(|l| l.contains("first console line") && l.trim_end().ends_with('-')));
         assert!(report.contains("10.000 ms"));
     }
 }

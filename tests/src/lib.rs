@@ -1,52 +1,61 @@
-//! Helpers for Ward's end-to-end tests: running the `ward` binary and
-//! booting compartments on the real `/dev/kvm`.
+//! Helpers for Ward's end-to-end tests, which boot real compartments on
+//! `/dev/kvm` through `ward-vmm` and inspect the guest images.
 //!
-//! The tests live in `tests/`. KVM tests never skip: if `/dev/kvm` is
-//! missing they fail, saying so.
+//! The tests live in `tests/`. KVM tests never skip: without `/dev/kvm`
+//! they fail and say so. Tests of the `ward` command line as a process live
+//! next to it, in `compartments/tests/`.
 
+#![allow(clippy::panic, reason = "test helpers fail the test by panicking")]
+
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-/// The `ward` binary Cargo built for these tests.
-pub fn ward_binary() -> PathBuf {
-    let mut dir = std::env::current_exe().unwrap_or_default();
-    // target/<profile>/deps/<test>-<hash> -> target/<profile>/ward
-    dir.pop();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    dir.join("ward")
-}
+use ward_vmm::{VmConfig, VmOutcome};
 
 /// Fails the test, loudly, when this machine has no `/dev/kvm`.
 pub fn require_kvm() {
-    assert!(
-        std::path::Path::new("/dev/kvm").exists(),
-        "/dev/kvm is missing: Ward's KVM tests need it and never skip"
-    );
+    assert!(std::path::Path::new("/dev/kvm").exists(), "/dev/kvm is missing: Ward's KVM tests need it and never skip");
 }
 
-/// Runs `ward` with `args` and returns its output.
-pub fn ward(args: &[&str]) -> Output {
+/// A console sink the test can read back.
+#[derive(Clone, Debug, Default)]
+pub struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Capture {
+    /// Everything written so far, as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A config for compartment `name` on the built-in kernel.
+pub fn config(name: &str, memory_mib: u64, cmdline: &str) -> VmConfig {
+    VmConfig {
+        name: name.to_owned(),
+        memory_mib,
+        cmdline: cmdline.to_owned(),
+        kernel: Arc::from(ward_images::KERNEL),
+        kvm_path: PathBuf::from("/dev/kvm"),
+    }
+}
+
+/// Boots `config` on `/dev/kvm` and returns how it ended and its console.
+pub fn boot(config: &VmConfig) -> (VmOutcome, String) {
     require_kvm();
-    let binary = ward_binary();
-    Command::new(&binary)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {}: {e} (build it with `cargo build --bin ward`)",
-                binary.display()
-            )
-        })
-}
-
-/// Standard output as text.
-pub fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Standard error as text.
-pub fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let console = Capture::default();
+    let outcome = ward_vmm::vm::run(config, Box::new(console.clone()), Instant::now())
+        .unwrap_or_else(|e| panic!("compartment {} failed to run: {e}", config.name));
+    (outcome, console.text())
 }

@@ -4,9 +4,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use zerocopy::IntoBytes;
 
 use ward_abi::boot::{BootInfo, DeviceInfo, MAX_DEVICES, MemoryKind};
-use ward_abi::layout::{
-    BOOT_AREA_END, BOOT_INFO_ADDR, BOOT_PML4_ADDR, CMDLINE_ADDR, CMDLINE_MAX_LEN,
-};
+use ward_abi::layout::{BOOT_AREA_END, BOOT_INFO_ADDR, BOOT_PML4_ADDR, CMDLINE_ADDR, CMDLINE_MAX_LEN};
 
 use crate::loader::LoadedKernel;
 use crate::memory::{MemoryError, Reserved, memory_map};
@@ -50,26 +48,18 @@ pub fn build_boot_info(
         return Err(BootError::TooManyDevices(devices.len()));
     }
     let reserved = [
-        Reserved {
-            base: 0,
-            size: BOOT_STRUCTURES_END,
-            kind: MemoryKind::Boot,
-        },
-        Reserved {
-            base: kernel.phys_start,
-            size: kernel.phys_end - kernel.phys_start,
-            kind: MemoryKind::Kernel,
-        },
+        Reserved { base: 0, size: BOOT_STRUCTURES_END, kind: MemoryKind::Boot },
+        Reserved { base: kernel.phys_start, size: kernel.phys_end - kernel.phys_start, kind: MemoryKind::Kernel },
     ];
     let map = memory_map(memory_size, &reserved)?;
 
     let mut info = BootInfo::new(memory_size);
     info.cmdline_addr = CMDLINE_ADDR;
-    // Both fit in u32: checked against CMDLINE_MAX_LEN and MAX_* above.
-    info.cmdline_len = cmdline.len() as u32;
-    info.memory_count = map.len() as u32;
+    // Each count was checked against its array's capacity above.
+    info.cmdline_len = u32::try_from(cmdline.len()).map_err(|_| BootError::CmdlineTooLong(cmdline.len()))?;
+    info.memory_count = u32::try_from(map.len()).map_err(|_| MemoryError::TooManyRegions)?;
     info.memory[..map.len()].copy_from_slice(&map);
-    info.device_count = devices.len() as u32;
+    info.device_count = u32::try_from(devices.len()).map_err(|_| BootError::TooManyDevices(devices.len()))?;
     info.devices[..devices.len()].copy_from_slice(devices);
     Ok(info)
 }
@@ -99,21 +89,12 @@ mod tests {
     use zerocopy::FromBytes;
 
     fn kernel() -> LoadedKernel {
-        LoadedKernel {
-            entry: 0,
-            phys_start: 0x10_0000,
-            phys_end: 0x12_0000,
-        }
+        LoadedKernel { entry: 0, phys_start: 0x10_0000, phys_end: 0x12_0000 }
     }
 
     #[test]
     fn boot_info_describes_memory_cmdline_and_devices() {
-        let dev = DeviceInfo {
-            kind: 1,
-            irq: 0,
-            mmio_base: 0xd000_0000,
-            mmio_size: 0x1000,
-        };
+        let dev = DeviceInfo { kind: 1, irq: 0, mmio_base: 0xd000_0000, mmio_size: 0x1000 };
         let info = build_boot_info(32 << 20, &kernel(), b"ward.panic", &[dev]).unwrap();
         assert!(info.is_valid());
         assert_eq!((info.cmdline_addr, info.cmdline_len), (CMDLINE_ADDR, 10));
@@ -132,21 +113,14 @@ mod tests {
         let back = BootInfo::read_from_bytes(&bytes).unwrap();
         assert_eq!(back.memory_regions(), info.memory_regions());
         let mut cmdline = [0u8; 3];
-        mem.read_slice(&mut cmdline, GuestAddress(back.cmdline_addr))
-            .unwrap();
+        mem.read_slice(&mut cmdline, GuestAddress(back.cmdline_addr)).unwrap();
         assert_eq!(&cmdline, b"a=b");
     }
 
     #[test]
     fn overlong_or_nul_cmdline_is_refused() {
         let long = vec![b'x'; CMDLINE_MAX_LEN + 1];
-        assert!(matches!(
-            build_boot_info(32 << 20, &kernel(), &long, &[]),
-            Err(BootError::CmdlineTooLong(4097))
-        ));
-        assert!(matches!(
-            build_boot_info(32 << 20, &kernel(), b"a\0b", &[]),
-            Err(BootError::CmdlineNul)
-        ));
+        assert!(matches!(build_boot_info(32 << 20, &kernel(), &long, &[]), Err(BootError::CmdlineTooLong(4097))));
+        assert!(matches!(build_boot_info(32 << 20, &kernel(), b"a\0b", &[]), Err(BootError::CmdlineNul)));
     }
 }

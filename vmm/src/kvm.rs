@@ -14,9 +14,7 @@ const KVM_API_VERSION: i32 = 12;
 #[derive(Debug, thiserror::Error)]
 pub enum KvmError {
     /// The device node does not exist.
-    #[error(
-        "{0} does not exist: this machine has no KVM (load the kvm module, or enable virtualization)"
-    )]
+    #[error("{0} does not exist: this machine has no KVM (load the kvm module, or enable virtualization)")]
     Missing(PathBuf),
     /// No permission to open it.
     #[error("no permission to open {0}: run as root or add your user to the group that owns it")]
@@ -47,13 +45,8 @@ pub fn open(path: &Path) -> Result<Kvm, KvmError> {
     let kvm = Kvm::new_with_path(path_cstring(path)?).map_err(|e| match e.errno() {
         libc::ENOENT => KvmError::Missing(path.to_owned()),
         libc::EACCES | libc::EPERM => KvmError::PermissionDenied(path.to_owned()),
-        libc::ENOTTY | libc::EINVAL | libc::ENODEV | libc::ENXIO => {
-            KvmError::NotKvm(path.to_owned())
-        }
-        _ => KvmError::Open {
-            path: path.to_owned(),
-            source: e.into(),
-        },
+        libc::ENOTTY | libc::EINVAL | libc::ENODEV | libc::ENXIO => KvmError::NotKvm(path.to_owned()),
+        _ => KvmError::Open { path: path.to_owned(), source: e.into() },
     })?;
     // Opening a regular file succeeds; the first ioctl tells. The KVM API
     // version has been 12 since Linux 2.6.22 (KVM_API_VERSION).
@@ -67,10 +60,7 @@ pub fn open(path: &Path) -> Result<Kvm, KvmError> {
         (Cap::SetTssAddr, "KVM_CAP_SET_TSS_ADDR"),
     ] {
         if !kvm.check_extension(cap) {
-            return Err(KvmError::MissingCapability {
-                path: path.to_owned(),
-                capability: name,
-            });
+            return Err(KvmError::MissingCapability { path: path.to_owned(), capability: name });
         }
     }
     Ok(kvm)
@@ -78,6 +68,5 @@ pub fn open(path: &Path) -> Result<Kvm, KvmError> {
 
 fn path_cstring(path: &Path) -> Result<std::ffi::CString, KvmError> {
     use std::os::unix::ffi::OsStrExt;
-    std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| KvmError::Missing(path.to_owned()))
+    std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| KvmError::Missing(path.to_owned()))
 }

@@ -56,9 +56,7 @@ pub enum LoaderError {
     #[error("segment {0} has more file bytes than memory bytes")]
     SegmentFileLargerThanMemory(usize),
     /// A segment reaches below the end of the boot area.
-    #[error(
-        "segment {index} at physical {addr:#x} overlaps the boot area (kernels load at or above {min:#x})"
-    )]
+    #[error("segment {index} at physical {addr:#x} overlaps the boot area (kernels load at or above {min:#x})")]
     SegmentInBootArea {
         /// Program header index.
         index: usize,
@@ -86,9 +84,7 @@ pub enum LoaderError {
     SegmentsOverlap(usize, usize),
     /// The boot page tables do not map a segment's virtual address to its
     /// physical address.
-    #[error(
-        "segment {index}: virtual {vaddr:#x} is not mapped to physical {paddr:#x} by the boot page tables"
-    )]
+    #[error("segment {index}: virtual {vaddr:#x} is not mapped to physical {paddr:#x} by the boot page tables")]
     SegmentNotMapped {
         /// Program header index.
         index: usize,
@@ -236,9 +232,7 @@ pub fn check(image: &[u8], memory_size: u64) -> Result<KernelImage, LoaderError>
             }
         }
     }
-    let in_code = segments
-        .iter()
-        .any(|s| s.flags & PF_X != 0 && entry >= s.vaddr && entry - s.vaddr < s.mem_size);
+    let in_code = segments.iter().any(|s| s.flags & PF_X != 0 && entry >= s.vaddr && entry - s.vaddr < s.mem_size);
     if !in_code {
         return Err(LoaderError::EntryNotInCode(entry));
     }
@@ -247,32 +241,16 @@ pub fn check(image: &[u8], memory_size: u64) -> Result<KernelImage, LoaderError>
 
 fn check_segment(seg: &Segment, file_len: u64, memory_size: u64) -> Result<(), LoaderError> {
     let index = seg.index;
-    if seg
-        .offset
-        .checked_add(seg.file_size)
-        .is_none_or(|end| end > file_len)
-    {
-        return Err(LoaderError::SegmentOutsideFile {
-            index,
-            offset: seg.offset,
-            size: seg.file_size,
-        });
+    if seg.offset.checked_add(seg.file_size).is_none_or(|end| end > file_len) {
+        return Err(LoaderError::SegmentOutsideFile { index, offset: seg.offset, size: seg.file_size });
     }
     if seg.file_size > seg.mem_size {
         return Err(LoaderError::SegmentFileLargerThanMemory(index));
     }
     if seg.paddr < KERNEL_LOAD_MIN {
-        return Err(LoaderError::SegmentInBootArea {
-            index,
-            addr: seg.paddr,
-            min: KERNEL_LOAD_MIN,
-        });
+        return Err(LoaderError::SegmentInBootArea { index, addr: seg.paddr, min: KERNEL_LOAD_MIN });
     }
-    if seg
-        .paddr
-        .checked_add(seg.mem_size)
-        .is_none_or(|end| end > memory_size)
-    {
+    if seg.paddr.checked_add(seg.mem_size).is_none_or(|end| end > memory_size) {
         return Err(LoaderError::SegmentOutsideMemory {
             index,
             addr: seg.paddr,
@@ -281,11 +259,7 @@ fn check_segment(seg: &Segment, file_len: u64, memory_size: u64) -> Result<(), L
         });
     }
     if !boot_tables_map(seg.vaddr, seg.paddr, seg.mem_size) {
-        return Err(LoaderError::SegmentNotMapped {
-            index,
-            vaddr: seg.vaddr,
-            paddr: seg.paddr,
-        });
+        return Err(LoaderError::SegmentNotMapped { index, vaddr: seg.vaddr, paddr: seg.paddr });
     }
     Ok(())
 }
@@ -296,46 +270,24 @@ pub fn boot_tables_map(vaddr: u64, paddr: u64, size: u64) -> bool {
     let Some(pend) = paddr.checked_add(size) else {
         return false;
     };
-    [
-        (0, BOOT_MAPPED_SIZE),
-        (PHYS_MAP_BASE, BOOT_MAPPED_SIZE),
-        (KERNEL_BASE, 2 << 30),
-    ]
-    .iter()
-    .any(|&(base, window)| vaddr.checked_sub(base) == Some(paddr) && pend <= window)
+    [(0, BOOT_MAPPED_SIZE), (PHYS_MAP_BASE, BOOT_MAPPED_SIZE), (KERNEL_BASE, 2 << 30)]
+        .iter()
+        .any(|&(base, window)| vaddr.checked_sub(base) == Some(paddr) && pend <= window)
 }
 
 /// Checks `image` and loads it into `mem`.
-pub fn load(
-    mem: &GuestMemoryMmap,
-    image: &[u8],
-    memory_size: u64,
-) -> Result<LoadedKernel, LoaderError> {
+pub fn load(mem: &GuestMemoryMmap, image: &[u8], memory_size: u64) -> Result<LoadedKernel, LoaderError> {
     let checked = check(image, memory_size)?;
-    let result = Elf::load(mem, None, &mut Cursor::new(image), None)
-        .map_err(|e| LoaderError::Load(e.to_string()))?;
-    let phys_start = checked
-        .segments
-        .iter()
-        .map(|s| s.paddr)
-        .min()
-        .unwrap_or(KERNEL_LOAD_MIN);
-    let phys_end = checked
-        .segments
-        .iter()
-        .map(|s| s.paddr + s.mem_size)
-        .max()
-        .unwrap_or(phys_start);
+    let result = Elf::load(mem, None, &mut Cursor::new(image), None).map_err(|e| LoaderError::Load(e.to_string()))?;
+    let phys_start = checked.segments.iter().map(|s| s.paddr).min().unwrap_or(KERNEL_LOAD_MIN);
+    let phys_end = checked.segments.iter().map(|s| s.paddr + s.mem_size).max().unwrap_or(phys_start);
     debug_assert_eq!(result.kernel_load, GuestAddress(checked.entry));
-    Ok(LoadedKernel {
-        entry: checked.entry,
-        phys_start,
-        phys_end,
-    })
+    Ok(LoadedKernel { entry: checked.entry, phys_start, phys_end })
 }
 
 /// Builds ELF images for tests: a header and `PT_LOAD` segments.
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, reason = "test images are tiny")]
 pub(crate) mod test_elf {
     use super::*;
 
@@ -375,6 +327,7 @@ pub(crate) mod test_elf {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, reason = "test images are tiny")]
 mod tests {
     use super::test_elf::build;
     use super::*;
@@ -398,56 +351,31 @@ mod tests {
     fn good_image_loads_segments_and_reports_bounds() {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM as usize)]).unwrap();
         let loaded = load(&mem, &good(), MEM).unwrap();
-        assert_eq!(
-            loaded,
-            LoadedKernel {
-                entry: KERNEL_BASE + 0x10_0000,
-                phys_start: 0x10_0000,
-                phys_end: 0x10_3000
-            }
-        );
+        assert_eq!(loaded, LoadedKernel { entry: KERNEL_BASE + 0x10_0000, phys_start: 0x10_0000, phys_end: 0x10_3000 });
         assert_eq!(mem.read_obj::<u8>(GuestAddress(0x10_000f)).unwrap(), 0xf4);
-        assert_eq!(
-            mem.read_obj::<[u8; 3]>(GuestAddress(0x10_1000)).unwrap(),
-            [1, 2, 3]
-        );
+        assert_eq!(mem.read_obj::<[u8; 3]>(GuestAddress(0x10_1000)).unwrap(), [1, 2, 3]);
     }
 
     #[test]
     fn truncated_file_is_refused() {
         let image = good();
-        assert_eq!(
-            check(&image[..40], MEM),
-            Err(LoaderError::Truncated("shorter than an ELF header"))
-        );
-        assert_eq!(
-            check(&image[..2], MEM),
-            Err(LoaderError::Truncated("shorter than the ELF magic"))
-        );
+        assert_eq!(check(&image[..40], MEM), Err(LoaderError::Truncated("shorter than an ELF header")));
+        assert_eq!(check(&image[..2], MEM), Err(LoaderError::Truncated("shorter than the ELF magic")));
         // Header intact, segment bytes cut off.
         let cut = &image[..image.len() - 2];
-        assert!(matches!(
-            check(cut, MEM),
-            Err(LoaderError::SegmentOutsideFile { index: 1, .. })
-        ));
+        assert!(matches!(check(cut, MEM), Err(LoaderError::SegmentOutsideFile { index: 1, .. })));
     }
 
     #[test]
     fn program_headers_past_the_end_are_truncation() {
         let mut image = good();
         image[56..58].copy_from_slice(&1000u16.to_le_bytes());
-        assert_eq!(
-            check(&image, MEM),
-            Err(LoaderError::Truncated("program headers run past the end"))
-        );
+        assert_eq!(check(&image, MEM), Err(LoaderError::Truncated("program headers run past the end")));
     }
 
     #[test]
     fn non_elf_is_refused() {
-        assert_eq!(
-            check(b"#!/bin/sh\necho hello\n", MEM),
-            Err(LoaderError::NotElf)
-        );
+        assert_eq!(check(b"#!/bin/sh\necho hello\n", MEM), Err(LoaderError::NotElf));
         assert_eq!(check(&[0u8; 128], MEM), Err(LoaderError::NotElf));
     }
 
@@ -486,34 +414,15 @@ mod tests {
     #[test]
     fn segment_in_boot_area_or_beyond_memory_is_refused() {
         let low = build(0x1000, &[(0x1000, 0x1000, RX, &[0; 4], 4)]);
-        assert!(matches!(
-            check(&low, MEM),
-            Err(LoaderError::SegmentInBootArea {
-                index: 0,
-                addr: 0x1000,
-                ..
-            })
-        ));
-        let high = build(
-            KERNEL_BASE + 0x10_0000,
-            &[(KERNEL_BASE + 0x10_0000, 0x10_0000, RX, &[0; 4], MEM)],
-        );
-        assert!(matches!(
-            check(&high, MEM),
-            Err(LoaderError::SegmentOutsideMemory { index: 0, .. })
-        ));
+        assert!(matches!(check(&low, MEM), Err(LoaderError::SegmentInBootArea { index: 0, addr: 0x1000, .. })));
+        let high = build(KERNEL_BASE + 0x10_0000, &[(KERNEL_BASE + 0x10_0000, 0x10_0000, RX, &[0; 4], MEM)]);
+        assert!(matches!(check(&high, MEM), Err(LoaderError::SegmentOutsideMemory { index: 0, .. })));
     }
 
     #[test]
     fn unmapped_virtual_address_is_refused() {
-        let image = build(
-            0x4000_0000_0000,
-            &[(0x4000_0000_0000, 0x10_0000, RX, &[0; 4], 4)],
-        );
-        assert!(matches!(
-            check(&image, MEM),
-            Err(LoaderError::SegmentNotMapped { index: 0, .. })
-        ));
+        let image = build(0x4000_0000_0000, &[(0x4000_0000_0000, 0x10_0000, RX, &[0; 4], 4)]);
+        assert!(matches!(check(&image, MEM), Err(LoaderError::SegmentNotMapped { index: 0, .. })));
     }
 
     #[test]
@@ -531,17 +440,11 @@ mod tests {
                 (KERNEL_BASE + 0x10_1000, 0x10_1000, RW, &[0; 16], 16),
             ],
         );
-        assert_eq!(
-            check(&image, MEM),
-            Err(LoaderError::EntryNotInCode(KERNEL_BASE + 0x10_1000))
-        );
+        assert_eq!(check(&image, MEM), Err(LoaderError::EntryNotInCode(KERNEL_BASE + 0x10_1000)));
     }
 
     #[test]
     fn no_loadable_segment_is_refused() {
-        assert_eq!(
-            check(&build(0, &[]), MEM),
-            Err(LoaderError::NoLoadableSegment)
-        );
+        assert_eq!(check(&build(0, &[]), MEM), Err(LoaderError::NoLoadableSegment));
     }
 }

@@ -42,8 +42,7 @@ pub fn checked_size(mib: u64) -> Result<u64, MemoryError> {
 /// zero and cost host memory only once the guest touches them.
 pub fn create(mib: u64) -> Result<GuestMemoryMmap, MemoryError> {
     let size = usize::try_from(checked_size(mib)?).map_err(|_| MemoryError::TooLarge(mib))?;
-    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size)])
-        .map_err(|source| MemoryError::Map { mib, source })
+    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size)]).map_err(|source| MemoryError::Map { mib, source })
 }
 
 /// A range of guest memory that is not free, and what it holds.
@@ -60,25 +59,14 @@ pub struct Reserved {
 /// The memory map of `memory_size` bytes of RAM with `reserved` ranges
 /// carved out: sorted, non-overlapping, covering all RAM, each reserved
 /// range widened to whole pages, and the gaps between them usable.
-pub fn memory_map(
-    memory_size: u64,
-    reserved: &[Reserved],
-) -> Result<Vec<MemoryRegion>, MemoryError> {
+pub fn memory_map(memory_size: u64, reserved: &[Reserved]) -> Result<Vec<MemoryRegion>, MemoryError> {
     let mut reserved: Vec<Reserved> = reserved
         .iter()
         .filter(|r| r.size > 0 && r.base < memory_size)
         .map(|r| {
             let base = r.base & !(PAGE_SIZE - 1);
-            let end = r
-                .base
-                .saturating_add(r.size)
-                .min(memory_size)
-                .next_multiple_of(PAGE_SIZE);
-            Reserved {
-                base,
-                size: end - base,
-                kind: r.kind,
-            }
+            let end = r.base.saturating_add(r.size).min(memory_size).next_multiple_of(PAGE_SIZE);
+            Reserved { base, size: end - base, kind: r.kind }
         })
         .collect();
     reserved.sort_by_key(|r| r.base);
@@ -108,12 +96,7 @@ pub fn memory_map(
 }
 
 fn region(base: u64, size: u64, kind: MemoryKind) -> MemoryRegion {
-    MemoryRegion {
-        base,
-        size,
-        kind: kind as u32,
-        reserved: 0,
-    }
+    MemoryRegion { base, size, kind: kind as u32, reserved: 0 }
 }
 
 #[cfg(test)]
@@ -123,10 +106,7 @@ mod tests {
     #[test]
     fn sizes_outside_the_limits_are_refused() {
         assert!(matches!(checked_size(4), Err(MemoryError::TooSmall(4))));
-        assert!(matches!(
-            checked_size(MAX_MEMORY_MIB + 1),
-            Err(MemoryError::TooLarge(_))
-        ));
+        assert!(matches!(checked_size(MAX_MEMORY_MIB + 1), Err(MemoryError::TooLarge(_))));
         assert_eq!(checked_size(64).unwrap(), 64 << 20);
     }
 
@@ -135,16 +115,8 @@ mod tests {
         let map = memory_map(
             16 << 20,
             &[
-                Reserved {
-                    base: 0x10_0000,
-                    size: 0x1_2345,
-                    kind: MemoryKind::Kernel,
-                },
-                Reserved {
-                    base: 0,
-                    size: 0x1_0000,
-                    kind: MemoryKind::Boot,
-                },
+                Reserved { base: 0x10_0000, size: 0x1_2345, kind: MemoryKind::Kernel },
+                Reserved { base: 0, size: 0x1_0000, kind: MemoryKind::Boot },
             ],
         )
         .unwrap();
@@ -165,16 +137,8 @@ mod tests {
         let map = memory_map(
             8 << 20,
             &[
-                Reserved {
-                    base: 0x2000,
-                    size: 0x3000,
-                    kind: MemoryKind::Boot,
-                },
-                Reserved {
-                    base: 0x4000,
-                    size: 0x3000,
-                    kind: MemoryKind::Module,
-                },
+                Reserved { base: 0x2000, size: 0x3000, kind: MemoryKind::Boot },
+                Reserved { base: 0x4000, size: 0x3000, kind: MemoryKind::Module },
             ],
         )
         .unwrap();
@@ -188,16 +152,8 @@ mod tests {
 
     #[test]
     fn too_many_reservations_are_an_error() {
-        let many: Vec<Reserved> = (0..20)
-            .map(|i| Reserved {
-                base: i * 0x2000,
-                size: 0x1000,
-                kind: MemoryKind::Module,
-            })
-            .collect();
-        assert!(matches!(
-            memory_map(1 << 20, &many),
-            Err(MemoryError::TooManyRegions)
-        ));
+        let many: Vec<Reserved> =
+            (0..20).map(|i| Reserved { base: i * 0x2000, size: 0x1000, kind: MemoryKind::Module }).collect();
+        assert!(matches!(memory_map(1 << 20, &many), Err(MemoryError::TooManyRegions)));
     }
 }

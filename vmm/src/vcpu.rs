@@ -45,10 +45,7 @@ impl std::fmt::Display for GuestExit {
             Self::PowerOff(code) => write!(f, "powered off with exit code {code}"),
             Self::TripleFault { rip } => write!(f, "crashed: triple fault at rip {rip:#x}"),
             Self::EmulationFailure { rip } => {
-                write!(
-                    f,
-                    "crashed: KVM could not emulate the instruction at rip {rip:#x}"
-                )
+                write!(f, "crashed: KVM could not emulate the instruction at rip {rip:#x}")
             }
             Self::FailEntry { reason } => {
                 write!(f, "crashed: KVM entry failed (hardware reason {reason:#x})")
@@ -67,12 +64,7 @@ pub enum VcpuError {
 }
 
 /// Runs `vcpu` until the guest powers off or stops.
-pub fn run(
-    vcpu: &mut VcpuFd,
-    bus: &MmioBus,
-    power: &PowerControl,
-    compartment: &str,
-) -> Result<GuestExit, VcpuError> {
+pub fn run(vcpu: &mut VcpuFd, bus: &MmioBus, power: &PowerControl, compartment: &str) -> Result<GuestExit, VcpuError> {
     let mut warned = WarnOnce::default();
     loop {
         let exit = match vcpu.run() {

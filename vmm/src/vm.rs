@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use kvm_bindings::kvm_userspace_memory_region;
@@ -60,6 +60,9 @@ pub enum VmError {
     /// Guest memory could not be created.
     #[error(transparent)]
     Memory(#[from] MemoryError),
+    /// More memory regions than KVM slots.
+    #[error("guest memory has more regions than KVM has slots")]
+    TooManyMemorySlots,
     /// KVM_SET_USER_MEMORY_REGION failed.
     #[error("cannot give guest memory to KVM: {0}")]
     RegisterMemory(kvm_ioctls::Error),
@@ -122,6 +125,7 @@ pub struct Vm {
     _vm: VmFd,
     _kvm: Kvm,
     bus: MmioBus,
+    console: Arc<Mutex<DebugConsole>>,
     power: Arc<PowerControl>,
     clock: Arc<BootClock>,
     started: Instant,
@@ -132,29 +136,21 @@ pub struct Vm {
 
 impl std::fmt::Debug for Vm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vm")
-            .field("name", &self.name)
-            .field("bus", &self.bus)
-            .finish_non_exhaustive()
+        f.debug_struct("Vm").field("name", &self.name).field("bus", &self.bus).finish_non_exhaustive()
     }
 }
 
 impl Vm {
     /// Builds the VM of `config`, with the guest's console going to
     /// `console`. `started` is when the process started, for timings.
-    pub fn new(
-        config: &VmConfig,
-        console: Box<dyn Write + Send>,
-        started: Instant,
-    ) -> Result<Self, VmError> {
+    pub fn new(config: &VmConfig, console: Box<dyn Write + Send>, started: Instant) -> Result<Self, VmError> {
         // Check what the user gave before touching KVM.
         let memory_size = memory::checked_size(config.memory_mib)?;
         loader::check(&config.kernel, memory_size)?;
 
         let kvm = kvm::open(&config.kvm_path)?;
         let vm = kvm.create_vm().map_err(VmError::CreateVm)?;
-        vm.set_tss_address(KVM_TSS_ADDRESS)
-            .map_err(VmError::TssAddress)?;
+        vm.set_tss_address(KVM_TSS_ADDRESS).map_err(VmError::TssAddress)?;
         vm.create_irq_chip().map_err(VmError::Irqchip)?;
         let mem = memory::create(config.memory_mib)?;
         register_memory(&vm, &mem)?;
@@ -167,18 +163,9 @@ impl Vm {
         let power = Arc::new(PowerControl::default());
         let clock = Arc::new(BootClock::default());
         let mut bus = MmioBus::new();
-        let console = DebugConsole::new(
-            &config.name,
-            mem.clone(),
-            console,
-            power.clone(),
-            clock.clone(),
-        );
-        bus.insert(
-            debug_console::BASE,
-            debug_console::SIZE,
-            Arc::new(Mutex::new(console)),
-        )?;
+        let console =
+            Arc::new(Mutex::new(DebugConsole::new(&config.name, mem.clone(), console, power.clone(), clock.clone())));
+        bus.insert(debug_console::BASE, debug_console::SIZE, console.clone())?;
         let devices = [DeviceInfo {
             kind: DeviceKind::DebugConsole as u32,
             irq: 0,
@@ -186,8 +173,7 @@ impl Vm {
             mmio_size: debug_console::SIZE,
         }];
 
-        let info =
-            boot::build_boot_info(memory_size, &kernel, config.cmdline.as_bytes(), &devices)?;
+        let info = boot::build_boot_info(memory_size, &kernel, config.cmdline.as_bytes(), &devices)?;
         let boot_info = boot::write(&mem, &info, config.cmdline.as_bytes())?;
 
         let vcpu = vm.create_vcpu(0).map_err(VmError::CreateVcpu)?;
@@ -198,6 +184,7 @@ impl Vm {
             _vm: vm,
             _kvm: kvm,
             bus,
+            console,
             power,
             clock,
             started,
@@ -209,28 +196,17 @@ impl Vm {
 
     /// Runs the guest on a vCPU thread until it stops.
     pub fn run(self) -> Result<VmOutcome, VmError> {
-        let Self {
-            mut vcpu,
-            _vm,
-            _kvm,
-            bus,
-            power,
-            clock,
-            started,
-            vm_created,
-            name,
-            _memory,
-        } = self;
+        let Self { mut vcpu, _vm, _kvm, bus, console, power, clock, started, vm_created, name, _memory } = self;
         let exit = std::thread::scope(|scope| {
             let handle = std::thread::Builder::new()
                 .name(format!("vcpu0-{name}"))
                 .spawn_scoped(scope, || vcpu::run(&mut vcpu, &bus, &power, &name))
                 .map_err(VmError::SpawnVcpu)?;
-            handle
-                .join()
-                .map_err(|_| VmError::VcpuPanicked)?
-                .map_err(VmError::from)
-        })?;
+            handle.join().map_err(|_| VmError::VcpuPanicked)?.map_err(VmError::from)
+        });
+        // Whatever the guest printed last reaches the user, crash or not.
+        console.lock().unwrap_or_else(PoisonError::into_inner).flush_line();
+        let exit = exit?;
         let since = |at: Option<&Instant>| at.map(|t| t.saturating_duration_since(started));
         let timings = BootTimings {
             vm_created: Some(vm_created),
@@ -245,12 +221,10 @@ impl Vm {
 fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmError> {
     for (slot, region) in mem.iter().enumerate() {
         let region_desc = kvm_userspace_memory_region {
-            slot: slot as u32,
+            slot: u32::try_from(slot).map_err(|_| VmError::TooManyMemorySlots)?,
             guest_phys_addr: region.start_addr().0,
             memory_size: region.len(),
-            userspace_addr: mem
-                .get_host_address(region.start_addr())
-                .map_err(VmError::BootStructures)? as u64,
+            userspace_addr: mem.get_host_address(region.start_addr()).map_err(VmError::BootStructures)? as u64,
             flags: 0,
         };
         // SAFETY: the region is a live mapping owned by `mem`, which the `Vm`
@@ -262,10 +236,6 @@ fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmError> {
 }
 
 /// Boots `config` and runs it to the end: [`Vm::new`] then [`Vm::run`].
-pub fn run(
-    config: &VmConfig,
-    console: Box<dyn Write + Send>,
-    started: Instant,
-) -> Result<VmOutcome, VmError> {
+pub fn run(config: &VmConfig, console: Box<dyn Write + Send>, started: Instant) -> Result<VmOutcome, VmError> {
     Vm::new(config, console, started)?.run()
 }

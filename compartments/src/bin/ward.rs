@@ -6,21 +6,14 @@ use std::time::Instant;
 
 use clap::Parser;
 
-use ward_compartments::cli::{Cli, Command};
-use ward_compartments::run;
+use ward_compartments::cli::{BenchCommand, Cli, Command};
+use ward_compartments::{bench, run};
 
 fn main() -> ExitCode {
     let started = Instant::now();
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().filter_or("WARD_LOG", "warn"))
-        .format(|buf, record| {
-            writeln!(
-                buf,
-                "ward: {}: {}",
-                record.level().as_str().to_lowercase(),
-                record.args()
-            )
-        })
+        .format(|buf, record| writeln!(buf, "ward: {}: {}", record.level().as_str().to_lowercase(), record.args()))
         .init();
 
     match cli.command {
@@ -34,10 +27,20 @@ fn main() -> ExitCode {
                 }
                 ExitCode::from(run::exit_code(&outcome.exit))
             }
-            Err(e) => {
-                eprintln!("ward: error: {e}");
-                ExitCode::FAILURE
+            Err(e) => fail(&e),
+        },
+        Command::Bench(BenchCommand::Boot(args)) => match bench::boot(&args) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
             }
+            Err(e) => fail(&e),
         },
     }
+}
+
+/// Reports an error as one line and fails.
+fn fail(e: &dyn std::error::Error) -> ExitCode {
+    eprintln!("ward: error: {e}");
+    ExitCode::FAILURE
 }

@@ -53,9 +53,7 @@ impl MemoryKind {
 }
 
 /// A range of guest-physical memory.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct MemoryRegion {
     /// First byte.
@@ -90,9 +88,7 @@ impl DeviceKind {
 }
 
 /// A device in the MMIO window.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct DeviceInfo {
     /// A [`DeviceKind`] as `u32`.
@@ -106,9 +102,7 @@ pub struct DeviceInfo {
 }
 
 /// A boot module: a file the VMM placed in guest memory for the kernel.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct ModuleInfo {
     /// Guest-physical base, page aligned.
@@ -127,11 +121,7 @@ pub const MODULE_START_AT_BOOT: u64 = 1;
 impl ModuleInfo {
     /// The module's name without its NUL padding.
     pub fn name(&self) -> &[u8] {
-        let len = self
-            .name
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(MODULE_NAME_LEN);
+        let len = self.name.iter().position(|&b| b == 0).unwrap_or(MODULE_NAME_LEN);
         &self.name[..len]
     }
 }
@@ -188,9 +178,7 @@ impl BootInfo {
 
     /// Whether magic, version and size say this is a boot info we understand.
     pub fn is_valid(&self) -> bool {
-        self.magic == BOOT_INFO_MAGIC
-            && self.version == BOOT_INFO_VERSION
-            && self.size == BOOT_INFO_SIZE
+        self.magic == BOOT_INFO_MAGIC && self.version == BOOT_INFO_VERSION && self.size == BOOT_INFO_SIZE
     }
 
     /// The valid memory regions.
@@ -213,7 +201,9 @@ impl BootInfo {
 pub const BOOT_INFO_SIZE: u32 = {
     let size = core::mem::size_of::<BootInfo>();
     assert!(size as u64 <= crate::layout::BOOT_INFO_MAX_SIZE);
-    size as u32
+    #[allow(clippy::cast_possible_truncation, reason = "checked against BOOT_INFO_MAX_SIZE just above")]
+    let size = size as u32;
+    size
 };
 
 fn clamp(count: u32, capacity: usize) -> usize {
@@ -230,12 +220,8 @@ mod tests {
     fn boot_info_round_trips_through_bytes() {
         let mut info = BootInfo::new(64 << 20);
         info.memory_count = 1;
-        info.memory[0] = MemoryRegion {
-            base: 0x10_0000,
-            size: 0x100_0000,
-            kind: MemoryKind::Usable as u32,
-            reserved: 0,
-        };
+        info.memory[0] =
+            MemoryRegion { base: 0x10_0000, size: 0x100_0000, kind: MemoryKind::Usable as u32, reserved: 0 };
         let bytes = info.as_bytes();
         let back = BootInfo::read_from_bytes(bytes).unwrap();
         assert!(back.is_valid());

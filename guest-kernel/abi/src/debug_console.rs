@@ -49,8 +49,5 @@ pub const fn write_request(addr: u64, len: u16) -> u64 {
 
 /// Decodes a [`REG_WRITE`] value into address and length.
 pub const fn decode_write_request(value: u64) -> (u64, u64) {
-    (
-        value & ((1 << WRITE_ADDR_BITS) - 1),
-        value >> WRITE_ADDR_BITS,
-    )
+    (value & ((1 << WRITE_ADDR_BITS) - 1), value >> WRITE_ADDR_BITS)
 }

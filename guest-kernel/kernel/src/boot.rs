@@ -50,9 +50,7 @@ impl BootInfoView {
 
     /// The command line, clamped to [`CMDLINE_MAX_LEN`].
     pub fn cmdline(&self) -> Cmdline<'static> {
-        let len = usize::try_from(self.info.cmdline_len)
-            .unwrap_or(0)
-            .min(CMDLINE_MAX_LEN);
+        let len = usize::try_from(self.info.cmdline_len).unwrap_or(0).min(CMDLINE_MAX_LEN);
         if len == 0 {
             return Cmdline::new(&[]);
         }
@@ -71,19 +69,10 @@ impl BootInfoView {
 
 /// Sums the usable regions of a memory map.
 pub fn usable_memory(info: &BootInfo) -> UsableMemory {
-    info.memory_regions()
-        .iter()
-        .filter(|r| MemoryKind::from_raw(r.kind) == Some(MemoryKind::Usable))
-        .fold(
-            UsableMemory {
-                bytes: 0,
-                regions: 0,
-            },
-            |acc, r| UsableMemory {
-                bytes: acc.bytes.saturating_add(r.size),
-                regions: acc.regions + 1,
-            },
-        )
+    info.memory_regions().iter().filter(|r| MemoryKind::from_raw(r.kind) == Some(MemoryKind::Usable)).fold(
+        UsableMemory { bytes: 0, regions: 0 },
+        |acc, r| UsableMemory { bytes: acc.bytes.saturating_add(r.size), regions: acc.regions + 1 },
+    )
 }
 
 #[cfg(test)]
@@ -92,12 +81,7 @@ mod tests {
     use ward_abi::boot::MemoryRegion;
 
     fn region(base: u64, size: u64, kind: MemoryKind) -> MemoryRegion {
-        MemoryRegion {
-            base,
-            size,
-            kind: kind as u32,
-            reserved: 0,
-        }
+        MemoryRegion { base, size, kind: kind as u32, reserved: 0 }
     }
 
     #[test]
@@ -108,13 +92,7 @@ mod tests {
         info.memory[2] = region(0x18_0000, 0x3e8_0000, MemoryKind::Usable);
         info.memory[3] = region(0x400_0000, 0x1000, MemoryKind::Usable);
         info.memory_count = 4;
-        assert_eq!(
-            usable_memory(&info),
-            UsableMemory {
-                bytes: 0x3e8_1000,
-                regions: 2
-            }
-        );
+        assert_eq!(usable_memory(&info), UsableMemory { bytes: 0x3e8_1000, regions: 2 });
     }
 
     #[test]

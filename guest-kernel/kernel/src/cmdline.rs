@@ -19,9 +19,7 @@ impl<'a> Cmdline<'a> {
 
     /// The words, in order.
     pub fn words(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.raw
-            .split(|&b| b == b' ' || b == b'\t')
-            .filter(|w| !w.is_empty())
+        self.raw.split(|&b| b == b' ' || b == b'\t').filter(|w| !w.is_empty())
     }
 
     /// Whether `key` is given, alone or as `key=...`.

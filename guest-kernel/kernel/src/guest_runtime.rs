@@ -17,21 +17,9 @@ use crate::kprintln;
 #[panic_handler]
 fn panic(info: &PanicInfo<'_>) -> ! {
     // Only a literal message can be printed without `core::fmt`.
-    let message = info
-        .message()
-        .as_str()
-        .unwrap_or("(formatted message not printed: no core::fmt in ring 0)");
+    let message = info.message().as_str().unwrap_or("(formatted message not printed: no core::fmt in ring 0)");
     match info.location() {
-        Some(loc) => kprintln!(
-            "kernel panic: ",
-            message,
-            " at ",
-            loc.file(),
-            ":",
-            loc.line(),
-            ":",
-            loc.column()
-        ),
+        Some(loc) => kprintln!("kernel panic: ", message, " at ", loc.file(), ":", loc.line(), ":", loc.column()),
         None => kprintln!("kernel panic: ", message),
     }
     crate::power::power_off(EXIT_PANIC)
@@ -40,7 +28,7 @@ fn panic(info: &PanicInfo<'_>) -> ! {
 /// # Safety
 /// As C's `memcpy`: `n` bytes readable at `src`, writable at `dest`, no overlap.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn memcpy(dest: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+unsafe extern "C" fn memcpy(dest: *mut u8, src: *const u8, n: usize) -> *mut u8 {
     // SAFETY: the caller guarantees both ranges; the direction flag is clear
     // (the ABI requires it at every call).
     unsafe {
@@ -52,7 +40,7 @@ pub unsafe extern "C" fn memcpy(dest: *mut u8, src: *const u8, n: usize) -> *mut
 /// # Safety
 /// As C's `memmove`: `n` bytes readable at `src`, writable at `dest`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn memmove(dest: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+unsafe extern "C" fn memmove(dest: *mut u8, src: *const u8, n: usize) -> *mut u8 {
     if (dest as usize).wrapping_sub(src as usize) >= n {
         // No overlap, or `dest` below `src`: a forward copy is safe.
         // SAFETY: as for `memcpy`; forward copying never reads a byte it wrote.
@@ -78,11 +66,26 @@ pub unsafe extern "C" fn memmove(dest: *mut u8, src: *const u8, n: usize) -> *mu
 
 /// # Safety
 /// As C's `memset`: `n` bytes writable at `dest`.
+///
+/// `rep stosq` then `rep stosb` for the tail: on our hosts `rep stosb` is
+/// emulated a byte at a time (~0.5 µs a byte), `rep stosq` eight times faster.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn memset(dest: *mut u8, value: i32, n: usize) -> *mut u8 {
-    // SAFETY: the caller guarantees the range; the direction flag is clear.
+unsafe extern "C" fn memset(dest: *mut u8, value: i32, n: usize) -> *mut u8 {
+    let byte = u64::from(value.to_le_bytes()[0]);
+    // SAFETY: the caller guarantees the range: `n / 8` quadwords then
+    // `n % 8` bytes cover exactly `n` bytes from `dest`; the direction flag
+    // is clear.
     unsafe {
-        asm!("rep stosb", inout("rcx") n => _, inout("rdi") dest => _, in("al") value as u8, options(nostack, preserves_flags));
+        asm!(
+            "rep stosq",
+            "mov rcx, {tail}",
+            "rep stosb",
+            tail = in(reg) n % 8,
+            inout("rcx") n / 8 => _,
+            inout("rdi") dest => _,
+            in("rax") byte * 0x0101_0101_0101_0101,
+            options(nostack, preserves_flags)
+        );
     }
     dest
 }
@@ -90,7 +93,7 @@ pub unsafe extern "C" fn memset(dest: *mut u8, value: i32, n: usize) -> *mut u8 
 /// # Safety
 /// As C's `memcmp`: `n` bytes readable at `a` and at `b`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
     if n == 0 {
         return 0;
     }
@@ -112,18 +115,18 @@ pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 /// # Safety
 /// As `memcmp`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
     // SAFETY: same contract as `memcmp`.
     unsafe { memcmp(a, b, n) }
 }
 
 /// Referenced by the precompiled `alloc`; never called with `panic = "abort"`.
 #[unsafe(no_mangle)]
-pub extern "C" fn rust_eh_personality() {}
+extern "C" fn rust_eh_personality() {}
 
 /// Referenced by the precompiled `alloc`; never called with `panic = "abort"`.
 #[unsafe(no_mangle)]
-pub extern "C" fn _Unwind_Resume() -> ! {
+extern "C" fn _Unwind_Resume() -> ! {
     crate::arch::halt_forever()
 }
 
@@ -131,7 +134,7 @@ pub extern "C" fn _Unwind_Resume() -> ! {
 /// linked to this (see `build.rs`): formatting uses SSE, which ring 0 must
 /// never run. It reports and powers off without formatting or panicking.
 #[unsafe(no_mangle)]
-pub extern "C" fn ward_fmt_unreachable() -> ! {
+extern "C" fn ward_fmt_unreachable() -> ! {
     kprintln!("kernel panic: core::fmt was called in ring 0 (it is linked out; see build.rs)");
     crate::power::power_off(EXIT_PANIC)
 }

@@ -18,12 +18,12 @@
 
 #![cfg_attr(not(test), no_std)]
 
-mod addr;
+pub mod addr;
 pub mod arch;
 pub mod boot;
 pub mod cmdline;
 pub mod console;
-#[cfg(feature = "guest")]
+#[cfg(all(feature = "guest", not(test)))]
 mod guest_runtime;
 pub mod power;
 pub mod traps;
@@ -44,10 +44,7 @@ pub unsafe extern "C" fn kmain(boot_info_phys: u64) -> ! {
     // SAFETY: the VMM's boot tables map all low physical memory at the
     // direct map, and this is the only reader of the boot info.
     let Some(boot) = (unsafe { boot::BootInfoView::from_phys(boot_info_phys) }) else {
-        kprintln!(
-            "ward-kernel: no valid boot info at ",
-            console::Hex(boot_info_phys)
-        );
+        kprintln!("ward-kernel: no valid boot info at ", console::Hex(boot_info_phys));
         power::power_off(EXIT_BAD_BOOT_INFO);
     };
     let cmdline = boot.cmdline();
@@ -72,23 +69,13 @@ pub unsafe extern "C" fn kmain(boot_info_phys: u64) -> ! {
         " modules"
     );
     let usable = boot.usable_memory();
-    kprintln!(
-        "[boot] memory: ",
-        usable.bytes >> 10,
-        " KiB usable in ",
-        usable.regions,
-        " regions"
-    );
+    kprintln!("[boot] memory: ", usable.bytes >> 10, " KiB usable in ", usable.regions, " regions");
 
     traps::init();
-    kprintln!(
-        "[boot] traps: IDT loaded, ",
-        traps::EXCEPTION_VECTORS,
-        " exception vectors"
-    );
+    kprintln!("[boot] traps: IDT loaded, ", traps::EXCEPTION_VECTORS, " exception vectors");
 
     if cmdline.has_flag("ward.panic") {
-        panic!("panic requested by ward.panic on the command line");
+        requested_panic();
     }
     if cmdline.has_flag("ward.fault") {
         kprintln!("[boot] ward.fault: reading an unmapped address");
@@ -96,10 +83,12 @@ pub unsafe extern "C" fn kmain(boot_info_phys: u64) -> ! {
     }
 
     let cycles = arch::rdtsc().wrapping_sub(start);
-    kprintln!(
-        "[boot] ready after ",
-        cycles,
-        " TSC cycles in the kernel; powering off"
-    );
+    kprintln!("[boot] ready after ", cycles, " TSC cycles in the kernel; powering off");
     power::power_off(0);
+}
+
+/// Panics on purpose: `ward.panic` on the command line tests the panic path.
+#[allow(clippy::panic, reason = "a deliberate panic, to test the panic path")]
+fn requested_panic() -> ! {
+    panic!("panic requested by ward.panic on the command line");
 }

@@ -100,10 +100,7 @@ impl IdtEntry {
             | (((ist & 0x7) as u64) << 32)
             | ((0x8e | ((dpl as u64 & 3) << 5)) << 40)
             | (((handler >> 16) & 0xffff) << 48);
-        Self {
-            low,
-            high: handler >> 32,
-        }
+        Self { low, high: handler >> 32 }
     }
 
     /// The raw descriptor words.
@@ -132,14 +129,7 @@ fn fatal_exception(frame: &TrapFrame) -> ! {
     if frame.vector == VECTOR_PAGE_FAULT {
         kprintln!("  faulting address ", Hex(crate::arch::read_cr2()));
     }
-    kprintln!(
-        "  rsp ",
-        Hex(frame.rsp),
-        " rflags ",
-        Hex(frame.rflags),
-        " cs ",
-        Hex(frame.cs)
-    );
+    kprintln!("  rsp ", Hex(frame.rsp), " rflags ", Hex(frame.rflags), " cs ", Hex(frame.cs));
     crate::power::power_off(EXIT_EXCEPTION)
 }
 
@@ -161,6 +151,10 @@ mod idt {
         static ward_trap_stubs: [u64; EXCEPTION_VECTORS];
     }
 
+    /// Size of the IDT minus one, as `lidt` wants it.
+    const IDT_LIMIT: u16 = 256 * 16 - 1;
+    const _: () = assert!(core::mem::size_of::<[IdtEntry; 256]>() - 1 == IDT_LIMIT as usize);
+
     #[repr(C, packed)]
     struct DescriptorPointer {
         limit: u16,
@@ -175,10 +169,7 @@ mod idt {
             for (entry, &stub) in idt.iter_mut().zip(ward_trap_stubs.iter()) {
                 *entry = IdtEntry::interrupt_gate(stub, KERNEL_CS, 0, 0);
             }
-            let ptr = DescriptorPointer {
-                limit: (core::mem::size_of::<[IdtEntry; 256]>() - 1) as u16,
-                base: idt.as_ptr() as u64,
-            };
+            let ptr = DescriptorPointer { limit: IDT_LIMIT, base: idt.as_ptr() as u64 };
             core::arch::asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags));
         }
     }

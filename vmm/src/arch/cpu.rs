@@ -1,9 +1,7 @@
 //! The boot state of a vCPU: CPUID, MSRs, LAPIC, FPU, and the registers of
 //! 64-bit mode at the kernel's entry point.
 
-use kvm_bindings::{
-    CpuId, KVM_MAX_CPUID_ENTRIES, Msrs, kvm_fpu, kvm_msr_entry, kvm_regs, kvm_sregs,
-};
+use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES, Msrs, kvm_fpu, kvm_msr_entry, kvm_regs, kvm_sregs};
 use kvm_ioctls::{Kvm, VcpuFd};
 
 use super::gdt::{BOOT_GDT, CODE_SELECTOR, DATA_SELECTOR, segment_from_entry};
@@ -110,9 +108,7 @@ const CPUID_1_ECX_HYPERVISOR: u32 = 1 << 31;
 /// The CPUID a vCPU sees: what KVM supports, with this vCPU's APIC ID and
 /// the hypervisor bit set.
 pub fn cpuid(kvm: &Kvm, vcpu_id: u8) -> Result<CpuId, CpuError> {
-    let mut cpuid = kvm
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(CpuError::GetSupportedCpuid)?;
+    let mut cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(CpuError::GetSupportedCpuid)?;
     for entry in cpuid.as_mut_slice() {
         if entry.function == 1 {
             entry.ebx = (entry.ebx & 0x00ff_ffff) | (u32::from(vcpu_id) << 24);
@@ -121,6 +117,10 @@ pub fn cpuid(kvm: &Kvm, vcpu_id: u8) -> Result<CpuId, CpuError> {
     }
     Ok(cpuid)
 }
+
+/// The GDT limit (size - 1) of the boot GDT's three entries.
+const BOOT_GDT_LIMIT: u16 = 3 * 8 - 1;
+const _: () = assert!(BOOT_GDT.len() * 8 - 1 == BOOT_GDT_LIMIT as usize);
 
 /// Special registers for 64-bit mode with the boot GDT and page tables.
 pub fn boot_sregs(mut sregs: kvm_sregs, cr3: u64) -> kvm_sregs {
@@ -133,7 +133,7 @@ pub fn boot_sregs(mut sregs: kvm_sregs, cr3: u64) -> kvm_sregs {
     sregs.gs = data;
     sregs.ss = data;
     sregs.gdt.base = BOOT_GDT_ADDR;
-    sregs.gdt.limit = (std::mem::size_of_val(&BOOT_GDT) - 1) as u16;
+    sregs.gdt.limit = BOOT_GDT_LIMIT;
     // No IDT until the kernel loads its own: an early fault triple-faults,
     // which the VMM reports.
     sregs.idt.base = 0;
@@ -158,31 +158,15 @@ pub fn boot_regs(entry: u64, boot_info: u64) -> kvm_regs {
 }
 
 /// Sets up `vcpu` to enter the kernel at `entry`.
-pub fn configure_vcpu(
-    kvm: &Kvm,
-    vcpu: &VcpuFd,
-    entry: u64,
-    boot_info: u64,
-    cr3: u64,
-) -> Result<(), CpuError> {
-    vcpu.set_cpuid2(&cpuid(kvm, 0)?)
-        .map_err(CpuError::SetCpuid)?;
+pub fn configure_vcpu(kvm: &Kvm, vcpu: &VcpuFd, entry: u64, boot_info: u64, cr3: u64) -> Result<(), CpuError> {
+    vcpu.set_cpuid2(&cpuid(kvm, 0)?).map_err(CpuError::SetCpuid)?;
 
-    let entries: Vec<kvm_msr_entry> = BOOT_MSRS
-        .iter()
-        .map(|&(index, data)| kvm_msr_entry {
-            index,
-            data,
-            ..Default::default()
-        })
-        .collect();
+    let entries: Vec<kvm_msr_entry> =
+        BOOT_MSRS.iter().map(|&(index, data)| kvm_msr_entry { index, data, ..Default::default() }).collect();
     let msrs = Msrs::from_entries(&entries).map_err(CpuError::MsrList)?;
     let set = vcpu.set_msrs(&msrs).map_err(CpuError::SetMsrsIoctl)?;
     if set != entries.len() {
-        return Err(CpuError::SetMsrs {
-            set,
-            wanted: entries.len(),
-        });
+        return Err(CpuError::SetMsrs { set, wanted: entries.len() });
     }
 
     configure_lapic(vcpu)?;
@@ -196,10 +180,8 @@ pub fn configure_vcpu(
     vcpu.set_fpu(&fpu).map_err(CpuError::Fpu)?;
 
     let sregs = vcpu.get_sregs().map_err(CpuError::Sregs)?;
-    vcpu.set_sregs(&boot_sregs(sregs, cr3))
-        .map_err(CpuError::Sregs)?;
-    vcpu.set_regs(&boot_regs(entry, boot_info))
-        .map_err(CpuError::Regs)?;
+    vcpu.set_sregs(&boot_sregs(sregs, cr3)).map_err(CpuError::Sregs)?;
+    vcpu.set_regs(&boot_regs(entry, boot_info)).map_err(CpuError::Regs)?;
     Ok(())
 }
 
@@ -212,10 +194,7 @@ const APIC_MODE_EXTINT: u32 = 0x7;
 /// LINT0 delivers external interrupts, LINT1 NMIs, as on a PC.
 fn configure_lapic(vcpu: &VcpuFd) -> Result<(), CpuError> {
     let mut lapic = vcpu.get_lapic().map_err(CpuError::Lapic)?;
-    for (reg, mode) in [
-        (APIC_LVT_LINT0, APIC_MODE_EXTINT),
-        (APIC_LVT_LINT1, APIC_MODE_NMI),
-    ] {
+    for (reg, mode) in [(APIC_LVT_LINT0, APIC_MODE_EXTINT), (APIC_LVT_LINT1, APIC_MODE_NMI)] {
         let value = read_lapic_reg(&lapic.regs, reg);
         write_lapic_reg(&mut lapic.regs, reg, set_delivery_mode(value, mode));
     }
@@ -255,10 +234,7 @@ mod tests {
     #[test]
     fn boot_sregs_load_the_boot_gdt_and_tables() {
         let sregs = boot_sregs(kvm_sregs::default(), 0x9000);
-        assert_eq!(
-            (sregs.cs.selector, sregs.cs.l, sregs.ss.selector),
-            (0x08, 1, 0x10)
-        );
+        assert_eq!((sregs.cs.selector, sregs.cs.l, sregs.ss.selector), (0x08, 1, 0x10));
         assert_eq!((sregs.gdt.base, sregs.gdt.limit), (0x500, 23));
         assert_eq!(sregs.cr3, 0x9000);
     }
@@ -266,10 +242,7 @@ mod tests {
     #[test]
     fn boot_regs_pass_the_boot_info_in_rdi() {
         let regs = boot_regs(0xffff_ffff_8010_0000, 0x1000);
-        assert_eq!(
-            (regs.rip, regs.rdi, regs.rflags, regs.rsp),
-            (0xffff_ffff_8010_0000, 0x1000, 2, 0)
-        );
+        assert_eq!((regs.rip, regs.rdi, regs.rflags, regs.rsp), (0xffff_ffff_8010_0000, 0x1000, 2, 0));
     }
 
     #[test]

@@ -18,11 +18,7 @@ const CODE64_FLAGS: u16 = 0xa09b;
 const DATA_FLAGS: u16 = 0xc093;
 
 /// The boot GDT, in table order.
-pub const BOOT_GDT: [u64; 3] = [
-    0,
-    gdt_entry(CODE64_FLAGS, 0, 0xfffff),
-    gdt_entry(DATA_FLAGS, 0, 0xfffff),
-];
+pub const BOOT_GDT: [u64; 3] = [0, gdt_entry(CODE64_FLAGS, 0, 0xfffff), gdt_entry(DATA_FLAGS, 0, 0xfffff)];
 
 /// Encodes a segment descriptor from flags, base and 20-bit limit.
 pub const fn gdt_entry(flags: u16, base: u32, limit: u32) -> u64 {
@@ -37,16 +33,13 @@ pub const fn gdt_entry(flags: u16, base: u32, limit: u32) -> u64 {
 }
 
 /// The KVM view of the segment a descriptor describes, loaded with `selector`.
+#[allow(clippy::cast_possible_truncation, reason = "every field is masked to its width first")]
 pub fn segment_from_entry(entry: u64, selector: u16) -> kvm_segment {
     let granular = (entry >> 55) & 1 == 1;
     let raw_limit = (((entry >> 32) & 0x000f_0000) | (entry & 0xffff)) as u32;
     kvm_segment {
         base: ((entry >> 16) & 0x00ff_ffff) | ((entry >> 32) & 0xff00_0000),
-        limit: if granular {
-            (raw_limit << 12) | 0xfff
-        } else {
-            raw_limit
-        },
+        limit: if granular { (raw_limit << 12) | 0xfff } else { raw_limit },
         selector,
         type_: ((entry >> 40) & 0xf) as u8,
         present: ((entry >> 47) & 1) as u8,
@@ -82,30 +75,21 @@ mod tests {
 
     #[test]
     fn base_and_limit_are_split_across_the_descriptor() {
-        assert_eq!(
-            gdt_entry(0x0093, 0x1234_5678, 0xa_bcde),
-            0x120a_9334_5678_bcde
-        );
+        assert_eq!(gdt_entry(0x0093, 0x1234_5678, 0xa_bcde), 0x120a_9334_5678_bcde);
     }
 
     #[test]
     fn code_segment_decodes_as_long_mode_ring_0() {
         let seg = segment_from_entry(BOOT_GDT[1], CODE_SELECTOR);
         assert_eq!((seg.base, seg.limit, seg.selector), (0, 0xffff_ffff, 0x08));
-        assert_eq!(
-            (seg.type_, seg.present, seg.dpl, seg.s, seg.l, seg.db, seg.g),
-            (0xb, 1, 0, 1, 1, 0, 1)
-        );
+        assert_eq!((seg.type_, seg.present, seg.dpl, seg.s, seg.l, seg.db, seg.g), (0xb, 1, 0, 1, 1, 0, 1));
         assert_eq!(seg.unusable, 0);
     }
 
     #[test]
     fn data_segment_decodes_as_flat_read_write() {
         let seg = segment_from_entry(BOOT_GDT[2], DATA_SELECTOR);
-        assert_eq!(
-            (seg.type_, seg.l, seg.db, seg.limit),
-            (0x3, 0, 1, 0xffff_ffff)
-        );
+        assert_eq!((seg.type_, seg.l, seg.db, seg.limit), (0x3, 0, 1, 0xffff_ffff));
     }
 
     #[test]

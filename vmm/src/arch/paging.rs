@@ -51,10 +51,7 @@ pub fn boot_page_table_entries() -> Vec<(u64, u64)> {
     // The kernel window: PDPT slots 510 and 511 cover physical 0..2 GiB.
     let first = table_index(KERNEL_BASE, 3);
     for pd in 0..2 {
-        entries.push((
-            PDPT_KERNEL + 8 * (first + pd),
-            (PD_FIRST + pd * PAGE_SIZE) | TABLE_FLAGS,
-        ));
+        entries.push((PDPT_KERNEL + 8 * (first + pd), (PD_FIRST + pd * PAGE_SIZE) | TABLE_FLAGS));
     }
     entries
 }
@@ -74,9 +71,7 @@ pub fn translate<M: GuestMemory>(mem: &M, cr3: u64, virt: u64) -> Option<u64> {
     const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
     let mut table = cr3 & ADDR_MASK;
     for level in (1..=4).rev() {
-        let entry: u64 = mem
-            .read_obj(GuestAddress(table + 8 * table_index(virt, level)))
-            .ok()?;
+        let entry: u64 = mem.read_obj(GuestAddress(table + 8 * table_index(virt, level))).ok()?;
         if entry & PTE_PRESENT == 0 {
             return None;
         }
@@ -103,11 +98,7 @@ mod tests {
     #[test]
     fn tables_fit_the_reserved_pages() {
         let end = BOOT_PML4_ADDR + ward_abi::layout::BOOT_PAGE_TABLE_PAGES * PAGE_SIZE;
-        assert!(
-            boot_page_table_entries()
-                .iter()
-                .all(|&(a, _)| a >= BOOT_PML4_ADDR && a + 8 <= end)
-        );
+        assert!(boot_page_table_entries().iter().all(|&(a, _)| a >= BOOT_PML4_ADDR && a + 8 <= end));
     }
 
     #[test]
@@ -134,18 +125,9 @@ mod tests {
         let cr3 = write_boot_page_tables(&mem).unwrap();
         assert_eq!(translate(&mem, cr3, 0x12_3456), Some(0x12_3456));
         assert_eq!(translate(&mem, cr3, 0xfee0_0020), Some(0xfee0_0020));
-        assert_eq!(
-            translate(&mem, cr3, PHYS_MAP_BASE + 0xd000_0018),
-            Some(0xd000_0018)
-        );
-        assert_eq!(
-            translate(&mem, cr3, KERNEL_BASE + 0x10_0000),
-            Some(0x10_0000)
-        );
-        assert_eq!(
-            translate(&mem, cr3, KERNEL_BASE + 0x7fff_ffff),
-            Some(0x7fff_ffff)
-        );
+        assert_eq!(translate(&mem, cr3, PHYS_MAP_BASE + 0xd000_0018), Some(0xd000_0018));
+        assert_eq!(translate(&mem, cr3, KERNEL_BASE + 0x10_0000), Some(0x10_0000));
+        assert_eq!(translate(&mem, cr3, KERNEL_BASE + 0x7fff_ffff), Some(0x7fff_ffff));
     }
 
     #[test]

@@ -46,9 +46,7 @@ pub struct MmioBus {
 
 impl std::fmt::Debug for MmioBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.slots.iter().map(|s| (s.base, s.size)))
-            .finish()
+        f.debug_list().entries(self.slots.iter().map(|s| (s.base, s.size))).finish()
     }
 }
 
@@ -59,21 +57,9 @@ impl MmioBus {
     }
 
     /// Places `device` at `base..base + size`.
-    pub fn insert(
-        &mut self,
-        base: u64,
-        size: u64,
-        device: Arc<Mutex<dyn BusDevice>>,
-    ) -> Result<(), BusError> {
-        let end = base
-            .checked_add(size)
-            .filter(|_| size > 0)
-            .ok_or(BusError::BadWindow { base, size })?;
-        if self
-            .slots
-            .iter()
-            .any(|s| base < s.base + s.size && s.base < end)
-        {
+    pub fn insert(&mut self, base: u64, size: u64, device: Arc<Mutex<dyn BusDevice>>) -> Result<(), BusError> {
+        let end = base.checked_add(size).filter(|_| size > 0).ok_or(BusError::BadWindow { base, size })?;
+        if self.slots.iter().any(|s| base < s.base + s.size && s.base < end) {
             return Err(BusError::Overlap { base, size });
         }
         let at = self.slots.partition_point(|s| s.base < base);
@@ -82,10 +68,7 @@ impl MmioBus {
     }
 
     fn find(&self, addr: u64, len: usize) -> Option<(&Slot, u64)> {
-        let i = self
-            .slots
-            .partition_point(|s| s.base <= addr)
-            .checked_sub(1)?;
+        let i = self.slots.partition_point(|s| s.base <= addr).checked_sub(1)?;
         let slot = &self.slots[i];
         let offset = addr - slot.base;
         // The whole access must fall inside the window.
@@ -96,10 +79,7 @@ impl MmioBus {
     pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
         match self.find(addr, data.len()) {
             Some((slot, offset)) => {
-                slot.device
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .read(offset, data);
+                slot.device.lock().unwrap_or_else(PoisonError::into_inner).read(offset, data);
                 true
             }
             None => false,
@@ -110,10 +90,7 @@ impl MmioBus {
     pub fn write(&self, addr: u64, data: &[u8]) -> bool {
         match self.find(addr, data.len()) {
             Some((slot, offset)) => {
-                slot.device
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .write(offset, data);
+                slot.device.lock().unwrap_or_else(PoisonError::into_inner).write(offset, data);
                 true
             }
             None => false,
@@ -132,7 +109,7 @@ mod tests {
 
     impl BusDevice for Recorder {
         fn read(&mut self, offset: u64, data: &mut [u8]) {
-            data.fill(offset as u8);
+            data.fill(u8::try_from(offset & 0xff).unwrap());
         }
         fn write(&mut self, offset: u64, data: &[u8]) {
             self.writes.push((offset, data.to_vec()));
@@ -158,8 +135,7 @@ mod tests {
     #[test]
     fn unowned_or_straddling_accesses_are_not_dispatched() {
         let mut bus = MmioBus::new();
-        bus.insert(0x1000, 0x1000, Arc::new(Mutex::new(Recorder::default())))
-            .unwrap();
+        bus.insert(0x1000, 0x1000, Arc::new(Mutex::new(Recorder::default()))).unwrap();
         assert!(!bus.write(0xfff, &[0]));
         assert!(!bus.write(0x1ffc, &[0; 8]));
         assert!(!bus.read(0x3000, &mut [0; 4]));
@@ -170,19 +146,7 @@ mod tests {
         let mut bus = MmioBus::new();
         let dev = Arc::new(Mutex::new(Recorder::default()));
         bus.insert(0x1000, 0x1000, dev.clone()).unwrap();
-        assert_eq!(
-            bus.insert(0x1800, 0x1000, dev.clone()),
-            Err(BusError::Overlap {
-                base: 0x1800,
-                size: 0x1000
-            })
-        );
-        assert_eq!(
-            bus.insert(u64::MAX, 2, dev),
-            Err(BusError::BadWindow {
-                base: u64::MAX,
-                size: 2
-            })
-        );
+        assert_eq!(bus.insert(0x1800, 0x1000, dev.clone()), Err(BusError::Overlap { base: 0x1800, size: 0x1000 }));
+        assert_eq!(bus.insert(u64::MAX, 2, dev), Err(BusError::BadWindow { base: u64::MAX, size: 2 }));
     }
 }

@@ -1,6 +1,10 @@
 //! The debug console: early-boot and panic output, boot marks, power-off.
 //!
-//! Register map in `ward_abi::debug_console`. Everything the guest writes
+//! Register map in `ward_abi::debug_console`. The guest sends fragments
+//! (one MMIO store each, naming bytes where they lie in guest memory) and
+//! the device joins them into lines, so lines reach the host's output whole.
+//!
+//! Everything the guest writes
 //! here is untrusted: a write request naming memory outside the guest, a
 //! length over the limit or an unknown register is logged once and ignored.
 //! Output is filtered so the guest cannot send terminal escape sequences to
@@ -14,8 +18,7 @@ use std::time::Instant;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use ward_abi::debug_console::{
-    MARK_FIRST_INSTRUCTION, MAX_WRITE_LEN, REG_BYTE, REG_MARK, REG_POWER_OFF, REG_WRITE,
-    decode_write_request,
+    MARK_FIRST_INSTRUCTION, MAX_WRITE_LEN, REG_BYTE, REG_MARK, REG_POWER_OFF, REG_WRITE, decode_write_request,
 };
 
 use super::{BusDevice, WarnOnce};
@@ -32,18 +35,14 @@ impl PowerControl {
 
     /// Records a power-off with `code`. The first request wins.
     pub fn request(&self, code: u32) {
-        let _ = self.state.compare_exchange(
-            0,
-            Self::REQUESTED | u64::from(code),
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
+        let _ = self.state.compare_exchange(0, Self::REQUESTED | u64::from(code), Ordering::AcqRel, Ordering::Acquire);
     }
 
     /// The exit code, once power-off was requested.
     pub fn requested(&self) -> Option<u32> {
         let state = self.state.load(Ordering::Acquire);
-        (state & Self::REQUESTED != 0).then_some((state & 0xffff_ffff) as u32)
+        let [a, b, c, d, ..] = state.to_le_bytes();
+        (state & Self::REQUESTED != 0).then_some(u32::from_le_bytes([a, b, c, d]))
     }
 }
 
@@ -58,9 +57,13 @@ pub struct BootClock {
     pub power_off: OnceLock<Instant>,
 }
 
+/// Longest line the device holds before it passes it on unfinished.
+pub const MAX_LINE: usize = 16 * 1024;
+
 /// The debug console device.
 pub struct DebugConsole {
     mem: GuestMemoryMmap,
+    line: Vec<u8>,
     out: Box<dyn Write + Send>,
     power: Arc<PowerControl>,
     clock: Arc<BootClock>,
@@ -70,9 +73,7 @@ pub struct DebugConsole {
 
 impl std::fmt::Debug for DebugConsole {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DebugConsole")
-            .field("compartment", &self.compartment)
-            .finish_non_exhaustive()
+        f.debug_struct("DebugConsole").field("compartment", &self.compartment).finish_non_exhaustive()
     }
 }
 
@@ -87,6 +88,7 @@ impl DebugConsole {
     ) -> Self {
         Self {
             mem,
+            line: Vec::new(),
             out,
             power,
             clock,
@@ -95,11 +97,29 @@ impl DebugConsole {
         }
     }
 
+    /// Adds guest bytes; passes on every completed line.
     fn emit(&mut self, bytes: &[u8]) {
-        if bytes.contains(&b'\n') {
+        let mut rest = bytes;
+        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
             let _ = self.clock.first_console_line.set(Instant::now());
+            self.line.extend_from_slice(&rest[..=end]);
+            self.flush_line();
+            rest = &rest[end + 1..];
         }
-        let clean = sanitize(bytes);
+        self.line.extend_from_slice(rest);
+        if self.line.len() >= MAX_LINE {
+            self.flush_line();
+        }
+    }
+
+    /// Passes on what the line buffer holds, finished or not (the guest
+    /// stopped, or the line is too long).
+    pub fn flush_line(&mut self) {
+        if self.line.is_empty() {
+            return;
+        }
+        let clean = sanitize(&self.line);
+        self.line.clear();
         // The user's terminal going away must not stop the guest.
         let _ = self.out.write_all(&clean).and_then(|()| self.out.flush());
     }
@@ -113,11 +133,13 @@ impl DebugConsole {
             });
             return;
         }
-        let mut buf = vec![0u8; len as usize];
+        let mut buf = vec![0u8; usize::from(u16::try_from(len).unwrap_or(0))];
         if self.mem.read_slice(&mut buf, GuestAddress(addr)).is_err() {
             let name = self.compartment.clone();
             self.warned.warn("write-outside-memory", || {
-                format!("compartment {name}: debug console write names {addr:#x}+{len:#x}, outside guest memory; ignored")
+                format!(
+                    "compartment {name}: debug console write names {addr:#x}+{len:#x}, outside guest memory; ignored"
+                )
             });
             return;
         }
@@ -145,8 +167,10 @@ impl BusDevice for DebugConsole {
                 }
             }
             REG_POWER_OFF => {
+                self.flush_line();
                 let _ = self.clock.power_off.set(Instant::now());
-                self.power.request(value as u32);
+                // A 32-bit register: the low half of a wider store.
+                self.power.request(u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]));
             }
             _ => {
                 let name = self.compartment.clone();
@@ -195,13 +219,7 @@ mod tests {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
         let sink = Sink::default();
         let power = Arc::new(PowerControl::default());
-        let dev = DebugConsole::new(
-            "test",
-            mem.clone(),
-            Box::new(sink.clone()),
-            power.clone(),
-            Arc::default(),
-        );
+        let dev = DebugConsole::new("test", mem.clone(), Box::new(sink.clone()), power.clone(), Arc::default());
         (dev, sink, power, mem)
     }
 
@@ -211,7 +229,30 @@ mod tests {
         mem.write_slice(b"hello\n", GuestAddress(0x2000)).unwrap();
         dev.write(REG_WRITE, &write_request(0x2000, 6).to_le_bytes());
         dev.write(REG_BYTE, b"!");
+        assert_eq!(&*sink.0.lock().unwrap(), b"hello\n");
+        dev.flush_line();
         assert_eq!(&*sink.0.lock().unwrap(), b"hello\n!");
+    }
+
+    #[test]
+    fn fragments_are_joined_into_whole_lines() {
+        let (mut dev, sink, _, mem) = console();
+        mem.write_slice(b"ab\ncd", GuestAddress(0x100)).unwrap();
+        dev.write(REG_WRITE, &write_request(0x100, 1).to_le_bytes());
+        assert!(sink.0.lock().unwrap().is_empty(), "a partial line was passed on");
+        dev.write(REG_WRITE, &write_request(0x101, 4).to_le_bytes());
+        assert_eq!(&*sink.0.lock().unwrap(), b"ab\n");
+        dev.write(REG_POWER_OFF, &0u32.to_le_bytes());
+        assert_eq!(&*sink.0.lock().unwrap(), b"ab\ncd", "power-off must flush the last line");
+    }
+
+    #[test]
+    fn endless_line_is_passed_on_at_the_cap() {
+        let (mut dev, sink, _, _) = console();
+        for _ in 0..MAX_LINE {
+            dev.write(REG_BYTE, b"x");
+        }
+        assert_eq!(sink.0.lock().unwrap().len(), MAX_LINE);
     }
 
     #[test]

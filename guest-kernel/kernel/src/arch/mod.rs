@@ -10,9 +10,7 @@ pub fn rdtsc() -> u64 {
     let lo: u32;
     let hi: u32;
     // SAFETY: `rdtsc` reads a counter; it has no memory effects.
-    unsafe {
-        asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
-    };
+    unsafe { asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
@@ -39,7 +37,5 @@ pub fn touch_unmapped() {
     let addr: u64 = 0x0000_7fff_ffff_f000;
     // SAFETY: not sound by design: this faults, and the fault handler
     // reports it and powers off. Used only when `ward.fault` is given.
-    unsafe {
-        asm!("mov {tmp}, qword ptr [{addr}]", addr = in(reg) addr, tmp = out(reg) _, options(nostack, readonly))
-    };
+    unsafe { asm!("mov {tmp}, qword ptr [{addr}]", addr = in(reg) addr, tmp = out(reg) _, options(nostack, readonly)) };
 }

@@ -1,0 +1,155 @@
+//! `ward` as a user runs it: a real process, a real `/dev/kvm`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn ward() -> Command {
+    assert!(std::path::Path::new("/dev/kvm").exists(), "/dev/kvm is missing: these tests need it and never skip");
+    Command::new(env!("CARGO_BIN_EXE_ward"))
+}
+
+fn run(args: &[&str]) -> Output {
+    ward().args(args).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A failure is one clear line on stderr, a non-zero exit, and no panic.
+fn assert_one_line_error(out: &Output, needle: &str) {
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "expected one line, got:\n{err}");
+    assert!(err.starts_with("ward: error: "), "{err}");
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+fn temp_file(name: &str, contents: &[u8]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ward-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+#[test]
+fn run_hello_boots_and_exits_zero() {
+    let out = run(&["run", "hello"]);
+    let console = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(console.starts_with("Ward kernel "), "{console}");
+    assert!(console.contains("[boot] ready after"), "{console}");
+}
+
+#[test]
+fn memory_and_cmdline_reach_the_guest() {
+    let out = run(&["run", "hello", "--memory", "24", "--cmdline", "a=1 b"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("| memory 24 MiB | cmdline \"a=1 b\""), "{}", text(&out.stdout));
+}
+
+#[test]
+fn guest_exit_code_becomes_ward_exit_code() {
+    let out = run(&["run", "hello", "--cmdline", "ward.panic"]);
+    assert_eq!(out.status.code(), Some(101));
+    assert!(text(&out.stdout).contains("kernel panic: panic requested by ward.panic"));
+}
+
+#[test]
+fn timing_prints_the_four_milestones() {
+    let out = run(&["run", "--timing", "hello"]);
+    assert_eq!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    for row in ["VM created", "first guest instruction", "first console line", "power-off"] {
+        let line = err.lines().find(|l| l.trim_start().starts_with(row)).unwrap_or_default();
+        assert!(line.trim_end().ends_with(" ms"), "no time for {row:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn help_explains_the_options() {
+    let top = text(&run(&["--help"]).stdout);
+    assert!(top.contains("run") && top.contains("compartment"), "{top}");
+    let out = run(&["run", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = text(&out.stdout);
+    for option in ["--memory", "--cmdline", "--kernel", "--timing", "--kvm"] {
+        assert!(help.contains(option), "ward run --help does not mention {option}:\n{help}");
+    }
+}
+
+#[test]
+fn missing_kvm_device_is_one_clear_line() {
+    let out = run(&["run", "hello", "--kvm", "/nonexistent/kvm"]);
+    assert_one_line_error(&out, "/nonexistent/kvm does not exist");
+}
+
+#[test]
+fn a_device_that_is_not_kvm_is_refused() {
+    let out = run(&["run", "hello", "--kvm", "/dev/null"]);
+    assert_one_line_error(&out, "/dev/null is not a KVM device");
+}
+
+#[test]
+fn no_permission_on_kvm_is_one_clear_line() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc_geteuid() } == 0;
+    let mut cmd = ward();
+    cmd.args(["run", "hello"]);
+    if root {
+        // Run as nobody: /dev/kvm is root's (mode 0600 here); a user without
+        // access must get the permission message.
+        cmd.uid(65534).gid(65534);
+    }
+    let meta = std::fs::metadata("/dev/kvm").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(meta.permissions().mode() & 0o006, 0, "/dev/kvm is world-accessible: this test cannot deny access");
+    let out = cmd.output().unwrap();
+    assert_one_line_error(&out, "no permission to open /dev/kvm");
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+#[test]
+fn kernel_file_that_is_not_elf_is_refused() {
+    let path = temp_file("not-elf", b"#!/bin/sh\necho not a kernel\n");
+    let out = run(&["run", "hello", "--kernel", path.to_str().unwrap()]);
+    assert_one_line_error(&out, "not an ELF file");
+    assert!(text(&out.stderr).contains(path.to_str().unwrap()));
+}
+
+#[test]
+fn kernel_file_for_another_architecture_is_refused() {
+    let mut image = std::fs::read(env!("CARGO_BIN_EXE_ward")).unwrap();
+    image[18..20].copy_from_slice(&183u16.to_le_bytes()); // EM_AARCH64
+    let path = temp_file("aarch64-elf", &image);
+    let out = run(&["run", "hello", "--kernel", path.to_str().unwrap()]);
+    assert_one_line_error(&out, "not an x86_64 ELF");
+}
+
+#[test]
+fn missing_kernel_file_is_refused() {
+    let out = run(&["run", "hello", "--kernel", "/nonexistent/kernel"]);
+    assert_one_line_error(&out, "cannot read kernel file /nonexistent/kernel");
+}
+
+#[test]
+fn memory_too_small_or_too_large_is_refused() {
+    assert_one_line_error(&run(&["run", "hello", "--memory", "4"]), "too small");
+    assert_one_line_error(&run(&["run", "hello", "--memory", "100000"]), "too large");
+}
+
+#[test]
+fn invalid_compartment_name_is_a_usage_error() {
+    let out = run(&["run", "Bad/Name"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("use a-z, 0-9 and '-'"), "{}", text(&out.stderr));
+}
