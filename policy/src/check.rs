@@ -1,0 +1,53 @@
+//! `ward policy check`: whether a policy is valid, and a summary if it is.
+
+use std::path::Path;
+
+use crate::Policy;
+use crate::error::PolicyErrors;
+
+/// What a valid policy holds, for the check's one-line report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Summary {
+    /// Files read.
+    pub files: usize,
+    /// Compartments defined.
+    pub compartments: usize,
+    /// Whether `[template.app]` is defined.
+    pub app_template: bool,
+    /// Service rules.
+    pub rules: usize,
+}
+
+/// Checks a policy split over `files` (read in the order given): its
+/// summary, or every problem found.
+pub fn check<P: AsRef<Path>, T: AsRef<str>>(files: &[(P, T)]) -> Result<Summary, PolicyErrors> {
+    let policy = Policy::from_files(files)?;
+    Ok(Summary {
+        files: files.len(),
+        compartments: policy.spec().compartments.len(),
+        app_template: policy.spec().app_template.is_some(),
+        rules: policy.rules().len(),
+    })
+}
+
+/// The check's result as text: a summary line, or one line per error and a
+/// count.
+pub fn render_check(result: &Result<Summary, PolicyErrors>) -> String {
+    match result {
+        Ok(summary) => format!(
+            "policy ok: {} file{}, {} compartment{}, {}, {} rule{}\n",
+            summary.files,
+            plural(summary.files),
+            summary.compartments,
+            plural(summary.compartments),
+            if summary.app_template { "an app template" } else { "no app template" },
+            summary.rules,
+            plural(summary.rules),
+        ),
+        Err(errors) => format!("{errors}\n{} error{}\n", errors.len(), plural(errors.len())),
+    }
+}
+
+fn plural(count: usize) -> &'static str {
+    if count == 1 { "" } else { "s" }
+}

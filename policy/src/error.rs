@@ -1,0 +1,265 @@
+//! What can be wrong with a policy, and where.
+//!
+//! Every problem the parser or the validator finds becomes one
+//! [`PolicyError`]: a [`Location`] (file, line, column), the thing it is
+//! about (`compartment "mail"`, `rule #3`, ...) and an [`ErrorKind`] whose
+//! message names the field and what was expected. A policy with problems is
+//! rejected with all of them at once in [`PolicyErrors`], sorted by file
+//! order, line and column.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// A place in a policy file: 1-based line and column (in characters).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Location {
+    /// The file's path, as the caller named it.
+    pub file: Arc<str>,
+    /// Line, from 1.
+    pub line: u32,
+    /// Column, from 1, counted in characters.
+    pub column: u32,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// One problem in a policy.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{location}: {}{kind}", ContextPrefix(context))]
+pub struct PolicyError {
+    /// Where the problem is.
+    pub location: Location,
+    /// What it is about, e.g. `compartment "mail"` or `rule #3`; empty for
+    /// problems of the file itself (syntax, unknown top-level keys).
+    pub context: String,
+    /// What is wrong.
+    pub kind: ErrorKind,
+}
+
+/// Prints a non-empty context followed by `": "`.
+struct ContextPrefix<'a>(&'a str);
+
+impl fmt::Display for ContextPrefix<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() { Ok(()) } else { write!(f, "{}: ", self.0) }
+    }
+}
+
+/// What is wrong. Each message names the field and what was expected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ErrorKind {
+    /// The file is not valid TOML.
+    #[error("invalid TOML: {0}")]
+    Syntax(String),
+    /// A key the language does not have.
+    #[error("unknown key {key:?}; expected one of: {}", expected.join(", "))]
+    UnknownKey {
+        /// The key as written.
+        key: String,
+        /// The keys allowed here.
+        expected: &'static [&'static str],
+    },
+    /// A value of the wrong TOML type.
+    #[error("{field} must be {expected}, found {found}")]
+    WrongType {
+        /// The field.
+        field: String,
+        /// The type expected, with its article (`an integer`).
+        expected: &'static str,
+        /// The type found, with its article.
+        found: &'static str,
+    },
+    /// A required field is missing.
+    #[error("missing required field {field:?}")]
+    MissingField {
+        /// The field.
+        field: &'static str,
+    },
+    /// A number outside its range.
+    #[error("{field} {value}{unit} is out of range ({min}..={max})")]
+    OutOfRange {
+        /// The field.
+        field: String,
+        /// The value as written (it may not fit any integer type).
+        value: String,
+        /// The unit with a leading space (`" MiB"`), or empty.
+        unit: &'static str,
+        /// Smallest allowed value.
+        min: u64,
+        /// Largest allowed value.
+        max: u64,
+    },
+    /// A string that is not one of the allowed words.
+    #[error("{field} {value:?} is not valid; expected one of: {}", expected.join(", "))]
+    BadEnum {
+        /// The field.
+        field: String,
+        /// The value as written.
+        value: String,
+        /// The allowed words.
+        expected: &'static [&'static str],
+    },
+    /// A value whose form is wrong (a name, a service, an address, ...).
+    #[error("{field} {value:?} is not valid: {reason}")]
+    BadValue {
+        /// The field.
+        field: String,
+        /// The value as written.
+        value: String,
+        /// What the form should be.
+        reason: String,
+    },
+    /// The same name twice (also across files).
+    #[error("{what} {name:?} is already defined at {first}")]
+    Duplicate {
+        /// What kind of thing (`compartment`, `tag`, `block volume`, ...).
+        what: &'static str,
+        /// The name.
+        name: String,
+        /// Where it was defined first.
+        first: Location,
+    },
+    /// A rule names a compartment the policy does not define.
+    #[error("{field} names compartment {name:?}, which is not defined")]
+    UnknownCompartment {
+        /// `from`, `to` or `target`.
+        field: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// A rule names a tag no compartment or template has.
+    #[error("{field} names tag {tag:?}, which no compartment or template has")]
+    UnknownTag {
+        /// `from` or `to`.
+        field: &'static str,
+        /// The tag.
+        tag: String,
+    },
+    /// A pattern that matches nothing in this policy.
+    #[error("{field} pattern {pattern:?} matches no compartment of this policy")]
+    MatchesNothing {
+        /// `from` or `to`.
+        field: &'static str,
+        /// The pattern.
+        pattern: String,
+    },
+    /// `@disposable` without a `[template.app]`.
+    #[error("{field} pattern \"@disposable\" needs a [template.app], which is not defined")]
+    NoTemplate {
+        /// `from` or `to`.
+        field: &'static str,
+    },
+    /// A rule an earlier rule always matches first.
+    #[error(
+        "this rule can never match: rule #{earlier_number} at {earlier} covers every service, source and destination it matches"
+    )]
+    Shadowed {
+        /// The earlier rule's number (from 1, in policy order).
+        earlier_number: usize,
+        /// Where the earlier rule is.
+        earlier: Location,
+    },
+    /// An `allow`/`ask` for a service nobody offers.
+    #[error("{action} for service {service:?}, which no compartment offers")]
+    NotOffered {
+        /// `allow` or `ask`.
+        action: &'static str,
+        /// The service.
+        service: String,
+    },
+    /// An `allow`/`ask` to a compartment that does not offer the service.
+    #[error("{action} for service {service:?} to compartment {compartment:?}, which does not offer it")]
+    NotOfferedBy {
+        /// `allow` or `ask`.
+        action: &'static str,
+        /// The service.
+        service: String,
+        /// The destination (`to` or `target`).
+        compartment: String,
+    },
+    /// `target` on a `deny` rule.
+    #[error("target is only allowed with action \"allow\" or \"ask\"")]
+    TargetWithDeny,
+    /// Network rules on a compartment without a network device.
+    #[error("network rules need devices.network = true")]
+    NetworkWithoutDevice,
+    /// A template other than `[template.app]`.
+    #[error("template {name:?} is not supported; only [template.app] exists (ad-hoc compartments are apps)")]
+    UnknownTemplate {
+        /// The template's name as written.
+        name: String,
+    },
+}
+
+/// Every problem found in a policy, sorted by file order, line and column.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyErrors(Vec<PolicyError>);
+
+impl PolicyErrors {
+    /// Sorts `errors` by the position of their file in `file_order` (the
+    /// order files are read in, not their paths' order), then by line and
+    /// column, dropping exact repeats. The sort is stable, so errors at the
+    /// same place keep the order they were found in.
+    pub(crate) fn new(mut errors: Vec<PolicyError>, file_order: &[Arc<str>]) -> Self {
+        let file_rank = |file: &Arc<str>| file_order.iter().position(|known| known == file).unwrap_or(usize::MAX);
+        errors
+            .sort_by_cached_key(|error| (file_rank(&error.location.file), error.location.line, error.location.column));
+        errors.dedup();
+        Self(errors)
+    }
+
+    /// The errors, in order.
+    pub fn errors(&self) -> &[PolicyError] {
+        &self.0
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none (never true for an error a function returned).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for PolicyErrors {
+    /// One error a line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, error) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PolicyErrors {}
+
+/// Why a query (`explain`, `decide`) could not be asked.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// The service call is not `service` or `service+argument`.
+    #[error("service call {call:?} is not valid: {reason}")]
+    BadServiceCall {
+        /// The call as given.
+        call: String,
+        /// What the form should be.
+        reason: String,
+    },
+    /// A compartment name that cannot be a name at all.
+    #[error("{name:?} is not a valid compartment name: {reason}")]
+    BadName {
+        /// The name as given.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+}

@@ -1,0 +1,131 @@
+//! `ward policy explain FROM TO SERVICE`: the decision and the rule, file
+//! and line that made it.
+
+use std::fmt::Write as _;
+
+use crate::Policy;
+use crate::error::{Location, QueryError};
+use crate::eval::{Decision, ServiceCall};
+use crate::model::Rule;
+use crate::names::check_name;
+use crate::policy::Lookup;
+
+/// How a name in a query was understood.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resolution<'p> {
+    /// A compartment the policy defines, and where.
+    Defined(Option<&'p Location>),
+    /// Not defined: an ad-hoc compartment from `[template.app]` (defined
+    /// there).
+    AdHoc(Option<&'p Location>),
+    /// Not defined, and no template: it matches no rule.
+    Undefined,
+}
+
+/// Why a call is decided the way it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Explanation<'p> {
+    /// The caller, as given.
+    pub from: String,
+    /// How the caller was understood.
+    pub from_is: Resolution<'p>,
+    /// The destination, as given.
+    pub to: String,
+    /// How the destination was understood.
+    pub to_is: Resolution<'p>,
+    /// The call.
+    pub call: ServiceCall,
+    /// The decision.
+    pub decision: Decision<'p>,
+    /// The rule that decided, and where it is; `None` if no rule matched.
+    pub rule: Option<(&'p Rule, Option<&'p Location>)>,
+}
+
+/// Explains the decision for a call of `call` (`service` or
+/// `service+argument`) from `from` to `to`.
+///
+/// ```
+/// let policy = ward_policy::Policy::from_text("p.toml", r#"
+/// [compartment.vault]
+/// role = "identity"
+/// image = "vault.img"
+/// offers = ["sign"]
+///
+/// [[rule]]
+/// service = "sign"
+/// from = "@any"
+/// to = "vault"
+/// action = "ask"
+/// "#).unwrap();
+/// let explanation = ward_policy::explain(&policy, "vault", "vault", "sign").unwrap();
+/// assert!(ward_policy::render_explanation(&explanation).contains("ask: rule #1 at p.toml:7:1"));
+/// ```
+pub fn explain<'p>(policy: &'p Policy, from: &str, to: &str, call: &str) -> Result<Explanation<'p>, QueryError> {
+    for name in [from, to] {
+        check_name(name).map_err(|reason| QueryError::BadName { name: name.to_owned(), reason })?;
+    }
+    let call = ServiceCall::parse(call)?;
+    let decision = policy.decide(from, to, &call);
+    let rule =
+        decision.rule.and_then(|index| policy.rules().get(index).map(|rule| (rule, policy.rule_location(index))));
+    Ok(Explanation {
+        from: from.to_owned(),
+        from_is: resolve(policy, from),
+        to: to.to_owned(),
+        to_is: resolve(policy, to),
+        call,
+        decision,
+        rule,
+    })
+}
+
+fn resolve<'p>(policy: &'p Policy, name: &str) -> Resolution<'p> {
+    match policy.compartment(name) {
+        Lookup::Defined(_) => Resolution::Defined(policy.compartment_location(name)),
+        Lookup::AdHoc(_) => Resolution::AdHoc(policy.template_location()),
+        Lookup::Undefined => Resolution::Undefined,
+    }
+}
+
+/// The explanation as text, for example:
+///
+/// ```text
+/// sign from mail to vault: allow
+///   decided by rule #3 at policy/50-work.toml:12:1: service = "sign", from = "@tag:work", to = "vault", action = "allow"
+/// ```
+///
+/// or `sign from mail to vault: no rule matched: deny`.
+pub fn render_explanation(explanation: &Explanation<'_>) -> String {
+    let mut out = format!("{} from {} to {}: ", explanation.call, explanation.from, explanation.to);
+    match (&explanation.rule, explanation.decision.rule) {
+        (Some((rule, location)), Some(index)) => {
+            let _ = write!(out, "{}", explanation.decision.action);
+            if let Some(target) = explanation.decision.target {
+                let _ = write!(out, " (redirected to {target:?})");
+            }
+            let at = location.map(|location| format!(" at {location}")).unwrap_or_default();
+            let _ = write!(out, ": rule #{}{at} decided\n  [[rule]] {rule}", index + 1);
+        }
+        _ => out.push_str("no rule matched: deny"),
+    }
+    for (name, resolution) in [(&explanation.from, &explanation.from_is), (&explanation.to, &explanation.to_is)] {
+        match resolution {
+            Resolution::Defined(_) => {}
+            Resolution::AdHoc(location) => {
+                let at = location.map(|location| format!(" at {location}")).unwrap_or_default();
+                let _ = write!(
+                    out,
+                    "\n  note: {name:?} is not defined: it is an ad-hoc compartment from [template.app]{at}"
+                );
+            }
+            Resolution::Undefined => {
+                let _ = write!(
+                    out,
+                    "\n  note: {name:?} is not defined and the policy has no [template.app]: no rule matches it"
+                );
+            }
+        }
+    }
+    out.push('\n');
+    out
+}

@@ -1,0 +1,117 @@
+//! The compartments rules can match, numbered, and sets of them.
+//!
+//! Every defined compartment gets a number (in name order) and, if the
+//! policy has a `[template.app]`, one more number stands for every ad-hoc
+//! compartment made from it: they all have the template's role and tags, so
+//! no rule can tell them apart. A rule's `from` and `to` then become sets of
+//! numbers, computed once. Validation compares those sets to find shadowed
+//! rules, and evaluation tests one bit each.
+
+use std::collections::HashMap;
+
+use crate::model::{CompartmentSpec, Pattern, PolicySpec};
+use crate::names::check_name;
+
+/// A set of subject numbers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SubjectSet {
+    words: Box<[u64]>,
+}
+
+impl SubjectSet {
+    fn empty(len: usize) -> Self {
+        Self { words: vec![0; len.div_ceil(64)].into_boxed_slice() }
+    }
+
+    fn insert(&mut self, subject: usize) {
+        if let Some(word) = self.words.get_mut(subject / 64) {
+            *word |= 1 << (subject % 64);
+        }
+    }
+
+    pub(crate) fn contains(&self, subject: usize) -> bool {
+        self.words.get(subject / 64).is_some_and(|word| word & (1 << (subject % 64)) != 0)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.words.iter().all(|word| *word == 0)
+    }
+
+    /// Whether every member of `other` is a member of `self`.
+    pub(crate) fn is_superset(&self, other: &Self) -> bool {
+        self.words.iter().zip(other.words.iter()).all(|(mine, theirs)| theirs & !mine == 0)
+    }
+}
+
+/// The subjects of one policy.
+#[derive(Clone, Debug)]
+pub(crate) struct Subjects {
+    /// Defined compartments' names by number.
+    names: Vec<String>,
+    numbers: HashMap<String, usize>,
+    /// The number of every ad-hoc compartment, if there is a template.
+    disposable: Option<usize>,
+}
+
+/// Who a name is, for evaluation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Subject {
+    /// A defined compartment, or an ad-hoc one (the template's number).
+    Known(usize),
+    /// A name that is neither: every rule misses it, so every call is denied.
+    Unknown,
+}
+
+impl Subjects {
+    pub(crate) fn new(spec: &PolicySpec) -> Self {
+        let names: Vec<String> = spec.compartments.keys().cloned().collect();
+        let numbers = names.iter().enumerate().map(|(number, name)| (name.clone(), number)).collect();
+        let disposable = spec.app_template.as_ref().map(|_| names.len());
+        Self { names, numbers, disposable }
+    }
+
+    /// How many subject numbers there are.
+    pub(crate) fn len(&self) -> usize {
+        self.names.len() + usize::from(self.disposable.is_some())
+    }
+
+    pub(crate) fn disposable(&self) -> Option<usize> {
+        self.disposable
+    }
+
+    /// A name's subject: a defined compartment, else an ad-hoc one if the
+    /// policy has a template and the name could be a compartment's.
+    pub(crate) fn resolve(&self, name: &str) -> Subject {
+        if let Some(number) = self.numbers.get(name) {
+            return Subject::Known(*number);
+        }
+        match self.disposable {
+            Some(number) if check_name(name).is_ok() => Subject::Known(number),
+            _ => Subject::Unknown,
+        }
+    }
+
+    /// The subjects `pattern` matches.
+    pub(crate) fn matching(&self, spec: &PolicySpec, pattern: &Pattern) -> SubjectSet {
+        let mut set = SubjectSet::empty(self.len());
+        let members = spec.compartments.values().enumerate().map(|(number, compartment)| (number, compartment, false));
+        let template =
+            spec.app_template.as_ref().zip(self.disposable).map(|(template, number)| (number, template, true));
+        for (number, compartment, is_disposable) in members.chain(template) {
+            if matches(pattern, self.names.get(number).map(String::as_str), compartment, is_disposable) {
+                set.insert(number);
+            }
+        }
+        set
+    }
+}
+
+fn matches(pattern: &Pattern, name: Option<&str>, compartment: &CompartmentSpec, is_disposable: bool) -> bool {
+    match pattern {
+        Pattern::Any => true,
+        Pattern::Tag(tag) => compartment.tags.contains(tag),
+        Pattern::Role(role) => compartment.role == *role,
+        Pattern::Disposable => is_disposable,
+        Pattern::Name(wanted) => !is_disposable && name == Some(wanted.as_str()),
+    }
+}
