@@ -184,6 +184,12 @@ pub enum ErrorKind {
     /// `target` on a `deny` rule.
     #[error("target is only allowed with action \"allow\" or \"ask\"")]
     TargetWithDeny,
+    /// `ports` on a rule whose peer is an identity.
+    #[error("ports are for address peers; a peer identity is reached whatever its address and port")]
+    PortsForIdentity,
+    /// `ports = []`.
+    #[error("ports is empty, which would allow no port; leave it out to allow every port")]
+    EmptyPorts,
     /// Network rules on a compartment without a network device.
     #[error("network rules need devices.network = true")]
     NetworkWithoutDevice,

@@ -60,20 +60,26 @@ pub(crate) fn validate(draft: Draft, errors: &mut Vec<PolicyError>) -> (PolicySp
 
     let mut checked = Vec::with_capacity(draft.rules.len());
     for rule in &draft.rules {
-        let mut sound = !rule.damaged;
-        sound &= check_pattern(&spec, &tags, rule, "from", errors);
-        sound &= check_pattern(&spec, &tags, rule, "to", errors);
-        sound &= check_target(&spec, rule, errors);
+        let from_known = check_pattern(&spec, &tags, rule, "from", errors);
+        let to_known = check_pattern(&spec, &tags, rule, "to", errors);
+        let target_known = check_target(&spec, rule, errors);
         check_offered(&spec, &offered, rule, errors);
         // Set comparisons mean something only when every compartment was
         // read whole: a stand-in role or tag list would make them wrong.
-        let sets = (sound && !any_damaged)
-            .then(|| (subjects.matching(&spec, &rule.rule.from), subjects.matching(&spec, &rule.rule.to)));
-        if let Some((from, to)) = &sets {
-            report_empty(rule, from, "from", &rule.rule.from, &rule.from_at, errors);
-            report_empty(rule, to, "to", &rule.rule.to, &rule.to_at, errors);
-        }
-        checked.push(sets);
+        let set_of =
+            |known: bool, pattern: &Pattern, at: &Location, field: &'static str, errors: &mut Vec<PolicyError>| {
+                if !known || any_damaged {
+                    return None;
+                }
+                let set = subjects.matching(&spec, pattern);
+                report_empty(rule, &set, field, pattern, at, errors);
+                Some(set)
+            };
+        let from = set_of(from_known, &rule.rule.from, &rule.from_at, "from", errors);
+        let to = set_of(to_known, &rule.rule.to, &rule.to_at, "to", errors);
+        // A damaged rule holds stand-ins, so it neither shadows nor is shadowed.
+        let sound = !rule.damaged && target_known;
+        checked.push(from.zip(to).filter(|_| sound));
     }
     report_shadowed(&draft.rules, &checked, errors);
 

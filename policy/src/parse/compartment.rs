@@ -150,11 +150,7 @@ fn read_name_set(
     for (name, span) in reader.as_strings(value, field, context).unwrap_or_default() {
         let checked = if what == "service" { check_service_name(name) } else { check_name(name) };
         if let Err(reason) = checked {
-            reader.error(
-                &span,
-                context,
-                ErrorKind::BadValue { field: format!("{what} in {field}"), value: name.into(), reason },
-            );
+            reader.error(&span, context, ErrorKind::BadValue { field: what.into(), value: name.into(), reason });
             continue;
         }
         if let Some((_, first)) = first_spans.iter().find(|(seen, _)| *seen == name) {
@@ -185,7 +181,8 @@ fn read_devices(reader: &mut Reader<'_, '_>, value: &Value<'_>, context: &str) -
 
 fn read_volumes(reader: &mut Reader<'_, '_>, value: &Value<'_>, context: &str) -> Vec<BlockVolume> {
     let mut volumes: Vec<BlockVolume> = Vec::new();
-    let mut name_spans: Vec<Range<usize>> = Vec::new();
+    // Every name seen, also of volumes with other errors, for duplicates.
+    let mut seen: Vec<(&str, Range<usize>)> = Vec::new();
     for element in reader.as_array(value, "devices.block", context).unwrap_or_default() {
         let Some(table) = reader.as_table(element, "each element of devices.block", context) else { continue };
         let name = match table.get("name") {
@@ -220,20 +217,14 @@ fn read_volumes(reader: &mut Reader<'_, '_>, value: &Value<'_>, context: &str) -
             );
             continue;
         }
-        if let Some(index) = volumes.iter().position(|volume| volume.name == name) {
-            let first = name_spans.get(index).map(|span| reader.location(span));
-            if let Some(first) = first {
-                reader.error(
-                    &name_span,
-                    context,
-                    ErrorKind::Duplicate { what: "block volume", name: name.into(), first },
-                );
-            }
+        if let Some((_, first)) = seen.iter().find(|(seen_name, _)| *seen_name == name) {
+            let first = reader.location(first);
+            reader.error(&name_span, context, ErrorKind::Duplicate { what: "block volume", name: name.into(), first });
             continue;
         }
+        seen.push((name, name_span));
         let Some(size_mib) = size_mib else { continue };
         volumes.push(BlockVolume { name: name.to_owned(), size_mib, read_only });
-        name_spans.push(name_span);
     }
     volumes
 }

@@ -32,27 +32,18 @@ pub(super) fn read_network_rules(reader: &mut Reader<'_, '_>, value: &Value<'_>,
         let ports = match (ports, &peer) {
             (None, _) => Vec::new(),
             (Some((_, span)), Peer::Identity(_)) => {
-                let kind = ErrorKind::BadValue {
-                    field: "ports".into(),
-                    value: "[...]".into(),
-                    reason: "a peer identity is reached whatever its address and port; ports are for address peers"
-                        .into(),
-                };
-                reader.error(&span, &rule_context, kind);
+                reader.error(&span, &rule_context, ErrorKind::PortsForIdentity);
                 continue;
             }
-            (Some((ports, span)), Peer::Network(_)) => {
+            (Some((Some(ports), span)), Peer::Network(_)) => {
                 if ports.is_empty() {
-                    let kind = ErrorKind::BadValue {
-                        field: "ports".into(),
-                        value: "[]".into(),
-                        reason: "an empty list would allow no port; leave ports out to allow every port".into(),
-                    };
-                    reader.error(&span, &rule_context, kind);
+                    reader.error(&span, &rule_context, ErrorKind::EmptyPorts);
                     continue;
                 }
                 ports
             }
+            // A port was wrong, and that is reported.
+            (Some((None, _)), Peer::Network(_)) => continue,
         };
         rules.push(NetworkRule { peer, ports });
     }
@@ -97,9 +88,11 @@ pub(crate) fn parse_peer(text: &str) -> Result<Peer, String> {
     Ok(Peer::Network(IpNet::from(address)))
 }
 
-fn read_ports(reader: &mut Reader<'_, '_>, value: &Value<'_>, context: &str) -> Vec<PortRange> {
+/// The port ranges, or `None` if any element was wrong (and reported).
+fn read_ports(reader: &mut Reader<'_, '_>, value: &Value<'_>, context: &str) -> Option<Vec<PortRange>> {
     let mut ranges = Vec::new();
-    for element in reader.as_array(value, "ports", context).unwrap_or_default() {
+    let mut all_read = true;
+    for element in reader.as_array(value, "ports", context)? {
         let range = match element.get_ref() {
             toml::de::DeValue::Integer(_) => reader
                 .as_integer_in(element, "port", (1, u64::from(u16::MAX)), "", context)
@@ -123,9 +116,10 @@ fn read_ports(reader: &mut Reader<'_, '_>, value: &Value<'_>, context: &str) -> 
                 None
             }
         };
+        all_read &= range.is_some();
         ranges.extend(range);
     }
-    ranges
+    all_read.then_some(ranges)
 }
 
 /// `"443"` or `"8000-8100"`: ports from 1 to 65535, first not after last.
