@@ -3,13 +3,15 @@
 //!
 //! Rules are compiled once, when the policy is loaded: each rule's `from`
 //! and `to` become sets of subject numbers, and rules are indexed by
-//! service name, so a decision looks up two names and one service and then
-//! scans only the rules that can be about that service (its own and the
-//! `*` rules, in policy order), testing two bits per rule.
+//! service name and then by caller. A decision looks up two names and one
+//! service, and then scans only the rules of that service whose `from`
+//! matches the caller (and the `*` rules whose `from` does), in policy
+//! order, testing one bit and the argument per rule.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+
+use rustc_hash::FxHashMap;
 
 use crate::error::QueryError;
 use crate::model::{Action, PolicySpec, ServicePattern};
@@ -94,15 +96,36 @@ impl Decision<'_> {
     }
 }
 
-/// One rule, ready to test.
+/// One rule, ready to test once its service and caller are known to match.
 #[derive(Clone, Debug)]
 struct CompiledRule {
     /// `Some` if the rule is about one argument only.
     argument: Option<Box<str>>,
-    from: SubjectSet,
     to: SubjectSet,
     action: Action,
     target: Option<Box<str>>,
+}
+
+/// Rules that can match one service (or any service, for `*` rules), by
+/// caller: `by_caller[from]` lists, in policy order, the rules whose `from`
+/// matches subject `from`.
+#[derive(Clone, Debug, Default)]
+struct CallerLists {
+    by_caller: Vec<Vec<u32>>,
+}
+
+impl CallerLists {
+    fn new(subjects: usize) -> Self {
+        Self { by_caller: vec![Vec::new(); subjects] }
+    }
+
+    fn add(&mut self, index: u32, from: &SubjectSet) {
+        for (subject, list) in self.by_caller.iter_mut().enumerate() {
+            if from.contains(subject) {
+                list.push(index);
+            }
+        }
+    }
 }
 
 /// The compiled rules of a policy.
@@ -110,48 +133,37 @@ struct CompiledRule {
 pub(crate) struct RuleIndex {
     subjects: Subjects,
     rules: Vec<CompiledRule>,
-    /// For each service some rule names: the indices of the rules that can
-    /// match it (its own and the `*` ones), in policy order.
-    by_service: HashMap<Box<str>, Vec<u32>>,
-    /// The rules for a service no rule names: the `*` ones.
-    any_service: Vec<u32>,
+    /// The rules of each service some rule names, without `*` rules.
+    by_service: FxHashMap<Box<str>, CallerLists>,
+    /// The `*` rules, kept apart so that they are not copied into every
+    /// service's lists (a few `*` rules times many services would be large).
+    any_service: CallerLists,
 }
 
 impl RuleIndex {
     pub(crate) fn build(spec: &PolicySpec) -> Self {
         let subjects = Subjects::new(spec);
-        let rules = spec
-            .rules
-            .iter()
-            .map(|rule| CompiledRule {
+        let mut rules = Vec::with_capacity(spec.rules.len());
+        let mut by_service: FxHashMap<Box<str>, CallerLists> = FxHashMap::default();
+        let mut any_service = CallerLists::new(subjects.len());
+        for (index, rule) in spec.rules.iter().enumerate() {
+            // More than 4 billion rules do not fit in memory anyway.
+            let Ok(index) = u32::try_from(index) else { break };
+            let from = subjects.matching(spec, &rule.from);
+            let lists = match rule.service.service_name() {
+                Some(name) => by_service.entry(name.into()).or_insert_with(|| CallerLists::new(subjects.len())),
+                None => &mut any_service,
+            };
+            lists.add(index, &from);
+            rules.push(CompiledRule {
                 argument: match &rule.service {
                     ServicePattern::Named { argument: Some(argument), .. } => Some(argument.as_str().into()),
                     _ => None,
                 },
-                from: subjects.matching(spec, &rule.from),
                 to: subjects.matching(spec, &rule.to),
                 action: rule.action,
                 target: rule.target.as_deref().map(Into::into),
-            })
-            .collect();
-        let mut by_service: HashMap<Box<str>, Vec<u32>> = HashMap::new();
-        let mut any_service = Vec::new();
-        for (index, rule) in spec.rules.iter().enumerate() {
-            // More than 4 billion rules do not fit in memory anyway.
-            let Ok(index) = u32::try_from(index) else { break };
-            match rule.service.service_name() {
-                Some(name) => {
-                    // A service's list starts with the `*` rules before its
-                    // first own rule, so it stays in policy order.
-                    by_service.entry(name.into()).or_insert_with(|| any_service.clone()).push(index);
-                }
-                None => {
-                    any_service.push(index);
-                    for list in by_service.values_mut() {
-                        list.push(index);
-                    }
-                }
-            }
+            });
         }
         Self { subjects, rules, by_service, any_service }
     }
@@ -168,20 +180,44 @@ impl RuleIndex {
         }
     }
 
-    /// The decision for subject numbers (see [`Subjects`]).
+    /// The decision for subject numbers (see [`Subjects`]): the earlier of
+    /// the first matching rule of the service and the first matching `*`
+    /// rule.
     pub(crate) fn decide_subjects(&self, from: usize, to: usize, call: &ServiceCall) -> Decision<'_> {
-        let candidates = self.by_service.get(call.name.as_str()).unwrap_or(&self.any_service);
-        for &index in candidates {
-            let Some(rule) = self.rules.get(index as usize) else { continue };
-            let argument_matches = match &rule.argument {
-                None => true,
-                Some(wanted) => call.argument.as_deref() == Some(&**wanted),
-            };
-            if argument_matches && rule.from.contains(from) && rule.to.contains(to) {
-                return Decision { action: rule.action, target: rule.target.as_deref(), rule: Some(index as usize) };
-            }
+        let named = self.by_service.get(call.name.as_str()).and_then(|lists| self.first_match(lists, from, to, call));
+        // A `*` rule after the named match cannot win, so stop looking there.
+        let any = self.first_match_before(&self.any_service, from, to, call, named.unwrap_or(u32::MAX));
+        let Some(index) = any.or(named) else { return Decision::NO_MATCH };
+        match self.rules.get(index as usize) {
+            Some(rule) => Decision { action: rule.action, target: rule.target.as_deref(), rule: Some(index as usize) },
+            None => Decision::NO_MATCH,
         }
-        Decision::NO_MATCH
+    }
+
+    fn first_match(&self, lists: &CallerLists, from: usize, to: usize, call: &ServiceCall) -> Option<u32> {
+        self.first_match_before(lists, from, to, call, u32::MAX)
+    }
+
+    /// The first rule of `lists` for caller `from` that matches, if it comes
+    /// before rule `limit`.
+    fn first_match_before(
+        &self,
+        lists: &CallerLists,
+        from: usize,
+        to: usize,
+        call: &ServiceCall,
+        limit: u32,
+    ) -> Option<u32> {
+        let candidates = lists.by_caller.get(from)?;
+        candidates.iter().copied().take_while(|index| *index < limit).find(|index| {
+            self.rules.get(*index as usize).is_some_and(|rule| {
+                rule.to.contains(to)
+                    && match &rule.argument {
+                        None => true,
+                        Some(wanted) => call.argument.as_deref() == Some(&**wanted),
+                    }
+            })
+        })
     }
 }
 

@@ -7,7 +7,7 @@
 //! numbers, computed once. Validation compares those sets to find shadowed
 //! rules, and evaluation tests one bit each.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use crate::model::{CompartmentSpec, Pattern, PolicySpec};
 use crate::names::check_name;
@@ -48,7 +48,10 @@ impl SubjectSet {
 pub(crate) struct Subjects {
     /// Defined compartments' names by number.
     names: Vec<String>,
-    numbers: HashMap<String, usize>,
+    /// Names are the policy's own (the user's), and lookups never insert,
+    /// so a fast unkeyed hash is safe: a caller cannot grow the table or
+    /// make a lookup cost more than probing the policy's own names.
+    numbers: FxHashMap<String, usize>,
     /// The number of every ad-hoc compartment, if there is a template.
     disposable: Option<usize>,
 }
