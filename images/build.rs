@@ -1,4 +1,5 @@
-//! Builds the guest kernel as a freestanding x86_64 ELF and embeds it.
+//! Builds the guest kernel and the guest programs as freestanding x86_64
+//! ELFs and embeds them.
 //!
 //! The guest cannot be built with the host's flags: ring-0 code must not use
 //! SSE (PLATFORM.md), needs no red zone and the kernel code model, and links
@@ -21,6 +22,10 @@ const KERNEL_RUSTFLAGS: &[&str] = &[
     "-Ccode-model=kernel",
     "-Crelocation-model=static",
 ];
+
+/// Codegen flags of ring-3 programs: SSE is fine there (ring 3 runs
+/// natively); they are static executables at fixed addresses.
+const PROGRAM_RUSTFLAGS: &[&str] = &["-Crelocation-model=static"];
 
 /// Environment the nested cargo keeps; everything else (the outer build's
 /// RUSTFLAGS, wrappers such as clippy-driver, CARGO_* of this package) is
@@ -61,14 +66,55 @@ fn build() -> Result<(), String> {
     let out_dir = PathBuf::from(env("OUT_DIR")?);
     let guest_dir = guest_target_dir(&out_dir);
 
-    for path in ["guest-kernel/kernel", "guest-kernel/abi", "Cargo.lock", "Cargo.toml"] {
+    for path in
+        ["guest-kernel/kernel", "guest-kernel/abi", "guest-kernel/rt", "images/programs", "Cargo.lock", "Cargo.toml"]
+    {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
 
-    let kernel = cargo_build_guest(&root, &guest_dir.join("kernel"), "ward-kernel", "ward-kernel", KERNEL_RUSTFLAGS)?;
-    let embedded = out_dir.join("ward-kernel");
-    std::fs::copy(&kernel, &embedded).map_err(|e| format!("copying {}: {e}", kernel.display()))?;
+    let kernel_dir = guest_dir.join("kernel");
+    cargo_build_guest(&root, &kernel_dir, "ward-kernel", &["--bin", "ward-kernel"], KERNEL_RUSTFLAGS)?;
+    copy(&kernel_dir.join(GUEST_TARGET).join("release").join("ward-kernel"), &out_dir.join("ward-kernel"))?;
+
+    let programs_dir = guest_dir.join("programs");
+    cargo_build_guest(&root, &programs_dir, "ward-programs", &["--bins"], PROGRAM_RUSTFLAGS)?;
+    let names = program_names(&root.join("images/programs/Cargo.toml"))?;
+    let mut table = String::from("/// Every guest program, by name.\npub static PROGRAMS: &[Program] = &[\n");
+    for name in &names {
+        let dst = out_dir.join("programs").join(name);
+        std::fs::create_dir_all(out_dir.join("programs"))
+            .map_err(|e| format!("creating {}: {e}", out_dir.display()))?;
+        copy(&programs_dir.join(GUEST_TARGET).join("release").join(name), &dst)?;
+        table.push_str(&format!(
+            "    Program {{ name: {name:?}, elf: include_bytes!({:?}) }},\n",
+            dst.display().to_string()
+        ));
+    }
+    table.push_str("];\n");
+    std::fs::write(out_dir.join("programs.rs"), table).map_err(|e| format!("writing programs.rs: {e}"))?;
     Ok(())
+}
+
+fn copy(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::copy(from, to).map(|_| ()).map_err(|e| format!("copying {}: {e}", from.display()))
+}
+
+/// The `[[bin]]` names of the programs package.
+fn program_names(manifest: &Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(manifest).map_err(|e| format!("reading {}: {e}", manifest.display()))?;
+    let mut names = Vec::new();
+    let mut in_bin = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_bin = line == "[[bin]]";
+        } else if in_bin && let Some(value) = line.strip_prefix("name = ") {
+            names.push(value.trim_matches('"').to_owned());
+        }
+    }
+    if names.is_empty() {
+        return Err(format!("no [[bin]] in {}", manifest.display()));
+    }
+    Ok(names)
 }
 
 fn env(name: &str) -> Result<String, String> {
@@ -89,16 +135,17 @@ fn cargo_build_guest(
     root: &Path,
     target_dir: &Path,
     package: &str,
-    bin: &str,
+    targets: &[&str],
     rustflags: &[&str],
-) -> Result<PathBuf, String> {
+) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.env_clear()
         .envs(std::env::vars().filter(|(k, _)| keep_env(k)))
         .env("CARGO_ENCODED_RUSTFLAGS", rustflags.join("\x1f"))
         .current_dir(root)
-        .args(["build", "--release", "--package", package, "--bin", bin, "--features", "guest"])
+        .args(["build", "--release", "--package", package, "--features", "guest"])
+        .args(targets)
         .args(["--target", GUEST_TARGET])
         .arg("--target-dir")
         .arg(target_dir)
@@ -122,5 +169,5 @@ fn cargo_build_guest(
             String::from_utf8_lossy(&output.stderr)
         ));
     }
-    Ok(target_dir.join(GUEST_TARGET).join("release").join(bin))
+    Ok(())
 }

@@ -41,7 +41,8 @@ pub enum BenchError {
 }
 
 /// The milestones of `ward run --timing`, in order.
-pub const MILESTONES: [&str; 4] = ["VM created", "first guest instruction", "first console line", "power-off"];
+pub const MILESTONES: [&str; 5] =
+    ["VM created", "first guest instruction", "first console line", "first program output", "power-off"];
 
 /// Runs the boot benchmark and returns its report.
 pub fn boot(args: &BenchBootArgs) -> Result<String, BenchError> {
@@ -115,6 +116,7 @@ mod tests {
             vm_created: Some(Duration::from_micros(6500)),
             first_instruction: Some(Duration::from_micros(7750)),
             first_console_line: None,
+            first_user_output: None,
             power_off: Some(Duration::from_millis(12)),
         });
         assert_eq!(parse_milestone(&report, "VM created"), Some(Duration::from_micros(6500)));

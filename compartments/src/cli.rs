@@ -30,6 +30,9 @@ pub enum Command {
     /// it could not be started.
     Run(RunArgs),
 
+    /// List the built-in images `ward run --image` can boot.
+    Images,
+
     /// Measure Ward: print figures for docs/BENCHMARKS.md.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -68,6 +71,11 @@ pub struct RunArgs {
     /// Command line for the guest kernel, e.g. "ward.panic".
     #[arg(long, value_name = "TEXT", default_value = "")]
     pub cmdline: String,
+
+    /// The image to boot: which programs the compartment carries and starts
+    /// (see `ward images`).
+    #[arg(long, value_name = "NAME", default_value = ward_images::DEFAULT_IMAGE)]
+    pub image: String,
 
     /// Boot this kernel ELF instead of the built-in Ward kernel.
     #[arg(long, value_name = "PATH")]

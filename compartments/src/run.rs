@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ward_vmm::boot::ModuleSpec;
 use ward_vmm::loader::LoaderError;
 use ward_vmm::{BootTimings, GuestExit, VmConfig, VmError, VmOutcome};
 
@@ -32,6 +33,9 @@ pub enum RunError {
         /// What is wrong with it.
         source: LoaderError,
     },
+    /// No built-in image has that name.
+    #[error("no image called {0:?}; `ward images` lists them")]
+    UnknownImage(String),
     /// The VMM failed.
     #[error("compartment {name}: {source}")]
     Vm {
@@ -51,17 +55,37 @@ pub fn run(args: &RunArgs, console: Box<dyn Write + Send>, started: Instant) -> 
         }
         None => (Arc::from(ward_images::KERNEL), "(built-in)".to_owned()),
     };
+    let image = ward_images::image(&args.image).ok_or_else(|| RunError::UnknownImage(args.image.clone()))?;
+    let modules = image
+        .programs()
+        .map(|(program, start_at_boot)| ModuleSpec {
+            name: program.name.to_owned(),
+            image: Arc::from(program.elf),
+            start_at_boot,
+        })
+        .collect();
     let config = VmConfig {
         name: args.name.to_string(),
         memory_mib: args.memory,
         cmdline: args.cmdline.clone(),
         kernel,
         kvm_path: args.kvm.clone(),
+        modules,
     };
     ward_vmm::vm::run(&config, console, started).map_err(|source| match source {
         VmError::Loader(source) => RunError::BadKernel { path: kernel_name, source },
         source => RunError::Vm { name: config.name.clone(), source },
     })
+}
+
+/// The `ward images` listing.
+pub fn images_report() -> String {
+    let mut out = String::new();
+    for image in ward_images::IMAGES {
+        let boot = if image.boot.is_empty() { "-".to_owned() } else { image.boot.join(", ") };
+        out.push_str(&format!("{:<12} {}  [boots: {}]\n", image.name, image.description, boot));
+    }
+    out
 }
 
 /// The process exit code for how the compartment ended.
@@ -79,6 +103,7 @@ pub fn timing_report(timings: &BootTimings) -> String {
         ("VM created", timings.vm_created),
         ("first guest instruction", timings.first_instruction),
         ("first console line", timings.first_console_line),
+        ("first program output", timings.first_user_output),
         ("power-off", timings.power_off),
     ];
     let mut out = String::from("boot timing (host clock, from process start):\n");
@@ -111,6 +136,7 @@ mod tests {
             vm_created: Some(Duration::from_micros(1500)),
             first_instruction: Some(Duration::from_millis(3)),
             first_console_line: None,
+            first_user_output: None,
             power_off: Some(Duration::from_millis(10)),
         });
         assert!(report.contains("VM created"));

@@ -48,6 +48,7 @@ pub fn config(name: &str, memory_mib: u64, cmdline: &str) -> VmConfig {
         cmdline: cmdline.to_owned(),
         kernel: Arc::from(ward_images::KERNEL),
         kvm_path: PathBuf::from("/dev/kvm"),
+        modules: Vec::new(),
     }
 }
 

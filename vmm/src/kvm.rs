@@ -58,6 +58,8 @@ pub fn open(path: &Path) -> Result<Kvm, KvmError> {
         (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
         (Cap::ExtCpuid, "KVM_CAP_EXT_CPUID"),
         (Cap::SetTssAddr, "KVM_CAP_SET_TSS_ADDR"),
+        (Cap::TscDeadlineTimer, "KVM_CAP_TSC_DEADLINE_TIMER"),
+        (Cap::GetTscKhz, "KVM_CAP_GET_TSC_KHZ"),
     ] {
         if !kvm.check_extension(cap) {
             return Err(KvmError::MissingCapability { path: path.to_owned(), capability: name });

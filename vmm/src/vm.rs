@@ -10,11 +10,12 @@ use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use ward_abi::boot::{DeviceInfo, DeviceKind};
-use ward_abi::debug_console;
+use ward_abi::{debug_console, pages};
 
 use crate::arch::{cpu, gdt, paging};
-use crate::boot::{self, BootError};
+use crate::boot::{self, BootError, ModuleSpec};
 use crate::devices::debug_console::{BootClock, DebugConsole, PowerControl};
+use crate::devices::page_service::PageService;
 use crate::devices::{BusError, MmioBus};
 use crate::kvm::{self, KvmError};
 use crate::loader::{self, LoaderError};
@@ -38,6 +39,8 @@ pub struct VmConfig {
     pub cmdline: String,
     /// The kernel ELF image.
     pub kernel: Arc<[u8]>,
+    /// Programs placed in guest memory for the kernel to run.
+    pub modules: Vec<ModuleSpec>,
     /// The KVM device.
     pub kvm_path: PathBuf,
 }
@@ -75,6 +78,9 @@ pub enum VmError {
     /// The GDT or page tables could not be written.
     #[error("cannot write boot structures into guest memory: {0}")]
     BootStructures(#[from] vm_memory::GuestMemoryError),
+    /// KVM_GET_TSC_KHZ failed.
+    #[error("cannot read the vCPU's TSC frequency: {0}")]
+    TscFrequency(kvm_ioctls::Error),
     /// KVM_CREATE_VCPU failed.
     #[error("cannot create the vCPU: {0}")]
     CreateVcpu(kvm_ioctls::Error),
@@ -104,6 +110,8 @@ pub struct BootTimings {
     pub first_instruction: Option<Duration>,
     /// The kernel's first console line reached us.
     pub first_console_line: Option<Duration>,
+    /// A guest program's first output reached us.
+    pub first_user_output: Option<Duration>,
     /// The guest asked to power off.
     pub power_off: Option<Duration>,
 }
@@ -166,17 +174,31 @@ impl Vm {
         let console =
             Arc::new(Mutex::new(DebugConsole::new(&config.name, mem.clone(), console, power.clone(), clock.clone())));
         bus.insert(debug_console::BASE, debug_console::SIZE, console.clone())?;
-        let devices = [DeviceInfo {
-            kind: DeviceKind::DebugConsole as u32,
-            irq: 0,
-            mmio_base: debug_console::BASE,
-            mmio_size: debug_console::SIZE,
-        }];
+        let page_service = PageService::new(&config.name, mem.clone());
+        bus.insert(pages::BASE, pages::SIZE, Arc::new(Mutex::new(page_service)))?;
+        let devices = [
+            DeviceInfo {
+                kind: DeviceKind::DebugConsole as u32,
+                irq: 0,
+                mmio_base: debug_console::BASE,
+                mmio_size: debug_console::SIZE,
+            },
+            DeviceInfo { kind: DeviceKind::PageService as u32, irq: 0, mmio_base: pages::BASE, mmio_size: pages::SIZE },
+        ];
 
-        let info = boot::build_boot_info(memory_size, &kernel, config.cmdline.as_bytes(), &devices)?;
-        let boot_info = boot::write(&mem, &info, config.cmdline.as_bytes())?;
+        let modules = boot::place_modules(&mem, memory_size, &kernel, &config.modules)?;
 
         let vcpu = vm.create_vcpu(0).map_err(VmError::CreateVcpu)?;
+        let tsc_khz = vcpu.get_tsc_khz().map_err(VmError::TscFrequency)?;
+        let info = boot::build_boot_info(
+            memory_size,
+            u64::from(tsc_khz),
+            &kernel,
+            config.cmdline.as_bytes(),
+            &devices,
+            &modules,
+        )?;
+        let boot_info = boot::write(&mem, &info, config.cmdline.as_bytes())?;
         cpu::configure_vcpu(&kvm, &vcpu, kernel.entry, boot_info, cr3)?;
 
         Ok(Self {
@@ -212,6 +234,7 @@ impl Vm {
             vm_created: Some(vm_created),
             first_instruction: since(clock.first_instruction.get()),
             first_console_line: since(clock.first_console_line.get()),
+            first_user_output: since(clock.first_user_output.get()),
             power_off: since(clock.power_off.get()),
         };
         Ok(VmOutcome { exit, timings })

@@ -29,6 +29,10 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e),
         },
+        Command::Images => {
+            print!("{}", run::images_report());
+            ExitCode::SUCCESS
+        }
         Command::Bench(BenchCommand::Boot(args)) => match bench::boot(&args) {
             Ok(report) => {
                 print!("{report}");

@@ -74,6 +74,8 @@ pub enum DeviceKind {
     DebugConsole = 1,
     /// A virtio-mmio transport (version 2); the device type is in its registers.
     VirtioMmio = 2,
+    /// The page service of [`crate::pages`].
+    PageService = 3,
 }
 
 impl DeviceKind {
@@ -82,6 +84,7 @@ impl DeviceKind {
         match raw {
             1 => Some(Self::DebugConsole),
             2 => Some(Self::VirtioMmio),
+            3 => Some(Self::PageService),
             _ => None,
         }
     }
@@ -138,6 +141,9 @@ pub struct BootInfo {
     pub size: u32,
     /// Total RAM in bytes.
     pub memory_size: u64,
+    /// Time-stamp counter frequency in kHz (`KVM_GET_TSC_KHZ`); the kernel's
+    /// clock and timer deadlines are in TSC cycles.
+    pub tsc_khz: u64,
     /// Guest-physical address of the command line (UTF-8, no NUL).
     pub cmdline_addr: u64,
     /// Command line length in bytes.
@@ -165,6 +171,7 @@ impl BootInfo {
             // The struct is a few KiB; `size_of` fits in u32 by construction.
             size: BOOT_INFO_SIZE,
             memory_size,
+            tsc_khz: 0,
             cmdline_addr: 0,
             cmdline_len: 0,
             memory_count: 0,

@@ -31,6 +31,9 @@ pub const REG_POWER_OFF: u64 = 0x20;
 pub const MAX_WRITE_LEN: u32 = 4096;
 /// Value of the first [`REG_MARK`] write.
 pub const MARK_FIRST_INSTRUCTION: u32 = 1;
+/// [`REG_MARK`] value the kernel writes just before a program's first
+/// console output leaves the guest.
+pub const MARK_FIRST_USER_OUTPUT: u32 = 2;
 
 /// Exit code of a kernel panic.
 pub const EXIT_PANIC: u32 = 101;
@@ -38,6 +41,10 @@ pub const EXIT_PANIC: u32 = 101;
 pub const EXIT_EXCEPTION: u32 = 102;
 /// Exit code when the boot info is missing or malformed.
 pub const EXIT_BAD_BOOT_INFO: u32 = 103;
+/// Exit code when the first boot program was killed by a CPU exception.
+pub const EXIT_INIT_KILLED: u32 = 104;
+/// Exit code when a boot program could not be started.
+pub const EXIT_BOOT_PROGRAM_FAILED: u32 = 105;
 
 /// Bits of a [`REG_WRITE`] value that hold the address.
 pub const WRITE_ADDR_BITS: u32 = 48;

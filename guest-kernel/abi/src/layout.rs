@@ -64,3 +64,19 @@ pub const LARGE_PAGE_SIZE: u64 = 0x20_0000;
 pub const MIN_MEMORY_MIB: u64 = 8;
 /// Largest compartment memory, in MiB: RAM must end below [`MMIO_BASE`].
 pub const MAX_MEMORY_MIB: u64 = MMIO_BASE >> 20;
+
+/// Lowest address of a guest program's image (programs are linked here).
+pub const USER_IMAGE_BASE: u64 = 0x40_0000;
+/// Where [`crate::syscall::MAP`] places anonymous memory (the program heap).
+pub const USER_HEAP_BASE: u64 = 0x0000_1000_0000_0000;
+/// Where pages shared with a process ([`crate::syscall::SHARE`]) appear.
+pub const USER_SHARE_BASE: u64 = 0x0000_2000_0000_0000;
+/// One past the top of a program's stack.
+pub const USER_STACK_TOP: u64 = 0x0000_7fff_fff0_0000;
+/// Largest program stack; the pages below it stay unmapped (the guard).
+pub const USER_STACK_MAX: u64 = 1 << 20;
+/// One past the highest user address (the lower canonical half).
+pub const USER_END: u64 = 0x0000_8000_0000_0000;
+/// Virtual base of the kernel stacks of processes (one slot each, with
+/// unmapped guard pages under every stack).
+pub const KERNEL_STACKS_BASE: u64 = 0xffff_c000_0000_0000;

@@ -16,3 +16,5 @@
 pub mod boot;
 pub mod debug_console;
 pub mod layout;
+pub mod pages;
+pub mod syscall;

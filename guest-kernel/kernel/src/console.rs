@@ -65,10 +65,26 @@ impl<T: Emit + ?Sized> Emit for &T {
     }
 }
 
+/// Numbers are formatted into this buffer in the kernel image: the device
+/// needs a guest-physical address, and kernel stacks live outside the
+/// windows [`virt_to_phys`] translates. One vCPU, interrupts off in the
+/// kernel, and no printing while formatting: one user at a time.
+struct Scratch(core::cell::UnsafeCell<[MaybeUninit<u8>; 20]>);
+
+// SAFETY: see above: the kernel's single-CPU, interrupts-off rule means the
+// buffer is never used by two callers at once.
+unsafe impl Sync for Scratch {}
+
+static SCRATCH: Scratch = Scratch(core::cell::UnsafeCell::new([MaybeUninit::uninit(); 20]));
+
+fn with_scratch(f: impl FnOnce(&mut [MaybeUninit<u8>; 20])) {
+    // SAFETY: the kernel's single-CPU, interrupts-off rule (see `Scratch`).
+    f(unsafe { &mut *SCRATCH.0.get() });
+}
+
 impl Emit for u64 {
     fn emit(&self) {
-        let mut digits = [MaybeUninit::uninit(); 20];
-        write_bytes(format_decimal(*self, &mut digits));
+        with_scratch(|digits| write_bytes(format_decimal(*self, digits)));
     }
 }
 
@@ -105,8 +121,12 @@ pub struct Hex(pub u64);
 
 impl Emit for Hex {
     fn emit(&self) {
-        let mut out = [MaybeUninit::uninit(); 18];
-        write_bytes(format_hex(self.0, &mut out));
+        with_scratch(|buf| {
+            let (out, _) = buf.split_at_mut(18);
+            if let Ok(out) = <&mut [MaybeUninit<u8>; 18]>::try_from(out) {
+                write_bytes(format_hex(self.0, out));
+            }
+        });
     }
 }
 

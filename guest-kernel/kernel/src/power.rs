@@ -1,6 +1,6 @@
-//! Powering the compartment off through the debug console.
+//! The debug console's control registers: boot marks and power-off.
 
-use ward_abi::debug_console::{BASE, REG_POWER_OFF};
+use ward_abi::debug_console::{BASE, REG_MARK, REG_POWER_OFF};
 
 use crate::addr::phys_to_virt;
 
@@ -10,6 +10,21 @@ pub fn power_off(code: u32) -> ! {
     let reg = phys_to_virt(BASE + REG_POWER_OFF) as *mut u32;
     // SAFETY: the debug console's registers are mapped in the direct map;
     // this store is an MMIO exit that ends the VM.
-    unsafe { core::ptr::write_volatile(reg, code) };
+    #[cfg(not(test))]
+    unsafe {
+        core::ptr::write_volatile(reg, code)
+    };
+    let _ = (reg, code);
     crate::arch::halt_forever()
+}
+
+/// Tells the host a boot milestone was reached (it timestamps it).
+pub fn mark(value: u32) {
+    let reg = phys_to_virt(BASE + REG_MARK) as *mut u32;
+    // SAFETY: as for `power_off`; the store only timestamps on the host.
+    #[cfg(not(test))]
+    unsafe {
+        core::ptr::write_volatile(reg, value)
+    };
+    let _ = (reg, value);
 }

@@ -1,23 +1,33 @@
-//! CPU exceptions: the IDT, the entry stubs and the report a fault gives.
+//! Every way into the kernel: CPU exceptions, the timer interrupt and the
+//! `syscall` instruction, and the one way out (`iretq`).
 //!
-//! Every vector has a small assembly stub that pushes a uniform
-//! [`TrapFrame`] and calls [`trap_dispatch`]. An exception in the kernel is
-//! fatal: it prints which exception, the error code, RIP and (for a page
-//! fault) the faulting address, then powers off with
-//! `EXIT_EXCEPTION`.
+//! Each entry pushes a uniform [`TrapFrame`] and calls [`trap_dispatch`],
+//! which returns the frame to resume: the same one, another process's (a
+//! context switch is resuming a different frame, on a different kernel
+//! stack), or the idle frame. A process's frame lives at the top of its
+//! kernel stack, where ring-3 entries put it, so a blocked process is just
+//! its saved frame. The kernel never blocks inside itself.
+//!
+//! An exception in ring 3 kills only that process, with a report naming the
+//! process, the exception, the faulting address and RIP; an exception in
+//! ring 0 is a kernel panic with the same detail. A user page fault in the
+//! stack area grows the stack instead.
 
 use ward_abi::debug_console::EXIT_EXCEPTION;
+use ward_abi::layout::{USER_STACK_MAX, USER_STACK_TOP};
 
+use crate::arch::gdt::{KERNEL_CS, KERNEL_DS};
 use crate::console::Hex;
 use crate::kprintln;
 
 /// Vectors 0..32 are CPU exceptions.
 pub const EXCEPTION_VECTORS: usize = 32;
+/// Pseudo-vector of frames pushed by the `syscall` entry.
+pub const SYSCALL_VECTOR: u64 = 0x80;
+/// Page fault vector.
+pub const VECTOR_PAGE_FAULT: u64 = 14;
 
-/// Kernel code segment selector (the VMM's boot GDT and ours agree).
-pub const KERNEL_CS: u16 = 0x08;
-
-/// What an entry stub pushes, lowest address first.
+/// What an entry pushes, lowest address first.
 #[derive(Clone, Copy, Debug, Default)]
 #[repr(C)]
 pub struct TrapFrame {
@@ -36,7 +46,7 @@ pub struct TrapFrame {
     pub rcx: u64,
     pub rbx: u64,
     pub rax: u64,
-    /// Interrupt vector.
+    /// Interrupt vector, or [`SYSCALL_VECTOR`].
     pub vector: u64,
     /// The CPU's error code, or 0 for vectors without one.
     pub error_code: u64,
@@ -47,8 +57,12 @@ pub struct TrapFrame {
     pub ss: u64,
 }
 
-/// Page fault vector.
-pub const VECTOR_PAGE_FAULT: u64 = 14;
+impl TrapFrame {
+    /// Whether the trap came from ring 3.
+    pub fn from_user(&self) -> bool {
+        self.cs & 3 == 3
+    }
+}
 
 /// The name of an exception vector.
 pub fn exception_name(vector: u64) -> &'static str {
@@ -109,13 +123,120 @@ impl IdtEntry {
     }
 }
 
-/// Called by the entry stubs with the frame they pushed.
-#[cfg_attr(not(feature = "guest"), allow(dead_code))]
-extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
-    fatal_exception(frame);
+/// What a trap means for the kernel, decided from the frame alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrapKind {
+    /// A system call.
+    Syscall,
+    /// A system call whose `syscall` instruction did not leave ring 3 (on
+    /// our hosts): the entry stub's first store faulted, from ring 3, at
+    /// the stub. The user RIP and RFLAGS are in rcx and r11.
+    SyscallViaFault,
+    /// The LAPIC timer.
+    Timer,
+    /// A spurious interrupt: nothing to do.
+    Spurious,
+    /// A page fault in ring 3 inside the stack area, on a missing page.
+    StackGrowth,
+    /// An exception in ring 3: the process dies.
+    UserFault,
+    /// An exception (or anything unexpected) in ring 0: a kernel panic.
+    KernelFault,
 }
 
-fn fatal_exception(frame: &TrapFrame) -> ! {
+/// Classifies a trap. `fault_addr` is CR2 for page faults; `syscall_entry`
+/// is the address of the `syscall` entry stub.
+pub fn classify(frame: &TrapFrame, fault_addr: u64, syscall_entry: u64) -> TrapKind {
+    match frame.vector {
+        SYSCALL_VECTOR => TrapKind::Syscall,
+        VECTOR_PAGE_FAULT if frame.from_user() && frame.rip == syscall_entry => TrapKind::SyscallViaFault,
+        v if v == u64::from(crate::arch::lapic::TIMER_VECTOR) => TrapKind::Timer,
+        v if v == u64::from(crate::arch::lapic::SPURIOUS_VECTOR) => TrapKind::Spurious,
+        _ if !frame.from_user() => TrapKind::KernelFault,
+        VECTOR_PAGE_FAULT
+            if frame.error_code & 1 == 0 && (USER_STACK_TOP - USER_STACK_MAX..USER_STACK_TOP).contains(&fault_addr) =>
+        {
+            TrapKind::StackGrowth
+        }
+        _ => TrapKind::UserFault,
+    }
+}
+
+/// Called by every entry stub with the frame it pushed; returns the frame
+/// to resume.
+#[cfg_attr(not(feature = "guest"), allow(dead_code))]
+extern "C" fn trap_dispatch(frame: *mut TrapFrame) -> *mut TrapFrame {
+    // SAFETY: the stub passes the frame it just pushed on this stack; it
+    // stays valid until we return.
+    let frame = unsafe { &mut *frame };
+    let fault_addr = if frame.vector == VECTOR_PAGE_FAULT { crate::arch::read_cr2() } else { 0 };
+    let kind = classify(frame, fault_addr, syscall_entry_addr());
+    // SAFETY: one reference per trap; traps never nest (interrupts are off
+    // in the kernel) and the reference dies before we return.
+    let Some(k) = (unsafe { crate::kernel::KERNEL.get() }) else {
+        fatal(frame, fault_addr);
+    };
+    k.free_dead_kstacks();
+    k.charge();
+    match kind {
+        TrapKind::Syscall => crate::syscall::dispatch(k, frame),
+        TrapKind::SyscallViaFault => {
+            if complete_syscall_frame(frame) {
+                crate::syscall::dispatch(k, frame);
+            } else {
+                k.kill_current(frame, "system call with a non-user return address", None);
+            }
+        }
+        TrapKind::Timer => {
+            crate::arch::lapic::eoi();
+            k.timer();
+        }
+        TrapKind::Spurious => {}
+        TrapKind::StackGrowth => {
+            let page = fault_addr & !0xfff;
+            let grown = k.current.and_then(|pid| {
+                let crate::kernel::Kernel { mem, frames, procs, .. } = &mut *k;
+                let space = procs.get_mut(&pid)?.space.as_mut()?;
+                let flags = crate::mem::paging::WRITABLE | crate::mem::paging::NO_EXECUTE;
+                space.map_zeroed(mem, frames, page, flags).ok()
+            });
+            if grown.is_none() {
+                k.kill_current(frame, "page fault (#PF) growing the stack, out of memory", Some(fault_addr));
+            }
+        }
+        TrapKind::UserFault => {
+            let addr = (frame.vector == VECTOR_PAGE_FAULT).then_some(fault_addr);
+            k.kill_current(frame, exception_name(frame.vector), addr);
+        }
+        TrapKind::KernelFault => fatal(frame, fault_addr),
+    }
+    k.schedule(idle_frame())
+}
+
+/// RFLAGS bits a program may set for itself: CF, PF, AF, ZF, SF, DF, OF,
+/// AC, ID. Never IOPL, never TF (single-stepping would kill it), and IF is
+/// always on.
+const USER_RFLAGS_MASK: u64 = 0x0024_0cd5;
+
+/// Turns the frame of a [`TrapKind::SyscallViaFault`] into the frame a
+/// working `syscall` would have produced: resume at rcx with the RFLAGS
+/// from r11 (made safe: a program can also jump to the stub directly).
+/// `false` if rcx is not a user address.
+pub fn complete_syscall_frame(frame: &mut TrapFrame) -> bool {
+    if frame.rcx >= ward_abi::layout::USER_END {
+        return false;
+    }
+    frame.rip = frame.rcx;
+    frame.rflags = (frame.r11 & USER_RFLAGS_MASK) | 0x202;
+    frame.cs = u64::from(crate::arch::gdt::USER_CS);
+    frame.ss = u64::from(crate::arch::gdt::USER_DS);
+    frame.vector = SYSCALL_VECTOR;
+    frame.error_code = 0;
+    true
+}
+
+/// A fault the kernel cannot survive: report and power off.
+fn fatal(frame: &TrapFrame, fault_addr: u64) -> ! {
     kprintln!(
         "kernel panic: ",
         exception_name(frame.vector),
@@ -127,17 +248,38 @@ fn fatal_exception(frame: &TrapFrame) -> ! {
         Hex(frame.rip)
     );
     if frame.vector == VECTOR_PAGE_FAULT {
-        kprintln!("  faulting address ", Hex(crate::arch::read_cr2()));
+        kprintln!("  faulting address ", Hex(fault_addr));
     }
     kprintln!("  rsp ", Hex(frame.rsp), " rflags ", Hex(frame.rflags), " cs ", Hex(frame.cs));
     crate::power::power_off(EXIT_EXCEPTION)
 }
 
-#[cfg(feature = "guest")]
-mod idt {
+/// A fresh frame that resumes the idle loop on the idle stack, in ring 0
+/// with interrupts on.
+fn idle_frame() -> *mut TrapFrame {
+    let top = idle_stack_top();
+    let frame = (top - core::mem::size_of::<TrapFrame>() as u64) as *mut TrapFrame;
+    let idle = TrapFrame {
+        rip: idle_loop_addr(),
+        cs: u64::from(KERNEL_CS),
+        rflags: 0x202,
+        rsp: top,
+        ss: u64::from(KERNEL_DS),
+        ..TrapFrame::default()
+    };
+    // SAFETY: the idle stack is ours alone; if we are on it now, our own
+    // stack frames lie below this one (the entry pushed it at the top).
+    unsafe { frame.write(idle) };
+    frame
+}
+
+#[cfg(all(feature = "guest", not(test)))]
+mod entry {
     use core::cell::UnsafeCell;
 
-    use super::{EXCEPTION_VECTORS, IdtEntry, KERNEL_CS};
+    use super::{EXCEPTION_VECTORS, IdtEntry, SYSCALL_VECTOR};
+    use crate::arch::gdt::{DOUBLE_FAULT_IST, KERNEL_CS, USER_CS, USER_DS};
+    use crate::arch::lapic::{SPURIOUS_VECTOR, TIMER_VECTOR};
 
     struct Idt(UnsafeCell<[IdtEntry; 256]>);
 
@@ -147,8 +289,22 @@ mod idt {
 
     static IDT: Idt = Idt(UnsafeCell::new([IdtEntry { low: 0, high: 0 }; 256]));
 
+    /// Kernel stack for `syscall` entries: the running process's (the same
+    /// value as TSS.RSP0). Read by the entry stub.
+    #[unsafe(no_mangle)]
+    static mut ward_syscall_kernel_rsp: u64 = 0;
+    /// The user RSP while the `syscall` stub switches stacks.
+    #[unsafe(no_mangle)]
+    static mut ward_syscall_user_rsp: u64 = 0;
+
     unsafe extern "C" {
         static ward_trap_stubs: [u64; EXCEPTION_VECTORS];
+        fn ward_timer_stub();
+        fn ward_spurious_stub();
+        fn ward_syscall_entry();
+        fn ward_syscall_entry_end();
+        fn ward_idle_loop();
+        static ward_idle_stack_top: u8;
     }
 
     /// Size of the IDT minus one, as `lidt` wants it.
@@ -163,19 +319,59 @@ mod idt {
 
     pub(super) fn init() {
         // SAFETY: single-threaded boot, interrupts off: nobody else touches
-        // the IDT; the stub table is filled in by the assembler.
+        // the IDT; the stub addresses are filled in by the assembler.
         unsafe {
             let idt = &mut *IDT.0.get();
-            for (entry, &stub) in idt.iter_mut().zip(ward_trap_stubs.iter()) {
-                *entry = IdtEntry::interrupt_gate(stub, KERNEL_CS, 0, 0);
+            for (vector, (entry, &stub)) in idt.iter_mut().zip(ward_trap_stubs.iter()).enumerate() {
+                let ist = if vector == 8 { DOUBLE_FAULT_IST } else { 0 };
+                *entry = IdtEntry::interrupt_gate(stub, KERNEL_CS, ist, 0);
             }
+            idt[usize::from(TIMER_VECTOR)] =
+                IdtEntry::interrupt_gate(ward_timer_stub as *const () as u64, KERNEL_CS, 0, 0);
+            idt[usize::from(SPURIOUS_VECTOR)] =
+                IdtEntry::interrupt_gate(ward_spurious_stub as *const () as u64, KERNEL_CS, 0, 0);
             let ptr = DescriptorPointer { limit: IDT_LIMIT, base: idt.as_ptr() as u64 };
             core::arch::asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags));
         }
     }
 
+    pub fn syscall_entry_addr() -> u64 {
+        ward_syscall_entry as *const () as u64
+    }
+
+    /// The page holding the `syscall` entry stub, which ring 3 may execute
+    /// (see [`super::TrapKind::SyscallViaFault`]).
+    pub fn syscall_entry_page() -> (u64, u64) {
+        (ward_syscall_entry as *const () as u64, ward_syscall_entry_end as *const () as u64)
+    }
+
+    pub(super) fn idle_loop_addr() -> u64 {
+        ward_idle_loop as *const () as u64
+    }
+
+    pub(super) fn idle_stack_top() -> u64 {
+        // Only the symbol's address is taken.
+        core::ptr::addr_of!(ward_idle_stack_top) as u64
+    }
+
+    pub fn set_syscall_stack(top: u64) {
+        // SAFETY: kernel state rule (one CPU, interrupts off); the stub reads
+        // it only on the next `syscall`.
+        unsafe { ward_syscall_kernel_rsp = top };
+    }
+
+    /// Resumes `frame` (a process or the idle loop) and never returns.
+    pub fn enter(frame: *mut super::TrapFrame) -> ! {
+        // SAFETY: `frame` is a complete frame at the top of its stack,
+        // prepared by the scheduler; the exit path pops it and `iretq`s.
+        unsafe { core::arch::asm!("mov rsp, {}", "jmp ward_trap_exit", in(reg) frame, options(noreturn)) }
+    }
+
     // Entry stubs. Each pushes a dummy error code when the CPU does not,
-    // then its vector, so every frame has the same shape.
+    // then its vector, so every frame has the same shape. The `syscall`
+    // entry builds the same frame by hand: it switches to the running
+    // process's kernel stack (interrupts are masked by SFMASK) and pushes
+    // what an interrupt from ring 3 would have.
     core::arch::global_asm!(
         r#"
         .macro TRAP_STUB n, err
@@ -196,6 +392,38 @@ mod idt {
             TRAP_STUB \n, 1
         .endr
 
+        .global ward_timer_stub
+        ward_timer_stub:
+            push 0
+            push {timer}
+            jmp ward_trap_common
+
+        .global ward_spurious_stub
+        ward_spurious_stub:
+            push 0
+            push {spurious}
+            jmp ward_trap_common
+
+        .section .text.syscall_entry, "ax"
+        .p2align 12
+        .global ward_syscall_entry
+        ward_syscall_entry:
+            mov [rip + ward_syscall_user_rsp], rsp
+            mov rsp, [rip + ward_syscall_kernel_rsp]
+            push {user_ds}
+            push [rip + ward_syscall_user_rsp]
+            push r11
+            push {user_cs}
+            push rcx
+            push 0
+            push {syscall}
+            jmp ward_trap_common
+
+        .p2align 12
+        .global ward_syscall_entry_end
+        ward_syscall_entry_end:
+
+        .section .text.traps, "ax"
         ward_trap_common:
             push rax
             push rbx
@@ -215,6 +443,9 @@ mod idt {
             mov rdi, rsp
             cld
             call {dispatch}
+            mov rsp, rax
+        .global ward_trap_exit
+        ward_trap_exit:
             pop r15
             pop r14
             pop r13
@@ -233,6 +464,11 @@ mod idt {
             add rsp, 16
             iretq
 
+        .global ward_idle_loop
+        ward_idle_loop:
+            hlt
+            jmp ward_idle_loop
+
         .section .rodata.traps, "a"
         .p2align 3
         .global ward_trap_stubs
@@ -242,13 +478,44 @@ mod idt {
         .endr
         "#,
         dispatch = sym super::trap_dispatch,
+        timer = const TIMER_VECTOR as u64,
+        spurious = const SPURIOUS_VECTOR as u64,
+        syscall = const SYSCALL_VECTOR,
+        user_ds = const USER_DS as u64,
+        user_cs = const USER_CS as u64,
     );
 }
 
-/// Loads the IDT with a gate for every exception vector.
+#[cfg(all(feature = "guest", not(test)))]
+use entry::{idle_loop_addr, idle_stack_top};
+
+#[cfg(all(feature = "guest", not(test)))]
+pub use entry::{enter, set_syscall_stack, syscall_entry_addr, syscall_entry_page};
+
+/// The `syscall` entry stub (not in host builds).
+#[cfg(not(all(feature = "guest", not(test))))]
+pub fn syscall_entry_addr() -> u64 {
+    u64::MAX
+}
+
+#[cfg(not(all(feature = "guest", not(test))))]
+fn idle_loop_addr() -> u64 {
+    0
+}
+
+#[cfg(not(all(feature = "guest", not(test))))]
+fn idle_stack_top() -> u64 {
+    0
+}
+
+/// Sets the kernel stack of `syscall` entries (no-op on the host).
+#[cfg(not(all(feature = "guest", not(test))))]
+pub fn set_syscall_stack(_top: u64) {}
+
+/// Loads the IDT: every exception vector, the timer and spurious vectors.
 pub fn init() {
-    #[cfg(feature = "guest")]
-    idt::init();
+    #[cfg(all(feature = "guest", not(test)))]
+    entry::init();
 }
 
 #[cfg(test)]
@@ -277,7 +544,45 @@ mod tests {
     }
 
     #[test]
-    fn trap_frame_is_22_words() {
+    fn trap_frame_is_22_words_and_keeps_the_stack_aligned() {
         assert_eq!(core::mem::size_of::<TrapFrame>(), 22 * 8);
+        assert_eq!(core::mem::size_of::<TrapFrame>() % 16, 0);
+    }
+
+    fn user(vector: u64, error_code: u64) -> TrapFrame {
+        TrapFrame { vector, error_code, cs: 0x2b, ..TrapFrame::default() }
+    }
+
+    #[test]
+    fn traps_are_classified_by_vector_ring_and_address() {
+        let stack_page = USER_STACK_TOP - 0x3000;
+        let entry = 0xffff_ffff_8010_1000;
+        assert_eq!(classify(&user(SYSCALL_VECTOR, 0), 0, entry), TrapKind::Syscall);
+        assert_eq!(classify(&user(32, 0), 0, entry), TrapKind::Timer);
+        assert_eq!(classify(&user(14, 0b110), stack_page, entry), TrapKind::StackGrowth);
+        // Below the stack's limit is the guard: the process dies.
+        assert_eq!(classify(&user(14, 0b110), USER_STACK_TOP - USER_STACK_MAX - 8, entry), TrapKind::UserFault);
+        // A protection fault (present page) in the stack area is not growth.
+        assert_eq!(classify(&user(14, 0b111), stack_page, entry), TrapKind::UserFault);
+        assert_eq!(classify(&user(13, 0), 0, entry), TrapKind::UserFault);
+        let kernel = TrapFrame { vector: 14, cs: 0x08, ..TrapFrame::default() };
+        assert_eq!(classify(&kernel, stack_page, entry), TrapKind::KernelFault);
+    }
+
+    #[test]
+    fn syscall_that_stayed_in_ring_3_is_recognised_and_completed() {
+        let entry = 0xffff_ffff_8010_1000;
+        let mut frame = TrapFrame { rip: entry, rcx: 0x40_1234, r11: 0x3247, ..user(14, 0b111) };
+        assert_eq!(classify(&frame, 0xffff_ffff_8013_0060, entry), TrapKind::SyscallViaFault);
+        assert!(complete_syscall_frame(&mut frame));
+        assert_eq!((frame.rip, frame.vector), (0x40_1234, SYSCALL_VECTOR));
+        // IOPL (0x3000) and TF (0x100) are dropped; IF is forced on.
+        assert_eq!(frame.rflags, 0x247 | 0x202);
+        // A program jumping to the stub with a kernel "return address" is refused.
+        let mut wild = TrapFrame { rip: entry, rcx: 0xffff_ffff_8000_0000, ..user(14, 0b111) };
+        assert!(!complete_syscall_frame(&mut wild));
+        // The same fault from ring 0 is a kernel fault.
+        let kernel = TrapFrame { rip: entry, vector: 14, cs: 0x08, ..TrapFrame::default() };
+        assert_eq!(classify(&kernel, 0, entry), TrapKind::KernelFault);
     }
 }

@@ -104,6 +104,10 @@ pub const BOOT_MSRS: [(u32, u64); 11] = [
 
 /// CPUID leaf 1, ECX bit 31: running under a hypervisor.
 const CPUID_1_ECX_HYPERVISOR: u32 = 1 << 31;
+/// CPUID leaf 1, ECX bit 24: the LAPIC timer has TSC-deadline mode. KVM
+/// emulates it (KVM_CAP_TSC_DEADLINE_TIMER, checked at open) but leaves
+/// announcing it to the VMM.
+const CPUID_1_ECX_TSC_DEADLINE: u32 = 1 << 24;
 
 /// The CPUID a vCPU sees: what KVM supports, with this vCPU's APIC ID and
 /// the hypervisor bit set.
@@ -112,7 +116,7 @@ pub fn cpuid(kvm: &Kvm, vcpu_id: u8) -> Result<CpuId, CpuError> {
     for entry in cpuid.as_mut_slice() {
         if entry.function == 1 {
             entry.ebx = (entry.ebx & 0x00ff_ffff) | (u32::from(vcpu_id) << 24);
-            entry.ecx |= CPUID_1_ECX_HYPERVISOR;
+            entry.ecx |= CPUID_1_ECX_HYPERVISOR | CPUID_1_ECX_TSC_DEADLINE;
         }
     }
     Ok(cpuid)

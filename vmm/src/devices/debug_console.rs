@@ -18,7 +18,8 @@ use std::time::Instant;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use ward_abi::debug_console::{
-    MARK_FIRST_INSTRUCTION, MAX_WRITE_LEN, REG_BYTE, REG_MARK, REG_POWER_OFF, REG_WRITE, decode_write_request,
+    MARK_FIRST_INSTRUCTION, MARK_FIRST_USER_OUTPUT, MAX_WRITE_LEN, REG_BYTE, REG_MARK, REG_POWER_OFF, REG_WRITE,
+    decode_write_request,
 };
 
 use super::{BusDevice, WarnOnce};
@@ -53,6 +54,8 @@ pub struct BootClock {
     pub first_instruction: OnceLock<Instant>,
     /// The first complete console line arrived.
     pub first_console_line: OnceLock<Instant>,
+    /// A guest program's first output is on its way (the kernel marks it).
+    pub first_user_output: OnceLock<Instant>,
     /// Power-off was requested.
     pub power_off: OnceLock<Instant>,
 }
@@ -164,6 +167,8 @@ impl BusDevice for DebugConsole {
             REG_MARK => {
                 if value == u64::from(MARK_FIRST_INSTRUCTION) {
                     let _ = self.clock.first_instruction.set(Instant::now());
+                } else if value == u64::from(MARK_FIRST_USER_OUTPUT) {
+                    let _ = self.clock.first_user_output.set(Instant::now());
                 }
             }
             REG_POWER_OFF => {

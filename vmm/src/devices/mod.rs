@@ -6,6 +6,7 @@
 
 pub mod bus;
 pub mod debug_console;
+pub mod page_service;
 mod warn_once;
 
 pub use bus::{BusDevice, BusError, MmioBus};

@@ -1,0 +1,297 @@
+//! System calls: decoding a program's request, checking every argument,
+//! and doing it. The ABI is in `ward_abi::syscall`.
+//!
+//! A call either completes (its result goes in `rax`) or blocks the caller
+//! (`sleep`, `wait`, `recv`); a blocked caller's result is written into its
+//! saved registers when it wakes. Bad arguments return error codes: nothing
+//! a program passes can make the kernel fault.
+
+use ward_abi::debug_console::{self, REG_WRITE, write_request};
+use ward_abi::layout::{PAGE_SIZE, USER_HEAP_BASE, USER_SHARE_BASE, USER_STACK_TOP};
+use ward_abi::syscall::{self as abi, Error, MemInfo, ProcessInfo};
+use zerocopy::IntoBytes;
+
+use crate::kernel::{Kernel, cycles_to_ns};
+use crate::mem::paging::{self, NO_EXECUTE, WRITABLE};
+use crate::mem::user::{Access, UserRange};
+use crate::proc::spawn::spawn;
+use crate::proc::{MAILBOX_CAPACITY, Message, Pid, State};
+use crate::traps::TrapFrame;
+
+/// Handles the system call in `frame` for the running process.
+pub fn dispatch(k: &mut Kernel, frame: &mut TrapFrame) {
+    let Some(pid) = k.current else { return };
+    let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8];
+    let result = match frame.rax {
+        abi::EXIT => {
+            k.exit(pid, i64::from(args[0] as u32));
+            return;
+        }
+        abi::YIELD => {
+            k.resched = true;
+            Ok(0)
+        }
+        abi::SLEEP => {
+            let deadline = k.deadline_in(args[0]);
+            k.block_current(State::Sleeping { deadline });
+            Ok(0)
+        }
+        abi::SPAWN => sys_spawn(k, pid, args),
+        abi::WAIT => return sys_wait(k, pid, frame, args[0]),
+        abi::GETPID => Ok(u64::from(pid)),
+        abi::WRITE => sys_write(k, args[0], args[1]),
+        abi::CLOCK => Ok(k.now_ns()),
+        abi::SEND => sys_send(k, pid, args),
+        abi::RECV => return sys_recv(k, frame, args[0]),
+        abi::SHARE => sys_share(k, pid, args),
+        abi::MAP => sys_map(k, pid, args[0]),
+        abi::UNMAP => sys_unmap(k, pid, args[0], args[1]),
+        abi::PS => sys_ps(k, args[0], args[1]),
+        abi::MEMINFO => sys_meminfo(k, args[0]),
+        abi::NULL => Ok(0),
+        _ => Err(Error::BadSyscall),
+    };
+    frame.rax = match result {
+        Ok(value) => value,
+        Err(e) => e.to_return(),
+    };
+}
+
+/// The running process's checked range, or `BadAddress`.
+fn user_range(k: &mut Kernel, addr: u64, len: u64, max: u64, access: Access) -> Result<UserRange, Error> {
+    let pid = k.current.ok_or(Error::NoSuchProcess)?;
+    let space = k.procs.get(&pid).and_then(|p| p.space.as_ref()).ok_or(Error::NoSuchProcess)?;
+    UserRange::new(&mut k.mem, space, addr, len, max, access)
+}
+
+fn sys_spawn(k: &mut Kernel, pid: Pid, a: [u64; 5]) -> Result<u64, Error> {
+    let name = user_range(k, a[0], a[1], abi::MAX_NAME_LEN as u64, Access::Read)?;
+    let args = user_range(k, a[2], a[3], abi::MAX_ARGS_LEN as u64, Access::Read)?;
+    let priority = match a[4] {
+        abi::PRIORITY_INHERIT => k.procs.get(&pid).map_or(abi::PRIORITY_DEFAULT, |p| p.priority),
+        p if p <= u64::from(abi::PRIORITY_LOWEST) => p as u8,
+        _ => return Err(Error::BadArgument),
+    };
+    // SAFETY: the caller's address space is loaded and nothing remaps it
+    // during this call; `spawn` copies what it needs before returning.
+    let (name, args) = unsafe { (name.as_slice(), args.as_slice()) };
+    spawn(k, name, args, priority, pid).map(u64::from)
+}
+
+fn sys_wait(k: &mut Kernel, pid: Pid, frame: &mut TrapFrame, child: u64) {
+    let child = Pid::try_from(child).unwrap_or(0);
+    let status = match k.procs.get(&child) {
+        None => Err(Error::NoSuchProcess),
+        Some(c) if c.parent != pid => Err(Error::NotChild),
+        Some(c) => Ok(c.state),
+    };
+    frame.rax = match status {
+        Ok(State::Zombie { status }) => {
+            k.reap(child);
+            status as u64
+        }
+        Ok(_) => {
+            k.block_current(State::Waiting { child });
+            0
+        }
+        Err(e) => e.to_return(),
+    };
+}
+
+fn sys_write(k: &mut Kernel, addr: u64, len: u64) -> Result<u64, Error> {
+    let range = user_range(k, addr, len, abi::MAX_WRITE_LEN as u64, Access::Read)?;
+    let pid = k.current.ok_or(Error::NoSuchProcess)?;
+    k.mark_user_output();
+    let Kernel { mem, procs, .. } = k;
+    let space = procs.get(&pid).and_then(|p| p.space.as_ref()).ok_or(Error::NoSuchProcess)?;
+    // Each piece lies in one page; the console device reads it in place.
+    for (phys, piece) in range.physical_pieces(mem, space) {
+        console_write_phys(phys, piece);
+    }
+    Ok(len)
+}
+
+#[cfg(not(test))]
+fn console_write_phys(phys: u64, len: u64) {
+    let reg = crate::addr::phys_to_virt(debug_console::BASE + REG_WRITE) as *mut u64;
+    // SAFETY: the console register is mapped in the direct map; the store
+    // makes the VMM read `len` (<= one page) bytes at guest-physical `phys`.
+    unsafe { core::ptr::write_volatile(reg, write_request(phys, len as u16)) };
+}
+
+#[cfg(test)]
+fn console_write_phys(_phys: u64, _len: u64) {
+    let _ = (debug_console::BASE, REG_WRITE, write_request(0, 0));
+}
+
+fn sys_send(k: &mut Kernel, pid: Pid, a: [u64; 5]) -> Result<u64, Error> {
+    let to = Pid::try_from(a[0]).map_err(|_| Error::NoSuchProcess)?;
+    deliver(k, to, Message { from: pid, words: [a[1], a[2], a[3], a[4]] })?;
+    Ok(0)
+}
+
+/// Gives `msg` to `to`: straight into its registers if it is receiving,
+/// else into its mailbox.
+fn deliver(k: &mut Kernel, to: Pid, msg: Message) -> Result<(), Error> {
+    let target = k.procs.get_mut(&to).filter(|p| !p.is_zombie()).ok_or(Error::NoSuchProcess)?;
+    if let State::Receiving { .. } = target.state {
+        // SAFETY: the target is alive and blocked: its kernel stack is
+        // mapped and its frame is not in use.
+        let f = unsafe { target.frame() };
+        put_message(f, &msg);
+        k.wake(to);
+        return Ok(());
+    }
+    if target.mailbox.len() >= MAILBOX_CAPACITY {
+        return Err(Error::QueueFull);
+    }
+    target.mailbox.push_back(msg);
+    Ok(())
+}
+
+fn put_message(f: &mut TrapFrame, msg: &Message) {
+    f.rax = u64::from(msg.from);
+    f.rdi = msg.words[0];
+    f.rsi = msg.words[1];
+    f.rdx = msg.words[2];
+    f.r10 = msg.words[3];
+}
+
+fn sys_recv(k: &mut Kernel, frame: &mut TrapFrame, timeout_ns: u64) {
+    let Some(p) = k.current.and_then(|pid| k.procs.get_mut(&pid)) else { return };
+    if let Some(msg) = p.mailbox.pop_front() {
+        put_message(frame, &msg);
+        return;
+    }
+    if timeout_ns == 0 {
+        frame.rax = Error::TimedOut.to_return();
+        return;
+    }
+    let deadline = (timeout_ns != abi::WAIT_FOREVER).then(|| k.deadline_in(timeout_ns));
+    k.block_current(State::Receiving { deadline });
+}
+
+fn sys_share(k: &mut Kernel, pid: Pid, a: [u64; 5]) -> Result<u64, Error> {
+    let (to, addr, pages, writable) = (Pid::try_from(a[0]).map_err(|_| Error::NoSuchProcess)?, a[1], a[2], a[3] != 0);
+    if addr % PAGE_SIZE != 0 || pages == 0 || pages > abi::MAX_MAP_PAGES || to == pid {
+        return Err(Error::BadArgument);
+    }
+    let access = if writable { Access::Write } else { Access::Read };
+    user_range(k, addr, pages * PAGE_SIZE, abi::MAX_MAP_PAGES * PAGE_SIZE, access)?;
+    let target = k.procs.get(&to).filter(|p| !p.is_zombie()).ok_or(Error::NoSuchProcess)?;
+    if target.mailbox.len() >= MAILBOX_CAPACITY && !matches!(target.state, State::Receiving { .. }) {
+        return Err(Error::QueueFull);
+    }
+    let base = target.share_next;
+    if base + pages * PAGE_SIZE > USER_STACK_TOP - abi::MAX_MAP_PAGES * PAGE_SIZE {
+        return Err(Error::NoMemory);
+    }
+    let flags = NO_EXECUTE | if writable { WRITABLE } else { 0 };
+    for i in 0..pages {
+        let Kernel { mem, frames, procs, .. } = &mut *k;
+        let from = procs.get(&pid).and_then(|p| p.space.as_ref()).ok_or(Error::NoSuchProcess)?;
+        let t = from.translate(mem, addr + i * PAGE_SIZE).ok_or(Error::BadAddress)?;
+        if t.flags & paging::MODULE_FRAME != 0 {
+            return Err(Error::BadAddress);
+        }
+        let phys = t.phys & paging::ADDR_MASK;
+        frames.share(mem, phys).map_err(|_| Error::BadAddress)?;
+        let space = procs.get_mut(&to).and_then(|p| p.space.as_mut()).ok_or(Error::NoSuchProcess)?;
+        if space.map(mem, frames, base + i * PAGE_SIZE, phys, flags).is_err() {
+            let _ = frames.release(mem, phys);
+            return Err(Error::NoMemory);
+        }
+        space.adopt();
+    }
+    if let Some(t) = k.procs.get_mut(&to) {
+        t.share_next = base + pages * PAGE_SIZE;
+    }
+    deliver(k, to, Message { from: pid, words: [abi::SHARE_TAG, base, pages, u64::from(writable)] })?;
+    Ok(0)
+}
+
+fn sys_map(k: &mut Kernel, pid: Pid, pages: u64) -> Result<u64, Error> {
+    if pages == 0 || pages > abi::MAX_MAP_PAGES {
+        return Err(Error::BadArgument);
+    }
+    let Kernel { mem, frames, procs, .. } = k;
+    let p = procs.get_mut(&pid).ok_or(Error::NoSuchProcess)?;
+    let base = p.heap_next;
+    if base + pages * PAGE_SIZE > USER_SHARE_BASE {
+        return Err(Error::NoMemory);
+    }
+    let space = p.space.as_mut().ok_or(Error::NoSuchProcess)?;
+    for i in 0..pages {
+        if space.map_zeroed(mem, frames, base + i * PAGE_SIZE, WRITABLE | NO_EXECUTE).is_err() {
+            for j in 0..i {
+                space.unmap(mem, frames, base + j * PAGE_SIZE);
+            }
+            return Err(Error::NoMemory);
+        }
+    }
+    p.heap_next = base + pages * PAGE_SIZE;
+    Ok(base)
+}
+
+fn sys_unmap(k: &mut Kernel, pid: Pid, addr: u64, pages: u64) -> Result<u64, Error> {
+    let end = pages.checked_mul(PAGE_SIZE).and_then(|len| addr.checked_add(len)).ok_or(Error::BadArgument)?;
+    if addr % PAGE_SIZE != 0 || addr < USER_HEAP_BASE || end > USER_STACK_TOP - abi::MAX_MAP_PAGES * PAGE_SIZE {
+        return Err(Error::BadArgument);
+    }
+    let Kernel { mem, frames, procs, .. } = k;
+    let space = procs.get_mut(&pid).and_then(|p| p.space.as_mut()).ok_or(Error::NoSuchProcess)?;
+    let mut virt = addr;
+    while virt < end {
+        if space.unmap(mem, frames, virt).is_some() {
+            crate::arch::invlpg(virt);
+        }
+        virt += PAGE_SIZE;
+    }
+    Ok(0)
+}
+
+fn sys_ps(k: &mut Kernel, buf: u64, capacity: u64) -> Result<u64, Error> {
+    let size = core::mem::size_of::<ProcessInfo>() as u64;
+    let len = capacity.checked_mul(size).ok_or(Error::BadArgument)?;
+    let range = user_range(k, buf, len, 1024 * size, Access::Write)?;
+    // SAFETY: checked writable in the current address space, stable for the
+    // duration of this call.
+    let out = unsafe { range.as_mut_slice() };
+    let infos = k.procs.values().map(|p| process_info(k, p));
+    for (slot, info) in out.chunks_exact_mut(size as usize).zip(infos) {
+        slot.copy_from_slice(info.as_bytes());
+    }
+    Ok(k.procs.len() as u64)
+}
+
+/// What `ps` reports of `p`.
+pub fn process_info(k: &Kernel, p: &crate::proc::Process) -> ProcessInfo {
+    let mut name = [0u8; 16];
+    name.copy_from_slice(&p.name);
+    let owned = p.space.as_ref().map_or(0, |s| s.owned_frames());
+    let stack = if p.is_zombie() { 0 } else { crate::proc::KSTACK_PAGES };
+    ProcessInfo {
+        pid: p.pid,
+        parent: p.parent,
+        state: p.state.abi() as u32,
+        priority: u32::from(p.priority),
+        cpu_ns: cycles_to_ns(p.cpu_cycles, k.tsc_khz),
+        pages: owned + stack,
+        name,
+    }
+}
+
+/// The memory figures `meminfo` reports.
+pub fn mem_info(k: &Kernel) -> MemInfo {
+    let (heap_used, heap_size) = crate::mem::heap::usage();
+    MemInfo { total_frames: k.frames.total_frames(), free_frames: k.frames.free_frames(), heap_used, heap_size }
+}
+
+fn sys_meminfo(k: &mut Kernel, buf: u64) -> Result<u64, Error> {
+    let size = core::mem::size_of::<MemInfo>() as u64;
+    let range = user_range(k, buf, size, size, Access::Write)?;
+    let info = mem_info(k);
+    // SAFETY: checked writable in the current address space.
+    unsafe { range.as_mut_slice() }.copy_from_slice(info.as_bytes());
+    Ok(0)
+}

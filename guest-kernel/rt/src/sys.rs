@@ -1,0 +1,162 @@
+//! The system calls, typed. Numbers and error codes are in
+//! `ward_abi::syscall`; each call here is one `syscall` instruction.
+
+use core::arch::asm;
+
+use ward_abi::syscall::{self as abi, Error, MemInfo, ProcessInfo};
+use zerocopy::IntoBytes;
+
+/// A process id.
+pub type Pid = u32;
+
+/// How a child ended, as [`wait`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// It exited with this code.
+    Exited(u32),
+    /// The kernel killed it for this CPU exception vector.
+    Killed(u8),
+}
+
+impl Status {
+    /// Decodes a raw status.
+    pub fn from_raw(raw: u64) -> Self {
+        let raw = raw as i64;
+        if raw & abi::STATUS_KILLED != 0 { Self::Killed((raw & 0xff) as u8) } else { Self::Exited(raw as u32) }
+    }
+}
+
+/// A received message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// Sender.
+    pub from: Pid,
+    /// Payload.
+    pub words: [u64; 4],
+}
+
+#[inline]
+fn syscall5(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64) -> Result<u64, Error> {
+    let ret: u64;
+    // SAFETY: `syscall` enters the kernel, which checks every argument; it
+    // clobbers rcx and r11 and returns in rax.
+    unsafe {
+        asm!("syscall", inlateout("rax") nr => ret, in("rdi") a0, in("rsi") a1, in("rdx") a2, in("r10") a3,
+             in("r8") a4, lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    abi::decode(ret)
+}
+
+#[inline]
+fn syscall0(nr: u64) -> Result<u64, Error> {
+    syscall5(nr, 0, 0, 0, 0, 0)
+}
+
+/// Ends this process with `code`.
+pub fn exit(code: i32) -> ! {
+    let _ = syscall5(abi::EXIT, code as u32 as u64, 0, 0, 0, 0);
+    // The kernel never returns from `exit`.
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// Lets another process of the same priority run.
+pub fn yield_now() {
+    let _ = syscall0(abi::YIELD);
+}
+
+/// Sleeps at least `ns` nanoseconds.
+pub fn sleep_ns(ns: u64) {
+    let _ = syscall5(abi::SLEEP, ns, 0, 0, 0, 0);
+}
+
+/// Starts boot module `program` as a child with `args`, at `priority`
+/// (0 highest, 7 lowest; `None` inherits).
+pub fn spawn(program: &str, args: &[u8], priority: Option<u8>) -> Result<Pid, Error> {
+    let prio = priority.map_or(abi::PRIORITY_INHERIT, u64::from);
+    let name = program.as_bytes();
+    syscall5(abi::SPAWN, name.as_ptr() as u64, name.len() as u64, args.as_ptr() as u64, args.len() as u64, prio)
+        .map(|pid| pid as Pid)
+}
+
+/// Waits for child `pid` to end and reaps it.
+pub fn wait(pid: Pid) -> Result<Status, Error> {
+    syscall5(abi::WAIT, u64::from(pid), 0, 0, 0, 0).map(Status::from_raw)
+}
+
+/// This process's id.
+pub fn getpid() -> Pid {
+    syscall0(abi::GETPID).unwrap_or(0) as Pid
+}
+
+/// Writes bytes to the console.
+pub fn write(bytes: &[u8]) -> Result<u64, Error> {
+    write_raw(bytes.as_ptr() as u64, bytes.len() as u64)
+}
+
+/// Writes `len` bytes at `addr` to the console, unchecked on our side (the
+/// kernel checks): for tests of the kernel's pointer checks.
+pub fn write_raw(addr: u64, len: u64) -> Result<u64, Error> {
+    syscall5(abi::WRITE, addr, len, 0, 0, 0)
+}
+
+/// Nanoseconds since boot.
+pub fn clock_ns() -> u64 {
+    syscall0(abi::CLOCK).unwrap_or(0)
+}
+
+/// Sends a four-word message to `pid`.
+pub fn send(pid: Pid, words: [u64; 4]) -> Result<(), Error> {
+    syscall5(abi::SEND, u64::from(pid), words[0], words[1], words[2], words[3]).map(|_| ())
+}
+
+/// Receives a message, waiting at most `timeout_ns` (`None`: forever).
+pub fn recv(timeout_ns: Option<u64>) -> Result<Message, Error> {
+    let (ret, w0, w1, w2, w3): (u64, u64, u64, u64, u64);
+    // SAFETY: as `syscall5`; `recv` also returns the words in rdi, rsi,
+    // rdx and r10.
+    unsafe {
+        asm!("syscall", inlateout("rax") abi::RECV => ret, inlateout("rdi") timeout_ns.unwrap_or(abi::WAIT_FOREVER) => w0,
+             lateout("rsi") w1, lateout("rdx") w2, lateout("r10") w3, lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    abi::decode(ret).map(|from| Message { from: from as Pid, words: [w0, w1, w2, w3] })
+}
+
+/// Shares `pages` pages at `addr` with `pid` (no copy); `pid` gets a
+/// message `[SHARE_TAG, its address, pages, writable]`.
+pub fn share(pid: Pid, addr: u64, pages: u64, writable: bool) -> Result<(), Error> {
+    syscall5(abi::SHARE, u64::from(pid), addr, pages, u64::from(writable), 0).map(|_| ())
+}
+
+/// Maps `pages` fresh zeroed pages; returns their address.
+pub fn map(pages: u64) -> Result<u64, Error> {
+    syscall5(abi::MAP, pages, 0, 0, 0, 0)
+}
+
+/// Unmaps pages from [`map`] or [`share`].
+pub fn unmap(addr: u64, pages: u64) -> Result<(), Error> {
+    syscall5(abi::UNMAP, addr, pages, 0, 0, 0).map(|_| ())
+}
+
+/// Fills `out` with process records; returns how many processes exist.
+pub fn ps(out: &mut [ProcessInfo]) -> Result<usize, Error> {
+    syscall5(abi::PS, out.as_mut_ptr() as u64, out.len() as u64, 0, 0, 0).map(|n| n as usize)
+}
+
+/// Physical memory figures.
+pub fn meminfo() -> Result<MemInfo, Error> {
+    let mut info = MemInfo::default();
+    syscall5(abi::MEMINFO, info.as_mut_bytes().as_mut_ptr() as u64, 0, 0, 0, 0)?;
+    Ok(info)
+}
+
+/// A system call that does nothing: the round-trip cost.
+pub fn null() {
+    let _ = syscall0(abi::NULL);
+}
+
+/// A raw system call, for tests of the kernel's argument checks.
+pub fn raw(nr: u64, args: [u64; 5]) -> Result<u64, Error> {
+    syscall5(nr, args[0], args[1], args[2], args[3], args[4])
+}
