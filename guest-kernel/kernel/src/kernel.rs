@@ -24,6 +24,8 @@ use crate::traps::TrapFrame;
 
 /// Time slice of a process before another of its priority gets the CPU.
 pub const TIME_SLICE_NS: u64 = 10_000_000;
+/// Kernel stacks kept mapped for reuse when their processes end.
+pub const SPARE_KSTACKS: usize = 4;
 
 /// A boot module: a program image the VMM placed in guest memory.
 #[derive(Clone, Copy, Debug)]
@@ -34,6 +36,9 @@ pub struct Module {
     pub phys: u64,
     /// Size in bytes.
     pub size: u64,
+    /// Its parsed ELF headers, once a spawn has read them (parsing costs
+    /// hundreds of emulated instructions; the module never changes).
+    pub program: Option<crate::proc::elf::Program>,
 }
 
 impl Module {
@@ -63,6 +68,12 @@ pub struct Kernel {
     pub kstack_used: Vec<bool>,
     /// Kernel stacks of ended processes, freed once off them.
     pub dead_kstacks: Vec<KernelStack>,
+    /// Mapped kernel stacks ready for new processes.
+    pub spare_kstacks: Vec<KernelStack>,
+    /// Whether a trap changed who may run (a wake, a block, an exit, a
+    /// spawn, a yield): if not, a system call returns straight to its
+    /// caller without consulting the scheduler.
+    pub sched_dirty: bool,
     /// Runnable processes (not the running one).
     pub run: RunQueues,
     /// Sleeping and timed-receiving processes.
@@ -119,9 +130,14 @@ impl Kernel {
     }
 
     /// Frees kernel stacks of processes that ended. Called on trap entry,
-    /// when the CPU is on another stack.
+    /// when the CPU is on another stack. A few stay mapped for the next
+    /// processes (mapping a stack costs hundreds of emulated instructions).
     pub fn free_dead_kstacks(&mut self) {
         while let Some(stack) = self.dead_kstacks.pop() {
+            if self.spare_kstacks.len() < SPARE_KSTACKS {
+                self.spare_kstacks.push(stack);
+                continue;
+            }
             for i in 0..KSTACK_PAGES {
                 let virt = stack.bottom() + i * PAGE_SIZE;
                 if let Some(entry) = paging::unmap_page(&mut self.mem, self.kernel_root, virt) {
@@ -138,8 +154,11 @@ impl Kernel {
         }
     }
 
-    /// Maps a kernel stack in a free slot.
+    /// A kernel stack: a spare one, or a new one mapped in a free slot.
     pub fn alloc_kstack(&mut self) -> Option<KernelStack> {
+        if let Some(stack) = self.spare_kstacks.pop() {
+            return Some(stack);
+        }
         let slot = match self.kstack_used.iter().position(|used| !used) {
             Some(slot) => slot,
             None if self.kstack_used.len() < MAX_PROCESSES => {
@@ -171,6 +190,7 @@ impl Kernel {
 
     /// Makes `pid` runnable.
     pub fn wake(&mut self, pid: Pid) {
+        self.sched_dirty = true;
         if let Some(p) = self.procs.get_mut(&pid) {
             match p.state {
                 State::Sleeping { deadline } | State::Receiving { deadline: Some(deadline) } => {
@@ -187,6 +207,7 @@ impl Kernel {
 
     /// Blocks the running process in `state`.
     pub fn block_current(&mut self, state: State) {
+        self.sched_dirty = true;
         let Some(pid) = self.current else { return };
         if let Some(p) = self.procs.get_mut(&pid) {
             p.state = state;
@@ -211,6 +232,7 @@ impl Kernel {
     /// Ends process `pid` with `status`: returns its memory at once, tells
     /// a waiting parent, and powers off when it was the last process.
     pub fn exit(&mut self, pid: Pid, status: i64) {
+        self.sched_dirty = true;
         let Some(p) = self.procs.get_mut(&pid) else { return };
         if p.is_zombie() {
             return;
@@ -304,7 +326,9 @@ impl Kernel {
     /// Picks what runs next and prepares the CPU for it: page tables, RSP0,
     /// FPU, timer. Returns the frame to resume.
     pub fn schedule(&mut self, idle_frame: *mut TrapFrame) -> *mut TrapFrame {
-        let now = arch::rdtsc();
+        self.charge();
+        self.sched_dirty = false;
+        let now = self.last_charge;
         let slice = ns_to_cycles(TIME_SLICE_NS, self.tsc_khz);
         let mut next = None;
         if let Some(pid) = self.current

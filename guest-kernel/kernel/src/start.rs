@@ -166,7 +166,7 @@ pub(crate) unsafe fn start(boot_info_phys: u64) -> ! {
         .modules()
         .iter()
         .filter(|m| m.base % PAGE_SIZE == 0 && m.base.checked_add(m.size).is_some_and(|end| end <= info.memory_size))
-        .map(|m| Module { name: m.name, phys: m.base, size: m.size })
+        .map(|m| Module { name: m.name, phys: m.base, size: m.size, program: None })
         .collect();
     let boot_programs: Vec<Module> = info
         .modules()
@@ -185,6 +185,8 @@ pub(crate) unsafe fn start(boot_info_phys: u64) -> ! {
         next_pid: 1,
         kstack_used: Vec::new(),
         dead_kstacks: Vec::new(),
+        spare_kstacks: Vec::new(),
+        sched_dirty: true,
         run: RunQueues::default(),
         sleepers: Sleepers::default(),
         current: None,

@@ -29,6 +29,7 @@ pub fn dispatch(k: &mut Kernel, frame: &mut TrapFrame) {
         }
         abi::YIELD => {
             k.resched = true;
+            k.sched_dirty = true;
             Ok(0)
         }
         abi::SLEEP => {
@@ -201,7 +202,6 @@ fn sys_share(k: &mut Kernel, pid: Pid, a: [u64; 5]) -> Result<u64, Error> {
             let _ = frames.release(mem, phys);
             return Err(Error::NoMemory);
         }
-        space.adopt();
     }
     if let Some(t) = k.procs.get_mut(&to) {
         t.share_next = base + pages * PAGE_SIZE;
@@ -270,12 +270,14 @@ pub fn process_info(k: &Kernel, p: &crate::proc::Process) -> ProcessInfo {
     name.copy_from_slice(&p.name);
     let owned = p.space.as_ref().map_or(0, |s| s.owned_frames());
     let stack = if p.is_zombie() { 0 } else { crate::proc::KSTACK_PAGES };
+    // The running process has not been charged since it was switched to.
+    let running = if k.current == Some(p.pid) { crate::arch::rdtsc().wrapping_sub(k.last_charge) } else { 0 };
     ProcessInfo {
         pid: p.pid,
         parent: p.parent,
         state: p.state.abi() as u32,
         priority: u32::from(p.priority),
-        cpu_ns: cycles_to_ns(p.cpu_cycles, k.tsc_khz),
+        cpu_ns: cycles_to_ns(p.cpu_cycles.wrapping_add(running), k.tsc_khz),
         pages: owned + stack,
         name,
     }

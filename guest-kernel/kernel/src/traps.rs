@@ -176,15 +176,19 @@ extern "C" fn trap_dispatch(frame: *mut TrapFrame) -> *mut TrapFrame {
     let Some(k) = (unsafe { crate::kernel::KERNEL.get() }) else {
         fatal(frame, fault_addr);
     };
-    k.free_dead_kstacks();
-    k.charge();
+    if !k.dead_kstacks.is_empty() {
+        k.free_dead_kstacks();
+    }
     match kind {
-        TrapKind::Syscall => crate::syscall::dispatch(k, frame),
-        TrapKind::SyscallViaFault => {
-            if complete_syscall_frame(frame) {
-                crate::syscall::dispatch(k, frame);
-            } else {
+        TrapKind::Syscall | TrapKind::SyscallViaFault => {
+            if kind == TrapKind::SyscallViaFault && !complete_syscall_frame(frame) {
                 k.kill_current(frame, "system call with a non-user return address", None);
+            } else {
+                crate::syscall::dispatch(k, frame);
+                // Most calls change nothing about who runs: straight back.
+                if !k.sched_dirty {
+                    return core::ptr::from_mut(frame);
+                }
             }
         }
         TrapKind::Timer => {

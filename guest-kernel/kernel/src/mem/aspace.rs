@@ -6,6 +6,8 @@
 //! stacks) appear everywhere. The kernel is supervisor-only and W^X; the
 //! lower half is the process's, user-only and W^X as well.
 
+use alloc::vec::Vec;
+
 use ward_abi::layout::{KERNEL_BASE, KERNEL_STACKS_BASE, PHYS_MAP_BASE};
 
 use super::frame::FrameAllocator;
@@ -106,11 +108,20 @@ pub fn build_kernel_tables(
 }
 
 /// A process's address space.
+///
+/// It remembers every page it maps and every page table it creates, so
+/// tearing it down touches only those (walking whole 512-entry tables would
+/// cost thousands of emulated instructions per process).
 #[derive(Debug)]
 pub struct AddressSpace {
     root: u64,
-    /// Frames this address space owns: pages and page tables.
-    owned: u64,
+    /// Page tables created for the lower half.
+    tables: Vec<u64>,
+    /// Mapped user pages (virtual addresses).
+    pages: Vec<u64>,
+    /// How many of `pages` hold frames this space references (not the
+    /// boot modules' frames).
+    owned_pages: u64,
 }
 
 impl AddressSpace {
@@ -123,7 +134,7 @@ impl AddressSpace {
             let entry = mem.read_u64(kernel_root + 8 * slot);
             mem.write_u64(root + 8 * slot, entry);
         }
-        Ok(Self { root, owned: 1 })
+        Ok(Self { root, tables: Vec::new(), pages: Vec::new(), owned_pages: 0 })
     }
 
     /// The PML4's physical address, for CR3.
@@ -131,13 +142,15 @@ impl AddressSpace {
         self.root
     }
 
-    /// Frames owned (for `ps`).
+    /// Frames this space holds: its pages, page tables and root (for `ps`).
     pub fn owned_frames(&self) -> u64 {
-        self.owned
+        self.owned_pages + self.tables.len() as u64 + 1
     }
 
-    /// Maps `phys` at user address `virt`. `flags` add to [`USER`]; the
-    /// caller passes W^X-respecting flags.
+    /// Maps `phys` at user address `virt`, taking over the caller's
+    /// reference to the frame (unless it is a boot module's, marked
+    /// [`paging::MODULE_FRAME`]). `flags` add to [`USER`]; the caller passes
+    /// W^X-respecting flags.
     pub fn map(
         &mut self,
         mem: &mut impl PhysMemory,
@@ -146,11 +159,13 @@ impl AddressSpace {
         phys: u64,
         flags: u64,
     ) -> Result<(), MapError> {
-        let before = alloc.free_frames();
-        let result = paging::map_page(mem, alloc, self.root, virt, phys, flags | USER);
-        // Page tables the mapping needed are ours now.
-        self.owned += before - alloc.free_frames();
-        result
+        let new = paging::map_page(mem, alloc, self.root, virt, phys, flags | USER)?;
+        self.tables.extend_from_slice(new.frames());
+        self.pages.push(virt);
+        if flags & paging::MODULE_FRAME == 0 {
+            self.owned_pages += 1;
+        }
+        Ok(())
     }
 
     /// Maps a fresh zeroed frame at `virt`.
@@ -162,27 +177,23 @@ impl AddressSpace {
         flags: u64,
     ) -> Result<u64, MapError> {
         let frame = alloc.alloc_zeroed(mem).ok_or(MapError::NoMemory)?;
-        self.owned += 1;
         if let Err(e) = self.map(mem, alloc, virt, frame, flags) {
             let _ = alloc.release(mem, frame);
-            self.owned -= 1;
             return Err(e);
         }
         Ok(frame)
     }
 
-    /// Notes that a frame mapped with [`Self::map`] is owned (counted).
-    pub fn adopt(&mut self) {
-        self.owned += 1;
-    }
-
-    /// Unmaps the page at `virt`, dropping the process's reference to its
+    /// Unmaps the page at `virt`, dropping this space's reference to its
     /// frame; returns the old entry.
     pub fn unmap(&mut self, mem: &mut impl PhysMemory, alloc: &mut FrameAllocator, virt: u64) -> Option<u64> {
         let entry = paging::unmap_page(mem, self.root, virt)?;
+        if let Some(i) = self.pages.iter().position(|&p| p == virt) {
+            self.pages.swap_remove(i);
+        }
         if entry & paging::MODULE_FRAME == 0 {
             let _ = alloc.release(mem, entry & paging::ADDR_MASK);
-            self.owned = self.owned.saturating_sub(1);
+            self.owned_pages = self.owned_pages.saturating_sub(1);
         }
         Some(entry)
     }
@@ -192,10 +203,19 @@ impl AddressSpace {
         paging::translate(mem, self.root, virt)
     }
 
-    /// Frees every page and page table of the lower half, and the root.
-    /// The caller must not be running on these tables.
+    /// Releases every page, page table and the root. The caller must not be
+    /// running on these tables.
     pub fn destroy(self, mem: &mut impl PhysMemory, alloc: &mut FrameAllocator) {
-        paging::teardown(mem, alloc, self.root, 256);
+        for &virt in &self.pages {
+            if let Some(entry) = paging::translate(mem, self.root, virt)
+                && entry.flags & paging::MODULE_FRAME == 0
+            {
+                let _ = alloc.release(mem, entry.phys & paging::ADDR_MASK);
+            }
+        }
+        for &table in &self.tables {
+            let _ = alloc.release(mem, table);
+        }
         let _ = alloc.release(mem, self.root);
     }
 }
@@ -256,11 +276,16 @@ mod tests {
             space.map_zeroed(&mut mem, &mut alloc, 0x40_0000 + i * PAGE_SIZE, WRITABLE | NO_EXECUTE).unwrap();
         }
         assert_eq!(space.owned_frames(), start - alloc.free_frames());
+        // A module frame: mapped, not owned, not freed.
+        let module = alloc.alloc(&mut mem).unwrap().phys;
+        space.map(&mut mem, &mut alloc, 0x50_0000, module, paging::MODULE_FRAME).unwrap();
+        assert_eq!(space.owned_frames(), start - alloc.free_frames() - 1);
         let user = space.translate(&mut mem, 0x40_3000).unwrap();
         assert_eq!(user.flags & USER, USER);
         assert!(space.translate(&mut mem, PHYS_MAP_BASE + 0x10_0000).is_some());
         space.unmap(&mut mem, &mut alloc, 0x40_0000).unwrap();
         space.destroy(&mut mem, &mut alloc);
+        alloc.release(&mut mem, module).unwrap();
         assert_eq!(alloc.free_frames(), start);
     }
 }

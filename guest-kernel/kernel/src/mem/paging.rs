@@ -58,31 +58,56 @@ pub struct Translation {
     pub flags: u64,
 }
 
-/// Where the table at the next level for `virt` is, allocating it if
-/// `alloc` is given. Intermediate entries are permissive (user, writable);
-/// the leaf decides.
+/// Page tables a mapping had to create (at most three: PDPT, PD, PT), so
+/// an address space can free exactly those.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NewTables {
+    frames: [u64; 3],
+    count: usize,
+}
+
+impl NewTables {
+    /// The new tables' frames.
+    pub fn frames(&self) -> &[u64] {
+        &self.frames[..self.count]
+    }
+
+    fn push(&mut self, frame: u64) {
+        if self.count < self.frames.len() {
+            self.frames[self.count] = frame;
+            self.count += 1;
+        }
+    }
+}
+
+/// Where the table at the next level for `virt` is, creating it (and
+/// noting it in `new`) if missing. Intermediate entries are permissive
+/// (user, writable); the leaf decides.
 fn next_table(
     mem: &mut impl PhysMemory,
+    alloc: &mut FrameAllocator,
     table: u64,
     virt: u64,
     level: u32,
-    alloc: Option<&mut FrameAllocator>,
-) -> Result<Option<u64>, MapError> {
+    new: &mut NewTables,
+) -> Result<u64, MapError> {
     let slot = table + 8 * index(virt, level);
     let entry = mem.read_u64(slot);
     if entry & PRESENT != 0 {
         if entry & HUGE != 0 {
             return Err(MapError::AlreadyMapped(virt));
         }
-        return Ok(Some(entry & ADDR_MASK));
+        return Ok(entry & ADDR_MASK);
     }
-    let Some(alloc) = alloc else { return Ok(None) };
     let frame = alloc.alloc_zeroed(mem).ok_or(MapError::NoMemory)?;
     mem.write_u64(slot, frame | PRESENT | WRITABLE | USER);
-    Ok(Some(frame))
+    new.push(frame);
+    Ok(frame)
 }
 
-/// Maps the 4 KiB page at `virt` to `phys` with `flags` (plus [`PRESENT`]).
+/// Maps the 4 KiB page at `virt` to `phys` with `flags` (plus [`PRESENT`]);
+/// returns the page tables it created. On error, tables created so far stay
+/// (empty) and are reported through `Err`'s caller only via the tree.
 pub fn map_page(
     mem: &mut impl PhysMemory,
     alloc: &mut FrameAllocator,
@@ -90,20 +115,21 @@ pub fn map_page(
     virt: u64,
     phys: u64,
     flags: u64,
-) -> Result<(), MapError> {
+) -> Result<NewTables, MapError> {
     if virt % PAGE_SIZE != 0 || phys % PAGE_SIZE != 0 {
         return Err(MapError::Misaligned(virt));
     }
+    let mut new = NewTables::default();
     let mut table = root;
     for level in [4, 3, 2] {
-        table = next_table(mem, table, virt, level, Some(alloc))?.ok_or(MapError::NoMemory)?;
+        table = next_table(mem, alloc, table, virt, level, &mut new)?;
     }
     let slot = table + 8 * index(virt, 1);
     if mem.read_u64(slot) & PRESENT != 0 {
         return Err(MapError::AlreadyMapped(virt));
     }
     mem.write_u64(slot, (phys & ADDR_MASK) | flags | PRESENT);
-    Ok(())
+    Ok(new)
 }
 
 /// Maps the 2 MiB page at `virt` to `phys` with `flags`.
@@ -118,9 +144,10 @@ pub fn map_huge_page(
     if virt % HUGE_PAGE_SIZE != 0 || phys % HUGE_PAGE_SIZE != 0 {
         return Err(MapError::Misaligned(virt));
     }
+    let mut new = NewTables::default();
     let mut table = root;
     for level in [4, 3] {
-        table = next_table(mem, table, virt, level, Some(alloc))?.ok_or(MapError::NoMemory)?;
+        table = next_table(mem, alloc, table, virt, level, &mut new)?;
     }
     let slot = table + 8 * index(virt, 2);
     if mem.read_u64(slot) & PRESENT != 0 {

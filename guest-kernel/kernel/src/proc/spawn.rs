@@ -29,13 +29,21 @@ pub fn spawn(k: &mut Kernel, name: &[u8], args: &[u8], priority: u8, parent: Pid
     if args.len() > MAX_ARGS_LEN {
         return Err(Error::BadArgument);
     }
-    let module = *k.modules.iter().find(|m| m.name() == name).ok_or(Error::NoSuchProgram)?;
-    // SAFETY: boot modules are reserved memory the kernel never writes,
-    // inside RAM (checked when the module list was read at boot).
-    let image = unsafe {
-        core::slice::from_raw_parts(crate::addr::phys_to_virt(module.phys) as *const u8, module.size as usize)
+    let index = k.modules.iter().position(|m| m.name() == name).ok_or(Error::NoSuchProgram)?;
+    let module = k.modules[index];
+    let program = match module.program {
+        Some(program) => program,
+        None => {
+            // SAFETY: boot modules are reserved memory the kernel never
+            // writes, inside RAM (checked when the module list was read).
+            let image = unsafe {
+                core::slice::from_raw_parts(crate::addr::phys_to_virt(module.phys) as *const u8, module.size as usize)
+            };
+            let program = elf::parse(image).map_err(|_| Error::BadProgram)?;
+            k.modules[index].program = Some(program);
+            program
+        }
     };
-    let program = elf::parse(image).map_err(|_| Error::BadProgram)?;
     if k.procs.len() >= super::MAX_PROCESSES {
         return Err(Error::TooManyProcesses);
     }
@@ -84,6 +92,7 @@ pub fn spawn(k: &mut Kernel, name: &[u8], args: &[u8], priority: u8, parent: Pid
     unsafe { *process.frame() = frame };
     k.procs.insert(pid, process);
     k.run.push(pid, priority);
+    k.sched_dirty = true;
     Ok(pid)
 }
 
