@@ -42,7 +42,19 @@ pub(crate) fn validate(draft: Draft, errors: &mut Vec<PolicyError>) -> (PolicySp
         }
     }
 
-    let subjects = Subjects::new(&spec);
+    check_rules(&spec, &draft.rules, any_damaged, errors);
+
+    for rule in draft.rules {
+        origins.rules.push(rule.location);
+        spec.rules.push(rule.rule);
+    }
+    (spec, origins)
+}
+
+/// Checks every rule against the merged compartments: names, tags and
+/// offers exist, patterns match something, no rule is shadowed.
+fn check_rules(spec: &PolicySpec, rules: &[DraftRule], any_damaged: bool, errors: &mut Vec<PolicyError>) {
+    let subjects = Subjects::new(spec);
     let tags: BTreeSet<&str> = spec
         .compartments
         .values()
@@ -58,12 +70,12 @@ pub(crate) fn validate(draft: Draft, errors: &mut Vec<PolicyError>) -> (PolicySp
         .map(String::as_str)
         .collect();
 
-    let mut checked = Vec::with_capacity(draft.rules.len());
-    for rule in &draft.rules {
-        let from_known = check_pattern(&spec, &tags, rule, "from", errors);
-        let to_known = check_pattern(&spec, &tags, rule, "to", errors);
-        let target_known = check_target(&spec, rule, errors);
-        check_offered(&spec, &offered, rule, errors);
+    let mut checked = Vec::with_capacity(rules.len());
+    for rule in rules {
+        let from_known = check_pattern(spec, &tags, rule, "from", errors);
+        let to_known = check_pattern(spec, &tags, rule, "to", errors);
+        let target_known = check_target(spec, rule, errors);
+        check_offered(spec, &offered, rule, errors);
         // Set comparisons mean something only when every compartment was
         // read whole: a stand-in role or tag list would make them wrong.
         let set_of =
@@ -71,7 +83,7 @@ pub(crate) fn validate(draft: Draft, errors: &mut Vec<PolicyError>) -> (PolicySp
                 if !known || any_damaged {
                     return None;
                 }
-                let set = subjects.matching(&spec, pattern);
+                let set = subjects.matching(spec, pattern);
                 report_empty(rule, &set, field, pattern, at, errors);
                 Some(set)
             };
@@ -81,13 +93,7 @@ pub(crate) fn validate(draft: Draft, errors: &mut Vec<PolicyError>) -> (PolicySp
         let sound = !rule.damaged && target_known;
         checked.push(from.zip(to).filter(|_| sound));
     }
-    report_shadowed(&draft.rules, &checked, errors);
-
-    for rule in draft.rules {
-        origins.rules.push(rule.location);
-        spec.rules.push(rule.rule);
-    }
-    (spec, origins)
+    report_shadowed(rules, &checked, errors);
 }
 
 fn merge_compartments(
