@@ -52,6 +52,21 @@ pub fn config(name: &str, memory_mib: u64, cmdline: &str) -> VmConfig {
     }
 }
 
+/// A config for compartment `name` booting the built-in image `image`.
+pub fn config_with_image(name: &str, image: &str, memory_mib: u64, cmdline: &str) -> VmConfig {
+    let image = ward_images::image(image).unwrap_or_else(|| panic!("no built-in image {image}"));
+    let mut config = config(name, memory_mib, cmdline);
+    config.modules = image
+        .programs()
+        .map(|(program, start_at_boot)| ward_vmm::boot::ModuleSpec {
+            name: program.name.to_owned(),
+            image: Arc::from(program.elf),
+            start_at_boot,
+        })
+        .collect();
+    config
+}
+
 /// Boots `config` on `/dev/kvm` and returns how it ended and its console.
 pub fn boot(config: &VmConfig) -> (VmOutcome, String) {
     require_kvm();

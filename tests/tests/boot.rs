@@ -37,7 +37,7 @@ fn kernel_panic_reports_message_and_location_and_exits_non_zero() {
     assert_eq!(outcome.exit, GuestExit::PowerOff(EXIT_PANIC), "console:\n{console}");
     let panic_line = console.lines().find(|l| l.starts_with("kernel panic: ")).unwrap_or_default();
     assert!(panic_line.contains("panic requested by ward.panic on the command line"), "{console}");
-    assert!(panic_line.contains(" at guest-kernel/kernel/src/lib.rs:"), "{console}");
+    assert!(panic_line.contains(" at guest-kernel/kernel/src/start.rs:"), "{console}");
     assert!(!console.contains("[boot] ready"), "the kernel went on after panicking:\n{console}");
 }
 

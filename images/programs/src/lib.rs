@@ -2,6 +2,8 @@
 //! in `src/bin/`). Host-testable: no system calls here.
 
 #![no_std]
+// Guest programs run only on x86_64; narrowing casts are deliberate.
+#![allow(clippy::cast_possible_truncation)]
 
 /// Parses a decimal number, or `None`.
 pub fn parse_u64(s: &[u8]) -> Option<u64> {

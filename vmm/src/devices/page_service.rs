@@ -146,7 +146,7 @@ mod tests {
         for (i, op) in ops.iter().enumerate() {
             mem.write_slice(op.as_bytes(), GuestAddress(0x1000 + 32 * i as u64)).unwrap();
         }
-        dev.write(REG_SUBMIT, &submit_request(0x1000, ops.len() as u16).to_le_bytes());
+        dev.write(REG_SUBMIT, &submit_request(0x1000, u16::try_from(ops.len()).unwrap()).to_le_bytes());
         let mut failed = [0u8; 8];
         dev.read(REG_FAILED, &mut failed);
         u64::from_le_bytes(failed)

@@ -36,9 +36,10 @@ fn main(_args: &[u8]) -> i32 {
 
     let Ok(addr) = sys::map(SHARED_PAGES) else { return 1 };
     // SAFETY: `map` just gave us these pages, read-write.
-    let buf = unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, (SHARED_PAGES * 4096) as usize) };
+    let buf =
+        unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, usize::try_from(SHARED_PAGES * 4096).unwrap_or(0)) };
     for (i, b) in buf.iter_mut().enumerate() {
-        *b = (i * 7 + 3) as u8;
+        *b = (i * 7 + 3).to_le_bytes()[0];
     }
     let sum = fnv1a(buf);
     if sys::share(pong, addr, SHARED_PAGES, false).is_err() || sys::send(pong, [3, sum, 0, 0]).is_err() {

@@ -22,7 +22,9 @@ fn main(_args: &[u8]) -> i32 {
                 let Some((addr, pages)) = shared else { return 1 };
                 // SAFETY: the kernel mapped these pages into us, read-only,
                 // for as long as we keep them.
-                let buf = unsafe { core::slice::from_raw_parts(addr as *const u8, (pages * 4096) as usize) };
+                let buf = unsafe {
+                    core::slice::from_raw_parts(addr as *const u8, usize::try_from(pages * 4096).unwrap_or(0))
+                };
                 let _ = sys::send(m.from, [4, fnv1a(buf), 0, 0]);
             }
             9 => return 0,
