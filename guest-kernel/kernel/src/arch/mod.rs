@@ -67,17 +67,29 @@ pub unsafe fn wrmsr(msr: u32, value: u64) {
     }
 }
 
-/// Copies `len` bytes with `rep movsb`: on our hosts the one bulk operation
-/// ring 0 runs fast (64 KiB in ~10 µs), where loops and `rep stos` crawl.
+/// Copies `len` bytes: `rep movsq`, then `rep movsb` for the tail. On our
+/// hosts each iteration of a ring-0 string instruction is emulated (about
+/// 0.8 µs), so eight bytes an iteration beat one. Bulk page copies go to the
+/// host's page service instead.
 ///
 /// # Safety
 /// `src` is readable and `dst` writable for `len` bytes; they do not overlap.
 #[inline]
 pub unsafe fn copy_bytes(dst: *mut u8, src: *const u8, len: usize) {
-    // SAFETY: the caller guarantees both ranges; the direction flag is clear
-    // in the kernel.
+    // SAFETY: the caller guarantees both ranges; `len / 8` quadwords then
+    // `len % 8` bytes cover exactly `len`; the direction flag is clear in
+    // the kernel.
     unsafe {
-        asm!("rep movsb", inout("rcx") len => _, inout("rdi") dst => _, inout("rsi") src => _, options(nostack, preserves_flags));
+        asm!(
+            "rep movsq",
+            "mov rcx, {tail}",
+            "rep movsb",
+            tail = in(reg) len % 8,
+            inout("rcx") len / 8 => _,
+            inout("rdi") dst => _,
+            inout("rsi") src => _,
+            options(nostack, preserves_flags)
+        );
     }
 }
 
