@@ -6,7 +6,7 @@ use zerocopy::IntoBytes;
 use ward_abi::boot::{
     BootInfo, DeviceInfo, MAX_DEVICES, MAX_MODULES, MODULE_NAME_LEN, MODULE_START_AT_BOOT, MemoryKind, ModuleInfo,
 };
-use ward_abi::layout::{BOOT_AREA_END, BOOT_INFO_ADDR, BOOT_PML4_ADDR, CMDLINE_ADDR, CMDLINE_MAX_LEN, PAGE_SIZE};
+use ward_abi::layout::{BOOT_AREA_END, BOOT_INFO_ADDR, BOOT_PAGE_TABLES_END, CMDLINE_ADDR, CMDLINE_MAX_LEN, PAGE_SIZE};
 
 use crate::loader::LoadedKernel;
 use crate::memory::{MemoryError, Reserved, memory_map};
@@ -46,9 +46,8 @@ pub enum BootError {
 }
 
 /// Where the VMM's own boot structures lie: GDT, boot info, command line
-/// and boot page tables, all below this address.
-pub const BOOT_STRUCTURES_END: u64 =
-    BOOT_PML4_ADDR + ward_abi::layout::BOOT_PAGE_TABLE_PAGES * ward_abi::layout::PAGE_SIZE;
+/// and the kernel's page tables, all below this address.
+pub const BOOT_STRUCTURES_END: u64 = BOOT_PAGE_TABLES_END;
 
 const _: () = assert!(BOOT_STRUCTURES_END <= BOOT_AREA_END);
 
@@ -166,7 +165,7 @@ mod tests {
     use zerocopy::FromBytes;
 
     fn kernel() -> LoadedKernel {
-        LoadedKernel { entry: 0, phys_start: 0x10_0000, phys_end: 0x12_0000 }
+        LoadedKernel { entry: 0, phys_start: 0x10_0000, phys_end: 0x12_0000, segments: Vec::new() }
     }
 
     #[test]

@@ -13,7 +13,9 @@ use std::io::Cursor;
 use linux_loader::loader::{Elf, KernelLoader};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
-use ward_abi::layout::{BOOT_MAPPED_SIZE, KERNEL_BASE, KERNEL_LOAD_MIN, PHYS_MAP_BASE};
+use ward_abi::layout::{KERNEL_BASE, KERNEL_LOAD_MIN, KERNEL_WINDOW_SIZE, PAGE_SIZE};
+
+use crate::arch::paging::KernelSegment;
 
 /// Why a kernel image was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -82,9 +84,12 @@ pub enum LoaderError {
     /// Two segments overlap in physical memory.
     #[error("segments {0} and {1} overlap in physical memory")]
     SegmentsOverlap(usize, usize),
-    /// The boot page tables do not map a segment's virtual address to its
-    /// physical address.
-    #[error("segment {index}: virtual {vaddr:#x} is not mapped to physical {paddr:#x} by the boot page tables")]
+    /// A segment is not linked in the kernel window (virtual = physical +
+    /// 0xffffffff80000000), page aligned.
+    #[error(
+        "segment {index}: virtual {vaddr:#x} is not the kernel window address of physical {paddr:#x} \
+         (kernels are linked at 0xffffffff80000000 + physical, page aligned)"
+    )]
     SegmentNotMapped {
         /// Program header index.
         index: usize,
@@ -102,7 +107,7 @@ pub enum LoaderError {
 }
 
 /// A loaded kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoadedKernel {
     /// Virtual entry point.
     pub entry: u64,
@@ -110,6 +115,8 @@ pub struct LoadedKernel {
     pub phys_start: u64,
     /// One past the highest physical byte, `.bss` included.
     pub phys_end: u64,
+    /// The segments, with their permissions.
+    pub segments: Vec<KernelSegment>,
 }
 
 const ELF_HEADER_SIZE: usize = 64;
@@ -120,6 +127,7 @@ const ET_EXEC: u16 = 2;
 const EM_X86_64: u16 = 62;
 const PT_LOAD: u32 = 1;
 const PF_X: u32 = 1;
+const PF_W: u32 = 2;
 
 /// One `PT_LOAD` program header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -258,21 +266,34 @@ fn check_segment(seg: &Segment, file_len: u64, memory_size: u64) -> Result<(), L
             memory: memory_size,
         });
     }
-    if !boot_tables_map(seg.vaddr, seg.paddr, seg.mem_size) {
+    if !in_kernel_window(seg.vaddr, seg.paddr, seg.mem_size) {
         return Err(LoaderError::SegmentNotMapped { index, vaddr: seg.vaddr, paddr: seg.paddr });
     }
     Ok(())
 }
 
-/// Whether the boot page tables (see [`crate::arch::paging`]) map the
-/// `size` bytes at `vaddr` to `paddr`: identity, direct map or kernel window.
-pub fn boot_tables_map(vaddr: u64, paddr: u64, size: u64) -> bool {
-    let Some(pend) = paddr.checked_add(size) else {
-        return false;
-    };
-    [(0, BOOT_MAPPED_SIZE), (PHYS_MAP_BASE, BOOT_MAPPED_SIZE), (KERNEL_BASE, 2 << 30)]
-        .iter()
-        .any(|&(base, window)| vaddr.checked_sub(base) == Some(paddr) && pend <= window)
+/// Whether `size` bytes at `vaddr` are the kernel-window image of `paddr`,
+/// page aligned (each page gets its segment's permissions).
+pub fn in_kernel_window(vaddr: u64, paddr: u64, size: u64) -> bool {
+    vaddr % PAGE_SIZE == 0
+        && vaddr.checked_sub(KERNEL_BASE) == Some(paddr)
+        && paddr.checked_add(size).is_some_and(|end| end <= KERNEL_WINDOW_SIZE)
+}
+
+impl KernelImage {
+    /// The segments as the page tables map them.
+    pub fn kernel_segments(&self) -> Vec<KernelSegment> {
+        self.segments
+            .iter()
+            .map(|s| KernelSegment {
+                vaddr: s.vaddr,
+                paddr: s.paddr,
+                size: s.mem_size,
+                writable: s.flags & PF_W != 0,
+                executable: s.flags & PF_X != 0,
+            })
+            .collect()
+    }
 }
 
 /// Checks `image` and loads it into `mem`.
@@ -282,7 +303,7 @@ pub fn load(mem: &GuestMemoryMmap, image: &[u8], memory_size: u64) -> Result<Loa
     let phys_start = checked.segments.iter().map(|s| s.paddr).min().unwrap_or(KERNEL_LOAD_MIN);
     let phys_end = checked.segments.iter().map(|s| s.paddr + s.mem_size).max().unwrap_or(phys_start);
     debug_assert_eq!(result.kernel_load, GuestAddress(checked.entry));
-    Ok(LoadedKernel { entry: checked.entry, phys_start, phys_end })
+    Ok(LoadedKernel { entry: checked.entry, phys_start, phys_end, segments: checked.kernel_segments() })
 }
 
 /// Builds ELF images for tests: a header and `PT_LOAD` segments.
@@ -351,7 +372,9 @@ mod tests {
     fn good_image_loads_segments_and_reports_bounds() {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM as usize)]).unwrap();
         let loaded = load(&mem, &good(), MEM).unwrap();
-        assert_eq!(loaded, LoadedKernel { entry: KERNEL_BASE + 0x10_0000, phys_start: 0x10_0000, phys_end: 0x10_3000 });
+        assert_eq!((loaded.entry, loaded.phys_start, loaded.phys_end), (KERNEL_BASE + 0x10_0000, 0x10_0000, 0x10_3000));
+        let perms: Vec<(bool, bool)> = loaded.segments.iter().map(|s| (s.writable, s.executable)).collect();
+        assert_eq!(perms, [(false, true), (true, false)]);
         assert_eq!(mem.read_obj::<u8>(GuestAddress(0x10_000f)).unwrap(), 0xf4);
         assert_eq!(mem.read_obj::<[u8; 3]>(GuestAddress(0x10_1000)).unwrap(), [1, 2, 3]);
     }
@@ -426,9 +449,11 @@ mod tests {
     }
 
     #[test]
-    fn identity_linked_kernel_is_accepted() {
-        let image = build(0x10_0000, &[(0x10_0000, 0x10_0000, RX, &[0xf4], 1)]);
-        assert_eq!(check(&image, MEM).unwrap().entry, 0x10_0000);
+    fn identity_linked_or_misaligned_kernel_is_refused() {
+        let identity = build(0x10_0000, &[(0x10_0000, 0x10_0000, RX, &[0xf4], 1)]);
+        assert!(matches!(check(&identity, MEM), Err(LoaderError::SegmentNotMapped { index: 0, .. })));
+        let skewed = build(KERNEL_BASE + 0x10_0010, &[(KERNEL_BASE + 0x10_0010, 0x10_0010, RX, &[0xf4], 1)]);
+        assert!(matches!(check(&skewed, MEM), Err(LoaderError::SegmentNotMapped { index: 0, .. })));
     }
 
     #[test]

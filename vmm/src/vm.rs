@@ -10,6 +10,7 @@ use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use ward_abi::boot::{DeviceInfo, DeviceKind};
+use ward_abi::layout::{LAPIC_BASE, PAGE_SIZE};
 use ward_abi::{debug_console, pages};
 
 use crate::arch::{cpu, gdt, paging};
@@ -78,6 +79,9 @@ pub enum VmError {
     /// The GDT or page tables could not be written.
     #[error("cannot write boot structures into guest memory: {0}")]
     BootStructures(#[from] vm_memory::GuestMemoryError),
+    /// The kernel's page tables could not be built.
+    #[error(transparent)]
+    Paging(#[from] paging::PagingError),
     /// KVM_GET_TSC_KHZ failed.
     #[error("cannot read the vCPU's TSC frequency: {0}")]
     TscFrequency(kvm_ioctls::Error),
@@ -166,7 +170,6 @@ impl Vm {
 
         let kernel = loader::load(&mem, &config.kernel, memory_size)?;
         gdt::write_boot_gdt(&mem)?;
-        let cr3 = paging::write_boot_page_tables(&mem)?;
 
         let power = Arc::new(PowerControl::default());
         let clock = Arc::new(BootClock::default());
@@ -187,6 +190,9 @@ impl Vm {
         ];
 
         let modules = boot::place_modules(&mem, memory_size, &kernel, &config.modules)?;
+        let mut mmio: Vec<(u64, u64)> = devices.iter().map(|d| (d.mmio_base, d.mmio_size)).collect();
+        mmio.push((LAPIC_BASE, PAGE_SIZE));
+        let cr3 = paging::write_kernel_tables(&mem, memory_size, &mmio, &kernel.segments)?;
 
         let vcpu = vm.create_vcpu(0).map_err(VmError::CreateVcpu)?;
         let tsc_khz = vcpu.get_tsc_khz().map_err(VmError::TscFrequency)?;

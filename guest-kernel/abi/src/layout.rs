@@ -6,7 +6,8 @@
 //! 0x0000_0500  boot GDT                       (VMM, read by the CPU)
 //! 0x0000_1000  boot info                      (VMM -> kernel)
 //! 0x0000_3000  kernel command line            (VMM -> kernel)
-//! 0x0000_9000  boot page tables               (VMM, 7 pages)
+//! 0x0000_9000  the kernel's page tables       (VMM, at most 23 pages)
+//! 0x0002_0000  free
 //! 0x0010_0000  kernel image (ELF PT_LOAD, physical addresses from the ELF)
 //!     ...      boot modules, page aligned, after the kernel
 //!     ...      free RAM up to the memory size
@@ -14,11 +15,17 @@
 //! 0xfee0_0000  local APIC (in-kernel irqchip)
 //! ```
 //!
-//! The boot page tables map, with 2 MiB pages only (1 GiB pages fault on our
-//! hosts, see PLATFORM.md):
-//! - the first 4 GiB of physical memory at virtual address 0 (identity),
-//! - the same 4 GiB at [`PHYS_MAP_BASE`] (the kernel's direct map),
-//! - the first 2 GiB at [`KERNEL_BASE`] (the kernel image's window).
+//! The VMM builds the kernel's page tables (ring-0 work is emulated on our
+//! hosts; the host does it natively), with 2 MiB and 4 KiB pages only
+//! (1 GiB pages fault here, see PLATFORM.md), all supervisor-only:
+//! - RAM at [`PHYS_MAP_BASE`] + physical (the direct map): read-write, not
+//!   executable;
+//! - each device's registers in the direct map: uncached, not executable;
+//! - the kernel image at [`KERNEL_BASE`] + physical, each ELF segment with
+//!   its own permissions (W^X);
+//! - an empty table for the kernel stacks at [`KERNEL_STACKS_BASE`].
+//!
+//! Nothing is mapped in the lower half: it is the processes'.
 
 /// Guest-physical address of the boot GDT.
 pub const BOOT_GDT_ADDR: u64 = 0x500;
@@ -30,12 +37,10 @@ pub const BOOT_INFO_MAX_SIZE: u64 = 0x2000;
 pub const CMDLINE_ADDR: u64 = 0x3000;
 /// Largest kernel command line, in bytes (no terminating NUL is written).
 pub const CMDLINE_MAX_LEN: usize = 4096;
-/// Guest-physical address of the boot PML4; the other boot tables follow it.
-pub const BOOT_PML4_ADDR: u64 = 0x9000;
-/// Number of 4 KiB pages the boot page tables occupy from [`BOOT_PML4_ADDR`]:
-/// PML4, one PDPT for the low and direct maps, four PDs (4 GiB), one PDPT for
-/// the kernel window.
-pub const BOOT_PAGE_TABLE_PAGES: u64 = 7;
+/// Guest-physical address of the kernel's PML4; the other tables follow it.
+pub const BOOT_PAGE_TABLES_ADDR: u64 = 0x9000;
+/// End of the room for the kernel's page tables.
+pub const BOOT_PAGE_TABLES_END: u64 = 0x2_0000;
 /// End of the boot area: everything below is reserved for boot structures.
 pub const BOOT_AREA_END: u64 = 0x10_0000;
 /// Lowest guest-physical address a kernel segment may be loaded at.
@@ -45,8 +50,8 @@ pub const KERNEL_LOAD_MIN: u64 = BOOT_AREA_END;
 pub const KERNEL_BASE: u64 = 0xffff_ffff_8000_0000;
 /// Virtual base of the kernel's direct map of physical memory.
 pub const PHYS_MAP_BASE: u64 = 0xffff_8000_0000_0000;
-/// Physical memory covered by the identity and direct maps of the boot tables.
-pub const BOOT_MAPPED_SIZE: u64 = 4 << 30;
+/// Largest physical address the kernel window maps (the top 2 GiB).
+pub const KERNEL_WINDOW_SIZE: u64 = 2 << 30;
 
 /// Start of the MMIO window, above the largest RAM size.
 pub const MMIO_BASE: u64 = 0xd000_0000;

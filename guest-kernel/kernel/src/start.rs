@@ -2,18 +2,19 @@
 
 use alloc::vec::Vec;
 
-use ward_abi::boot::{DeviceKind, MODULE_START_AT_BOOT};
+use ward_abi::boot::MODULE_START_AT_BOOT;
 use ward_abi::debug_console::{EXIT_BAD_BOOT_INFO, EXIT_BOOT_PROGRAM_FAILED};
-use ward_abi::layout::{KERNEL_BASE, LAPIC_BASE, PAGE_SIZE};
+use ward_abi::layout::{KERNEL_BASE, PAGE_SIZE};
 use ward_abi::syscall::PRIORITY_DEFAULT;
 
 use crate::arch::{self, gdt, lapic};
 use crate::boot::BootInfoView;
 use crate::console::{Bytes, Hex};
 use crate::kernel::{KERNEL, Kernel, Module};
-use crate::mem::aspace::{self, KernelSections, MmioRange};
+use crate::mem::aspace;
 use crate::mem::frame::FrameAllocator;
 use crate::mem::heap;
+use crate::mem::paging;
 use crate::mem::phys::DirectMap;
 use crate::proc::sched::{RunQueues, Sleepers};
 use crate::{VERSION, kprintln, power, traps};
@@ -21,8 +22,6 @@ use crate::{VERSION, kprintln, power, traps};
 unsafe extern "C" {
     static __kernel_start: u8;
     static __text_end: u8;
-    static __rodata_end: u8;
-    static __kernel_end: u8;
     static ward_boot_stack_guard: u8;
     static ward_df_stack_guard: u8;
     static ward_df_stack_top: u8;
@@ -99,8 +98,7 @@ pub(crate) unsafe fn start(boot_info_phys: u64) -> ! {
     frames.reserve_clean_pool();
     kprintln!("[boot] heap: ", heap_size >> 10, " KiB");
 
-    // Our GDT and IDT live in the kernel image; load them before the boot
-    // tables (which also map the VMM's GDT) go away.
+    // Our GDT and IDT live in the kernel image.
     // SAFETY: taking linker symbols' addresses only.
     let df_stack_top = unsafe { symbol(&ward_df_stack_top) };
     gdt::init(df_stack_top);
@@ -126,37 +124,27 @@ pub(crate) unsafe fn start(boot_info_phys: u64) -> ! {
         arch::touch_unmapped();
     }
 
-    // SAFETY: linker symbols; only their addresses are taken.
-    let sections = unsafe {
-        KernelSections {
-            text: symbol(&__kernel_start),
-            rodata: symbol(&__text_end),
-            data: symbol(&__rodata_end),
-            end: symbol(&__kernel_end),
-            guards: [symbol(&ward_boot_stack_guard), symbol(&ward_df_stack_guard)],
-            user_entry: traps::syscall_entry_page(),
-        }
-    };
-    let mut mmio: Vec<MmioRange> = info
-        .devices()
-        .iter()
-        .filter(|d| DeviceKind::from_raw(d.kind).is_some())
-        .map(|d| MmioRange { base: d.mmio_base & !(PAGE_SIZE - 1), size: d.mmio_size.next_multiple_of(PAGE_SIZE) })
-        .collect();
-    mmio.push(MmioRange { base: LAPIC_BASE, size: PAGE_SIZE });
-    let Ok(kernel_root) = aspace::build_kernel_tables(&mut mem, &mut frames, info.memory_size, &sections, &mmio) else {
-        fail("cannot build the kernel page tables");
-    };
-    // SAFETY: the new tables map the kernel image, the direct map (stack,
-    // heap, boot info) and MMIO exactly as we use them.
-    unsafe { arch::write_cr3(kernel_root) };
+    // The VMM built our page tables; finish them: no guard page mapped,
+    // the syscall entry executable from ring 3.
+    let kernel_root = arch::read_cr3() & paging::ADDR_MASK;
+    // SAFETY: taking linker symbols' addresses only.
+    let guards = unsafe { [symbol(&ward_boot_stack_guard), symbol(&ward_df_stack_guard)] };
+    let entry = traps::syscall_entry_page();
+    if !aspace::finish_kernel_tables(&mut mem, kernel_root, &guards, entry) {
+        fail("the VMM's page tables do not map the kernel image as expected");
+    }
+    for page in guards.into_iter().chain((entry.0..entry.1).step_by(PAGE_SIZE as usize)) {
+        arch::invlpg(page);
+    }
+    // SAFETY: as above, for the image bounds.
+    let (text, rodata) = unsafe { (symbol(&__kernel_start), symbol(&__text_end)) };
     kprintln!(
-        "[boot] paging: kernel tables loaded (W^X, guard pages, direct map of ",
+        "[boot] paging: W^X kernel tables from the VMM, guard pages unmapped; direct map of ",
         info.memory_size >> 20,
-        " MiB); text ",
-        (sections.rodata - sections.text) >> 10,
+        " MiB; text ",
+        (rodata - text) >> 10,
         " KiB at ",
-        Hex(sections.text - KERNEL_BASE)
+        Hex(text - KERNEL_BASE)
     );
 
     lapic::init();

@@ -5,7 +5,7 @@ use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES, Msrs, kvm_fpu, kvm_msr_entry, k
 use kvm_ioctls::{Kvm, VcpuFd};
 
 use super::gdt::{BOOT_GDT, CODE_SELECTOR, DATA_SELECTOR, segment_from_entry};
-use ward_abi::layout::BOOT_GDT_ADDR;
+use ward_abi::layout::{BOOT_GDT_ADDR, PHYS_MAP_BASE};
 
 /// Setting up a vCPU failed.
 #[derive(Debug, thiserror::Error)]
@@ -136,7 +136,9 @@ pub fn boot_sregs(mut sregs: kvm_sregs, cr3: u64) -> kvm_sregs {
     sregs.fs = data;
     sregs.gs = data;
     sregs.ss = data;
-    sregs.gdt.base = BOOT_GDT_ADDR;
+    // Nothing is identity mapped: the CPU finds the GDT through the direct
+    // map until the kernel loads its own.
+    sregs.gdt.base = PHYS_MAP_BASE + BOOT_GDT_ADDR;
     sregs.gdt.limit = BOOT_GDT_LIMIT;
     // No IDT until the kernel loads its own: an early fault triple-faults,
     // which the VMM reports.
@@ -239,7 +241,7 @@ mod tests {
     fn boot_sregs_load_the_boot_gdt_and_tables() {
         let sregs = boot_sregs(kvm_sregs::default(), 0x9000);
         assert_eq!((sregs.cs.selector, sregs.cs.l, sregs.ss.selector), (0x08, 1, 0x10));
-        assert_eq!((sregs.gdt.base, sregs.gdt.limit), (0x500, 23));
+        assert_eq!((sregs.gdt.base, sregs.gdt.limit), (0xffff_8000_0000_0500, 23));
         assert_eq!(sregs.cr3, 0x9000);
     }
 

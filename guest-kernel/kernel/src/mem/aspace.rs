@@ -1,110 +1,45 @@
 //! Address spaces: the kernel's page tables, and one set per process.
 //!
-//! The upper half belongs to the kernel and is the same in every address
-//! space: a process's PML4 copies the kernel's upper 256 entries, whose
-//! lower-level tables are shared, so kernel mappings made later (kernel
-//! stacks) appear everywhere. The kernel is supervisor-only and W^X; the
-//! lower half is the process's, user-only and W^X as well.
+//! The VMM builds the kernel's tables natively before entry (see
+//! `ward_abi::layout`); the kernel finishes them in a few entries. The
+//! upper half is the same in every address space: a process's PML4 copies
+//! the kernel's few upper entries, whose lower-level tables are shared, so
+//! kernel mappings made later (kernel stacks) appear everywhere. The kernel
+//! is supervisor-only and W^X; the lower half is the process's, user-only
+//! and W^X as well.
 
 use alloc::vec::Vec;
 
 use ward_abi::layout::{KERNEL_BASE, KERNEL_STACKS_BASE, PHYS_MAP_BASE};
 
 use super::frame::FrameAllocator;
-use super::paging::{
-    self, CACHE_DISABLE, GLOBAL, HUGE_PAGE_SIZE, MapError, NO_EXECUTE, PRESENT, Translation, USER, WRITABLE,
-    WRITE_THROUGH,
-};
+use super::paging::{self, MapError, Translation, USER};
 use super::phys::{PAGE_SIZE, PhysMemory};
 
-/// The kernel image's sections, as the linker placed them (virtual).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KernelSections {
-    /// Start of `.text`.
-    pub text: u64,
-    /// End of `.text`, start of `.rodata`.
-    pub rodata: u64,
-    /// End of `.rodata`, start of `.data`/`.bss`.
-    pub data: u64,
-    /// End of the image.
-    pub end: u64,
-    /// Pages left unmapped inside `.bss`: the guards under boot-time stacks.
-    pub guards: [u64; 2],
-    /// The `syscall` entry page(s): executable from ring 3 too, so that
-    /// hosts whose `syscall` stays in ring 3 fault there (see `traps`).
-    pub user_entry: (u64, u64),
-}
-
-/// A range of physical MMIO to map uncached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MmioRange {
-    /// Physical base, page aligned.
-    pub base: u64,
-    /// Size in bytes.
-    pub size: u64,
-}
-
 /// The kernel PML4 entries: direct map, kernel stacks, kernel image. The
-/// kernel maps nothing else in the upper half.
+/// kernel (and the VMM, which builds its tables) maps nothing else in the
+/// upper half.
 pub const KERNEL_PML4_SLOTS: [u64; 3] =
     [paging::index(PHYS_MAP_BASE, 4), paging::index(KERNEL_STACKS_BASE, 4), paging::index(KERNEL_BASE, 4)];
 
-const KERNEL_TEXT: u64 = GLOBAL;
-const KERNEL_RODATA: u64 = GLOBAL | NO_EXECUTE;
-const KERNEL_DATA: u64 = GLOBAL | NO_EXECUTE | WRITABLE;
-const KERNEL_MMIO: u64 = GLOBAL | NO_EXECUTE | WRITABLE | CACHE_DISABLE | WRITE_THROUGH;
-
-/// Builds the kernel's page tables and returns their root: the direct map
-/// of `memory_size` bytes of RAM (2 MiB pages where aligned), `mmio`
-/// uncached, the kernel image with per-section permissions, and an empty
-/// kernel-stack region. Nothing in the lower half.
-pub fn build_kernel_tables(
-    mem: &mut impl PhysMemory,
-    alloc: &mut FrameAllocator,
-    memory_size: u64,
-    sections: &KernelSections,
-    mmio: &[MmioRange],
-) -> Result<u64, MapError> {
-    let root = alloc.alloc_zeroed(mem).ok_or(MapError::NoMemory)?;
-    let mut phys = 0;
-    while phys < memory_size {
-        let virt = PHYS_MAP_BASE + phys;
-        if phys % HUGE_PAGE_SIZE == 0 && memory_size - phys >= HUGE_PAGE_SIZE {
-            paging::map_huge_page(mem, alloc, root, virt, phys, KERNEL_DATA)?;
-            phys += HUGE_PAGE_SIZE;
-        } else {
-            paging::map_page(mem, alloc, root, virt, phys, KERNEL_DATA)?;
-            phys += PAGE_SIZE;
+/// Makes the kernel's tables (built by the VMM) final: unmaps the guard
+/// pages under the boot-time stacks, and lets ring 3 execute the `syscall`
+/// entry page(s) `user_entry` (see `traps::TrapKind::SyscallViaFault`).
+/// A handful of entry updates instead of building tables in ring 0.
+pub fn finish_kernel_tables(mem: &mut impl PhysMemory, root: u64, guards: &[u64], user_entry: (u64, u64)) -> bool {
+    for &guard in guards {
+        if paging::unmap_page(mem, root, guard).is_none() {
+            return false;
         }
     }
-    for range in mmio {
-        for offset in (0..range.size).step_by(PAGE_SIZE as usize) {
-            let phys = range.base + offset;
-            paging::map_page(mem, alloc, root, PHYS_MAP_BASE + phys, phys, KERNEL_MMIO)?;
+    let mut page = user_entry.0;
+    while page < user_entry.1 {
+        if !paging::set_leaf_flags(mem, root, page, USER) {
+            return false;
         }
+        page += PAGE_SIZE;
     }
-    let mut virt = sections.text;
-    while virt < sections.end {
-        let flags = if (sections.user_entry.0..sections.user_entry.1).contains(&virt) {
-            KERNEL_TEXT | USER
-        } else if virt < sections.rodata {
-            KERNEL_TEXT
-        } else if virt < sections.data {
-            KERNEL_RODATA
-        } else {
-            KERNEL_DATA
-        };
-        if !sections.guards.contains(&virt) {
-            paging::map_page(mem, alloc, root, virt, virt - KERNEL_BASE, flags)?;
-        }
-        virt += PAGE_SIZE;
-    }
-    // The kernel-stack region's PDPT exists from the start, so the PML4
-    // entry every process copies never changes.
-    let slot = root + 8 * paging::index(KERNEL_STACKS_BASE, 4);
-    let pdpt = alloc.alloc_zeroed(mem).ok_or(MapError::NoMemory)?;
-    mem.write_u64(slot, pdpt | PRESENT | WRITABLE);
-    Ok(root)
+    true
 }
 
 /// A process's address space.
@@ -223,6 +158,7 @@ impl AddressSpace {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mem::paging::{NO_EXECUTE, WRITABLE};
     use crate::mem::phys::fake::FakeMemory;
     use ward_abi::boot::{MemoryKind, MemoryRegion};
 
@@ -233,43 +169,36 @@ mod tests {
         (mem, alloc)
     }
 
-    fn sections() -> KernelSections {
-        KernelSections {
-            text: KERNEL_BASE + 0x10_0000,
-            rodata: KERNEL_BASE + 0x10_8000,
-            data: KERNEL_BASE + 0x10_9000,
-            end: KERNEL_BASE + 0x11_0000,
-            guards: [KERNEL_BASE + 0x10_a000, 0],
-            user_entry: (KERNEL_BASE + 0x10_1000, KERNEL_BASE + 0x10_2000),
+    /// A kernel root like the VMM's: kernel pages in the kernel window.
+    fn kernel_root(mem: &mut FakeMemory, alloc: &mut FrameAllocator) -> u64 {
+        let root = alloc.alloc_zeroed(mem).unwrap();
+        for i in 0..4 {
+            let virt = KERNEL_BASE + 0x10_0000 + i * PAGE_SIZE;
+            paging::map_page(mem, alloc, root, virt, 0x10_0000 + i * PAGE_SIZE, paging::GLOBAL).unwrap();
         }
+        root
     }
 
     #[test]
-    fn kernel_tables_are_w_xor_x_and_supervisor_only() {
+    fn finishing_unmaps_guards_and_opens_only_the_entry_page_to_ring_3() {
         let (mut mem, mut alloc) = setup();
-        let mmio = [MmioRange { base: 0xd000_0000, size: 0x1000 }];
-        let root = build_kernel_tables(&mut mem, &mut alloc, 32 << 20, &sections(), &mmio).unwrap();
-        let t = |mem: &mut FakeMemory, v: u64| paging::translate(mem, root, v);
-        let text = t(&mut mem, KERNEL_BASE + 0x10_0000).unwrap();
-        assert_eq!((text.phys, text.flags & (WRITABLE | NO_EXECUTE | USER)), (0x10_0000, 0));
-        let rodata = t(&mut mem, KERNEL_BASE + 0x10_8000).unwrap();
-        assert_eq!(rodata.flags & (WRITABLE | NO_EXECUTE), NO_EXECUTE);
-        let data = t(&mut mem, KERNEL_BASE + 0x10_9000).unwrap();
-        assert_eq!(data.flags & (WRITABLE | NO_EXECUTE), WRITABLE | NO_EXECUTE);
-        assert_eq!(t(&mut mem, KERNEL_BASE + 0x10_a000), None, "the guard page is mapped");
-        let entry = t(&mut mem, KERNEL_BASE + 0x10_1000).unwrap();
-        assert_eq!(entry.flags & (USER | WRITABLE | NO_EXECUTE), USER, "the syscall entry page is user RX");
-        let direct = t(&mut mem, PHYS_MAP_BASE + 0x1ff_fff8).unwrap();
-        assert_eq!((direct.phys, direct.flags & (USER | NO_EXECUTE)), (0x1ff_fff8, NO_EXECUTE));
-        let console = t(&mut mem, PHYS_MAP_BASE + 0xd000_0008).unwrap();
-        assert_eq!(console.flags & CACHE_DISABLE, CACHE_DISABLE);
-        assert_eq!(t(&mut mem, 0x40_0000), None, "the lower half is the process's");
+        let root = kernel_root(&mut mem, &mut alloc);
+        let guard = KERNEL_BASE + 0x10_3000;
+        let entry = (KERNEL_BASE + 0x10_1000, KERNEL_BASE + 0x10_2000);
+        assert!(finish_kernel_tables(&mut mem, root, &[guard], entry));
+        assert_eq!(paging::translate(&mut mem, root, guard), None);
+        let user = |mem: &mut FakeMemory, v| paging::translate(mem, root, v).map(|t| t.flags & USER);
+        assert_eq!(user(&mut mem, entry.0), Some(USER));
+        assert_eq!(user(&mut mem, KERNEL_BASE + 0x10_0000), Some(0));
+        assert_eq!(user(&mut mem, KERNEL_BASE + 0x10_2000), Some(0));
+        // A guard that is not mapped means the tables are not what we expect.
+        assert!(!finish_kernel_tables(&mut mem, root, &[guard], entry));
     }
 
     #[test]
     fn process_sees_the_kernel_half_and_returns_every_frame() {
         let (mut mem, mut alloc) = setup();
-        let kernel = build_kernel_tables(&mut mem, &mut alloc, 32 << 20, &sections(), &[]).unwrap();
+        let kernel = kernel_root(&mut mem, &mut alloc);
         let start = alloc.free_frames();
         let mut space = AddressSpace::new(&mut mem, &mut alloc, kernel).unwrap();
         for i in 0..10 {
@@ -282,7 +211,7 @@ mod tests {
         assert_eq!(space.owned_frames(), start - alloc.free_frames() - 1);
         let user = space.translate(&mut mem, 0x40_3000).unwrap();
         assert_eq!(user.flags & USER, USER);
-        assert!(space.translate(&mut mem, PHYS_MAP_BASE + 0x10_0000).is_some());
+        assert!(space.translate(&mut mem, KERNEL_BASE + 0x10_2000).is_some(), "the kernel half is shared");
         space.unmap(&mut mem, &mut alloc, 0x40_0000).unwrap();
         space.destroy(&mut mem, &mut alloc);
         alloc.release(&mut mem, module).unwrap();

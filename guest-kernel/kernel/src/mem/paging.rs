@@ -29,8 +29,6 @@ pub const NO_EXECUTE: u64 = 1 << 63;
 
 /// Physical address bits of an entry.
 pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
-/// Size of a 2 MiB page.
-pub const HUGE_PAGE_SIZE: u64 = 0x20_0000;
 
 /// Mapping failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,31 +130,6 @@ pub fn map_page(
     Ok(new)
 }
 
-/// Maps the 2 MiB page at `virt` to `phys` with `flags`.
-pub fn map_huge_page(
-    mem: &mut impl PhysMemory,
-    alloc: &mut FrameAllocator,
-    root: u64,
-    virt: u64,
-    phys: u64,
-    flags: u64,
-) -> Result<(), MapError> {
-    if virt % HUGE_PAGE_SIZE != 0 || phys % HUGE_PAGE_SIZE != 0 {
-        return Err(MapError::Misaligned(virt));
-    }
-    let mut new = NewTables::default();
-    let mut table = root;
-    for level in [4, 3] {
-        table = next_table(mem, alloc, table, virt, level, &mut new)?;
-    }
-    let slot = table + 8 * index(virt, 2);
-    if mem.read_u64(slot) & PRESENT != 0 {
-        return Err(MapError::AlreadyMapped(virt));
-    }
-    mem.write_u64(slot, (phys & ADDR_MASK) | flags | PRESENT | HUGE);
-    Ok(())
-}
-
 /// Walks the tables the way the MMU does.
 pub fn translate(mem: &mut impl PhysMemory, root: u64, virt: u64) -> Option<Translation> {
     let mut table = root;
@@ -169,7 +142,7 @@ pub fn translate(mem: &mut impl PhysMemory, root: u64, virt: u64) -> Option<Tran
         allowed &= entry;
         let leaf = level == 1 || (level == 2 && entry & HUGE != 0);
         if leaf {
-            let page_mask = if level == 2 { HUGE_PAGE_SIZE - 1 } else { PAGE_SIZE - 1 };
+            let page_mask = if level == 2 { 0x1f_ffff } else { PAGE_SIZE - 1 };
             let base = entry & ADDR_MASK & !page_mask;
             let flags = (entry & !(ADDR_MASK | USER | WRITABLE)) | allowed;
             return Some(Translation { phys: base | (virt & page_mask), flags });
@@ -177,6 +150,25 @@ pub fn translate(mem: &mut impl PhysMemory, root: u64, virt: u64) -> Option<Tran
         table = entry & ADDR_MASK;
     }
     None
+}
+
+/// Sets `flags` on the 4 KiB leaf entry of `virt`; `false` if unmapped.
+pub fn set_leaf_flags(mem: &mut impl PhysMemory, root: u64, virt: u64, flags: u64) -> bool {
+    let mut table = root;
+    for level in [4, 3, 2] {
+        let entry = mem.read_u64(table + 8 * index(virt, level));
+        if entry & PRESENT == 0 || entry & HUGE != 0 {
+            return false;
+        }
+        table = entry & ADDR_MASK;
+    }
+    let slot = table + 8 * index(virt, 1);
+    let entry = mem.read_u64(slot);
+    if entry & PRESENT == 0 {
+        return false;
+    }
+    mem.write_u64(slot, entry | flags);
+    true
 }
 
 /// Removes the 4 KiB mapping at `virt`; returns its leaf entry.
@@ -269,12 +261,22 @@ mod tests {
 
     #[test]
     fn huge_page_translates_offsets_within_2_mib() {
+        // The VMM maps the direct map with 2 MiB pages; build one by hand.
         let (mut mem, mut alloc, root) = setup();
-        map_huge_page(&mut mem, &mut alloc, root, 0xffff_8000_0020_0000, 0x20_0000, WRITABLE).unwrap();
+        let virt = 0xffff_8000_0020_0000u64;
+        let pdpt = alloc.alloc_zeroed(&mut mem).unwrap();
+        let pd = alloc.alloc_zeroed(&mut mem).unwrap();
+        mem.write_u64(root + 8 * index(virt, 4), pdpt | PRESENT | WRITABLE);
+        mem.write_u64(pdpt + 8 * index(virt, 3), pd | PRESENT | WRITABLE);
+        mem.write_u64(pd + 8 * index(virt, 2), 0x20_0000 | PRESENT | WRITABLE | HUGE);
         let t = translate(&mut mem, root, 0xffff_8000_003f_fff8).unwrap();
         assert_eq!(t.phys, 0x3f_fff8);
         assert_eq!(t.flags & USER, 0);
-        assert_eq!(map_huge_page(&mut mem, &mut alloc, root, 0x1000, 0, 0), Err(MapError::Misaligned(0x1000)));
+        // A 4 KiB mapping inside a huge page is refused.
+        assert_eq!(
+            map_page(&mut mem, &mut alloc, root, virt + 0x1000, 0, 0),
+            Err(MapError::AlreadyMapped(virt + 0x1000))
+        );
     }
 
     #[test]
