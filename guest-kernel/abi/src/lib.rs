@@ -18,3 +18,4 @@ pub mod debug_console;
 pub mod layout;
 pub mod pages;
 pub mod syscall;
+pub mod virtio;
