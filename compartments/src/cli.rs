@@ -6,14 +6,16 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::name::CompartmentName;
 
-/// Default compartment memory, in MiB.
-pub const DEFAULT_MEMORY_MIB: u64 = 32;
-
 /// Ward: a secure compartment host. Each part of your digital life runs in
 /// its own KVM micro-VM, on Ward's own kernel.
 #[derive(Debug, Parser)]
 #[command(name = "ward", version, propagate_version = true)]
 pub struct Cli {
+    /// The policy: a TOML file or a directory of them. Default: $WARD_POLICY,
+    /// else ~/.config/ward/policy if it exists, else the built-in policy.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub policy: Option<PathBuf>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -33,9 +35,46 @@ pub enum Command {
     /// List the built-in images `ward run --image` can boot.
     Images,
 
+    /// Check, show, explain and compare the policy (docs/POLICY.md).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+
     /// Measure Ward: print figures for docs/BENCHMARKS.md.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+/// The `ward policy` commands.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Check a policy: exit 0, or list every error with file, line and
+    /// column and exit 1.
+    Check {
+        /// The policy file or directory (default: the policy in use).
+        path: Option<PathBuf>,
+    },
+    /// Print the effective policy, normalized.
+    Show,
+    /// Say what the policy decides for one service call, and which rule
+    /// (file and line) decided it.
+    Explain {
+        /// The calling compartment.
+        #[arg(long)]
+        from: String,
+        /// The called compartment.
+        #[arg(long)]
+        to: String,
+        /// The service, optionally with an argument: `name` or `name+arg`.
+        #[arg(long)]
+        service: String,
+    },
+    /// What a change of policy would allow or forbid that it did not before.
+    Diff {
+        /// The policy now.
+        old: PathBuf,
+        /// The policy proposed.
+        new: PathBuf,
+    },
 }
 
 /// The `ward bench` measurements.
@@ -54,7 +93,7 @@ pub struct BenchBootArgs {
     pub runs: usize,
 
     /// Guest memory in MiB.
-    #[arg(long, short = 'm', value_name = "MiB", default_value_t = DEFAULT_MEMORY_MIB)]
+    #[arg(long, short = 'm', value_name = "MiB", default_value_t = 32)]
     pub memory: u64,
 }
 
@@ -64,18 +103,19 @@ pub struct RunArgs {
     /// Name of the compartment: 1-63 characters of a-z, 0-9 and '-'.
     pub name: CompartmentName,
 
-    /// Guest memory in MiB (8 to 3328).
-    #[arg(long, short = 'm', value_name = "MiB", default_value_t = DEFAULT_MEMORY_MIB)]
-    pub memory: u64,
+    /// Guest memory in MiB, at most what the policy grants (default: that).
+    #[arg(long, short = 'm', value_name = "MiB")]
+    pub memory: Option<u64>,
 
     /// Command line for the guest kernel, e.g. "ward.panic".
     #[arg(long, value_name = "TEXT", default_value = "")]
     pub cmdline: String,
 
     /// The image to boot: which programs the compartment carries and starts
-    /// (see `ward images`).
-    #[arg(long, value_name = "NAME", default_value = ward_images::DEFAULT_IMAGE)]
-    pub image: String,
+    /// (see `ward images`). Default: the policy's image for the compartment;
+    /// only an ad-hoc app compartment may choose another.
+    #[arg(long, value_name = "NAME")]
+    pub image: Option<String>,
 
     /// Boot this kernel ELF instead of the built-in Ward kernel.
     #[arg(long, value_name = "PATH")]

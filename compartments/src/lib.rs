@@ -7,5 +7,8 @@
 
 pub mod bench;
 pub mod cli;
+pub mod grant;
 pub mod name;
+pub mod policy_cmd;
+pub mod policy_source;
 pub mod run;

@@ -10,6 +10,8 @@ use ward_vmm::loader::LoaderError;
 use ward_vmm::{BootTimings, GuestExit, VmConfig, VmError, VmOutcome};
 
 use crate::cli::RunArgs;
+use crate::grant::{GrantError, grant};
+use crate::policy_source::{PolicySource, SourceError};
 
 /// `ward run` exits with this code when the compartment crashed.
 pub const EXIT_CRASHED: u8 = 125;
@@ -33,6 +35,12 @@ pub enum RunError {
         /// What is wrong with it.
         source: LoaderError,
     },
+    /// The policy could not be read.
+    #[error(transparent)]
+    Policy(#[from] SourceError),
+    /// The policy does not allow the start as asked.
+    #[error(transparent)]
+    NotGranted(#[from] GrantError),
     /// No built-in image has that name.
     #[error("no image called {0:?}; `ward images` lists them")]
     UnknownImage(String),
@@ -46,8 +54,15 @@ pub enum RunError {
     },
 }
 
-/// Boots the compartment `args` describes, its console on `console`.
-pub fn run(args: &RunArgs, console: Box<dyn Write + Send>, started: Instant) -> Result<VmOutcome, RunError> {
+/// Boots the compartment `args` describes, within what `policy` grants it,
+/// its console on `console`.
+pub fn run(
+    args: &RunArgs,
+    policy: &PolicySource,
+    console: Box<dyn Write + Send>,
+    started: Instant,
+) -> Result<VmOutcome, RunError> {
+    let grant = grant(&policy.load()?, &policy.describe(), &args.name, args.memory, args.image.as_deref())?;
     let (kernel, kernel_name): (Arc<[u8]>, String) = match &args.kernel {
         Some(path) => {
             let bytes = std::fs::read(path).map_err(|source| RunError::ReadKernel { path: path.clone(), source })?;
@@ -55,7 +70,7 @@ pub fn run(args: &RunArgs, console: Box<dyn Write + Send>, started: Instant) -> 
         }
         None => (Arc::from(ward_images::KERNEL), "(built-in)".to_owned()),
     };
-    let image = ward_images::image(&args.image).ok_or_else(|| RunError::UnknownImage(args.image.clone()))?;
+    let image = ward_images::image(&grant.image).ok_or_else(|| RunError::UnknownImage(grant.image.clone()))?;
     let modules = image
         .programs()
         .map(|(program, start_at_boot)| ModuleSpec {
@@ -66,7 +81,7 @@ pub fn run(args: &RunArgs, console: Box<dyn Write + Send>, started: Instant) -> 
         .collect();
     let config = VmConfig {
         name: args.name.to_string(),
-        memory_mib: args.memory,
+        memory_mib: grant.memory_mib,
         cmdline: args.cmdline.clone(),
         kernel,
         kvm_path: args.kvm.clone(),

@@ -7,7 +7,8 @@ use std::time::Instant;
 use clap::Parser;
 
 use ward_compartments::cli::{BenchCommand, Cli, Command};
-use ward_compartments::{bench, run};
+use ward_compartments::policy_source::PolicySource;
+use ward_compartments::{bench, policy_cmd, run};
 
 fn main() -> ExitCode {
     let started = Instant::now();
@@ -17,15 +18,24 @@ fn main() -> ExitCode {
         .init();
 
     match cli.command {
-        Command::Run(args) => match run::run(&args, Box::new(std::io::stdout()), started) {
-            Ok(outcome) => {
-                if args.timing {
-                    eprint!("{}", run::timing_report(&outcome.timings));
+        Command::Run(args) => {
+            match run::run(&args, &PolicySource::resolve(cli.policy.as_deref()), Box::new(std::io::stdout()), started) {
+                Ok(outcome) => {
+                    if args.timing {
+                        eprint!("{}", run::timing_report(&outcome.timings));
+                    }
+                    if outcome.exit.exit_code().is_none() {
+                        eprintln!("ward: compartment {} {}", args.name, outcome.exit);
+                    }
+                    ExitCode::from(run::exit_code(&outcome.exit))
                 }
-                if outcome.exit.exit_code().is_none() {
-                    eprintln!("ward: compartment {} {}", args.name, outcome.exit);
-                }
-                ExitCode::from(run::exit_code(&outcome.exit))
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Policy(command) => match policy_cmd::run(&command, cli.policy.as_deref()) {
+            Ok(report) => {
+                print!("{}", report.text);
+                if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
             }
             Err(e) => fail(&e),
         },
