@@ -59,6 +59,9 @@ pub const MMIO_BASE: u64 = 0xd000_0000;
 pub const MMIO_SLOT_SIZE: u64 = 0x1000;
 /// Guest-physical base of the local APIC (xAPIC mode).
 pub const LAPIC_BASE: u64 = 0xfee0_0000;
+/// Guest-physical base of the I/O APIC (the in-kernel irqchip's): routes
+/// device interrupt lines (GSIs) to vectors.
+pub const IOAPIC_BASE: u64 = 0xfec0_0000;
 
 /// Size of a small page.
 pub const PAGE_SIZE: u64 = 0x1000;

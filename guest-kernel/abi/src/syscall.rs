@@ -58,6 +58,24 @@ pub const PS: u64 = 13;
 pub const MEMINFO: u64 = 14;
 /// `null()`: does nothing; measures the round trip.
 pub const NULL: u64 = 15;
+/// `read(buf, len) -> n`: reads console input (blocks until some arrives;
+/// the device fills `buf` in place).
+pub const READ: u64 = 16;
+/// `getrandom(buf, len) -> n`: fills `buf` with entropy from the host.
+pub const GETRANDOM: u64 = 17;
+/// `blk_info(dev, buf)`: fills `buf` with one [`BlockInfo`] for block
+/// device `dev` (0, 1, ...).
+pub const BLK_INFO: u64 = 18;
+/// `blk_read(dev, sector, buf, len) -> n`: reads `len` bytes (a multiple of
+/// 512) from `sector`; the device writes `buf` in place. May transfer less
+/// than asked (a queue's worth); returns how much.
+pub const BLK_READ: u64 = 19;
+/// `blk_write(dev, sector, buf, len) -> n`: as [`BLK_READ`], writing.
+pub const BLK_WRITE: u64 = 20;
+/// `blk_flush(dev)`: makes earlier writes durable on the host.
+pub const BLK_FLUSH: u64 = 21;
+/// `blk_id(dev, buf)`: fills 20 bytes of `buf` with the device's id.
+pub const BLK_ID: u64 = 22;
 
 /// [`SPAWN`] priority meaning "the caller's".
 pub const PRIORITY_INHERIT: u64 = 0xff;
@@ -79,6 +97,8 @@ pub const MAX_ARGS_LEN: usize = 1024;
 pub const MAX_NAME_LEN: usize = 32;
 /// Largest [`WRITE`], in bytes.
 pub const MAX_WRITE_LEN: usize = 64 * 1024;
+/// Largest [`READ`], [`GETRANDOM`], [`BLK_READ`] or [`BLK_WRITE`].
+pub const MAX_IO_LEN: usize = 4 << 20;
 /// Largest [`MAP`], in pages.
 pub const MAX_MAP_PAGES: u64 = 16 * 1024;
 
@@ -112,6 +132,14 @@ pub enum Error {
     BadProgram = 10,
     /// The process table is full.
     TooManyProcesses = 11,
+    /// No such device.
+    NoSuchDevice = 12,
+    /// The device is read-only.
+    ReadOnly = 13,
+    /// The device reported an I/O error.
+    IoError = 14,
+    /// The device's queue is full now; try again.
+    Busy = 15,
 }
 
 impl Error {
@@ -129,6 +157,10 @@ impl Error {
             9 => Self::QueueFull,
             10 => Self::BadProgram,
             11 => Self::TooManyProcesses,
+            12 => Self::NoSuchDevice,
+            13 => Self::ReadOnly,
+            14 => Self::IoError,
+            15 => Self::Busy,
             _ => return None,
         })
     }
@@ -147,6 +179,10 @@ impl Error {
             Self::QueueFull => "message queue full",
             Self::BadProgram => "not a valid program image",
             Self::TooManyProcesses => "too many processes",
+            Self::NoSuchDevice => "no such device",
+            Self::ReadOnly => "read-only device",
+            Self::IoError => "I/O error",
+            Self::Busy => "device busy",
         }
     }
 
@@ -183,6 +219,8 @@ pub enum ProcessState {
     Receiving = 4,
     /// Ended, not yet reaped.
     Zombie = 5,
+    /// Waiting for a device to finish its I/O.
+    Io = 6,
 }
 
 impl ProcessState {
@@ -194,6 +232,7 @@ impl ProcessState {
             3 => Self::Waiting,
             4 => Self::Receiving,
             5 => Self::Zombie,
+            6 => Self::Io,
             _ => return None,
         })
     }
@@ -206,6 +245,7 @@ impl ProcessState {
             Self::Waiting => "wait",
             Self::Receiving => "recv",
             Self::Zombie => "zombie",
+            Self::Io => "io",
         }
     }
 }
@@ -230,6 +270,18 @@ pub struct ProcessInfo {
     pub name: [u8; 16],
 }
 
+/// A block device, as [`BLK_INFO`] reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct BlockInfo {
+    /// Capacity in 512-byte sectors.
+    pub sectors: u64,
+    /// 1 if read-only.
+    pub read_only: u32,
+    /// Zero.
+    pub reserved: u32,
+}
+
 /// Physical memory, as [`MEMINFO`] reports it, in 4 KiB frames.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
@@ -250,7 +302,7 @@ mod tests {
 
     #[test]
     fn errors_round_trip_through_rax() {
-        for code in 1..=11 {
+        for code in 1..=15 {
             let e = Error::from_code(code).unwrap();
             assert_eq!(decode(e.to_return()), Err(e));
         }

@@ -106,6 +106,8 @@ pub struct Kernel {
     pub cr3: u64,
     /// Whose kernel stack RSP0 names now.
     pub stack_owner: Option<Pid>,
+    /// The virtio devices.
+    pub devices: crate::virtio::Devices,
 }
 
 impl Kernel {
@@ -313,6 +315,28 @@ impl Kernel {
             kprintln!("ward-kernel:   faulting address ", crate::console::Hex(addr));
         }
         self.exit(pid, STATUS_KILLED | (frame.vector as i64 & 0xff));
+    }
+
+    /// A device interrupted: finishes the transfers it completed, releasing
+    /// their pinned frames and waking the processes that wait for them (a
+    /// process that ended meanwhile only gets its frames released).
+    pub fn device_interrupt(&mut self, vector: u8) {
+        for done in self.devices.interrupt(vector) {
+            for frame in &done.pins {
+                let _ = self.frames.release(&mut self.mem, *frame);
+            }
+            if self.procs.get(&done.pid).is_some_and(|p| p.state == State::Io) {
+                self.set_return(done.pid, done.result);
+                self.wake(done.pid);
+            }
+        }
+    }
+
+    /// Releases frames pinned for a transfer that was never queued.
+    pub fn unpin(&mut self, pins: &[u64]) {
+        for frame in pins {
+            let _ = self.frames.release(&mut self.mem, *frame);
+        }
     }
 
     /// Marks, once, that program output is about to reach the host.

@@ -47,6 +47,7 @@ pub mod proc;
 pub mod stats;
 pub mod syscall;
 pub mod traps;
+pub mod virtio;
 
 #[cfg(all(feature = "guest", not(test)))]
 mod start;

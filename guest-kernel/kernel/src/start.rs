@@ -4,7 +4,7 @@ use alloc::vec::Vec;
 
 use ward_abi::boot::MODULE_START_AT_BOOT;
 use ward_abi::debug_console::{EXIT_BAD_BOOT_INFO, EXIT_BOOT_PROGRAM_FAILED};
-use ward_abi::layout::{KERNEL_BASE, PAGE_SIZE};
+use ward_abi::layout::{IOAPIC_BASE, KERNEL_BASE, PAGE_SIZE};
 use ward_abi::syscall::PRIORITY_DEFAULT;
 
 use crate::arch::{self, gdt, lapic};
@@ -147,6 +147,12 @@ pub(crate) unsafe fn start(boot_info_phys: u64) -> ! {
         Hex(text - KERNEL_BASE)
     );
 
+    // The I/O APIC routes device lines; the VMM does not map it for us.
+    let ioapic = paging::WRITABLE | paging::NO_EXECUTE | paging::CACHE_DISABLE | paging::WRITE_THROUGH | paging::GLOBAL;
+    let ioapic_virt = crate::addr::phys_to_virt(IOAPIC_BASE);
+    if paging::map_page(&mut mem, &mut frames, kernel_root, ioapic_virt, IOAPIC_BASE, ioapic).is_err() {
+        fail("cannot map the I/O APIC");
+    }
     lapic::init();
     kprintln!("[boot] timer: LAPIC in TSC-deadline mode, TSC ", info.tsc_khz, " kHz");
 
@@ -163,6 +169,18 @@ pub(crate) unsafe fn start(boot_info_phys: u64) -> ! {
         .filter(|(m, _)| m.flags & MODULE_START_AT_BOOT != 0)
         .map(|(_, module)| *module)
         .collect();
+
+    let devices = crate::virtio::Devices::probe(&mut mem, &mut frames, info.devices());
+    kprintln!(
+        "[boot] devices: ",
+        if devices.console.is_some() { "virtio console, " } else { "" },
+        if devices.rng.is_some() { "virtio rng, " } else { "" },
+        devices.blocks.len(),
+        " virtio block"
+    );
+    for (i, b) in devices.blocks.iter().enumerate() {
+        kprintln!("[boot]   block ", i, ": ", b.sectors, " sectors", if b.read_only { ", read-only" } else { "" });
+    }
 
     let kernel = Kernel {
         mem,
@@ -191,6 +209,7 @@ pub(crate) unsafe fn start(boot_info_phys: u64) -> ! {
         armed: 0,
         cr3: kernel_root,
         stack_owner: None,
+        devices,
     };
     // SAFETY: boot, interrupts off: nothing else can reach the kernel state.
     unsafe { KERNEL.set(kernel) };

@@ -17,6 +17,8 @@ use crate::mem::user::{Access, UserRange};
 use crate::proc::spawn::spawn;
 use crate::proc::{MAILBOX_CAPACITY, Message, Pid, State};
 use crate::traps::TrapFrame;
+use crate::virtio::{Pinned, pin_pieces};
+use ward_abi::virtio::blk;
 
 /// Handles the system call in `frame` for the running process.
 pub fn dispatch(k: &mut Kernel, frame: &mut TrapFrame) {
@@ -40,7 +42,14 @@ pub fn dispatch(k: &mut Kernel, frame: &mut TrapFrame) {
         abi::SPAWN => sys_spawn(k, pid, args),
         abi::WAIT => return sys_wait(k, pid, frame, args[0]),
         abi::GETPID => Ok(u64::from(pid)),
+        abi::WRITE if k.devices.console.is_some() => return sys_io(k, frame, Io::ConsoleWrite, args[0], args[1]),
         abi::WRITE => sys_write(k, args[0], args[1]),
+        abi::READ => return sys_io(k, frame, Io::ConsoleRead, args[0], args[1]),
+        abi::GETRANDOM => return sys_io(k, frame, Io::Random, args[0], args[1]),
+        abi::BLK_INFO => sys_blk_info(k, args[0], args[1]),
+        abi::BLK_READ | abi::BLK_WRITE => return sys_blk_rw(k, frame, args),
+        abi::BLK_FLUSH => return sys_blk_simple(k, frame, args[0], blk::T_FLUSH, 0, 0),
+        abi::BLK_ID => return sys_blk_simple(k, frame, args[0], blk::T_GET_ID, args[1], 20),
         abi::CLOCK => Ok(k.now_ns()),
         abi::SEND => sys_send(k, pid, args),
         abi::RECV => return sys_recv(k, frame, args[0]),
@@ -296,4 +305,153 @@ fn sys_meminfo(k: &mut Kernel, buf: u64) -> Result<u64, Error> {
     // SAFETY: checked writable in the current address space.
     unsafe { range.as_mut_slice() }.copy_from_slice(info.as_bytes());
     Ok(0)
+}
+
+/// The transfers `sys_io` starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Io {
+    /// Console output from the program's buffer.
+    ConsoleWrite,
+    /// Console input into the program's buffer.
+    ConsoleRead,
+    /// Entropy into the program's buffer.
+    Random,
+}
+
+/// Checks the running process's `addr..addr + len`, pins its frames and
+/// returns its physical pieces (at most `max_pieces`, whole `granule`s).
+fn pin_user(
+    k: &mut Kernel,
+    addr: u64,
+    len: u64,
+    device_writes: bool,
+    max_pieces: usize,
+    granule: u64,
+) -> Result<Pinned, Error> {
+    let access = if device_writes { Access::Write } else { Access::Read };
+    let range = user_range(k, addr, len, abi::MAX_IO_LEN as u64, access)?;
+    let pid = k.current.ok_or(Error::NoSuchProcess)?;
+    let Kernel { mem, frames, procs, .. } = &mut *k;
+    let space = procs.get(&pid).and_then(|p| p.space.as_ref()).ok_or(Error::NoSuchProcess)?;
+    let pieces: alloc::vec::Vec<(u64, u64)> = range.physical_pieces(mem, space).collect();
+    Ok(pin_pieces(mem, frames, pieces.into_iter(), device_writes, max_pieces, granule))
+}
+
+/// Blocks the caller until the device finishes, or fails the call at once.
+fn wait_for_device(k: &mut Kernel, frame: &mut TrapFrame, queued: Result<(), (Error, Pinned)>) {
+    match queued {
+        Ok(()) => k.block_current(State::Io),
+        Err((e, pinned)) => {
+            k.unpin(&pinned.pins);
+            frame.rax = e.to_return();
+        }
+    }
+}
+
+/// Console output, console input and entropy: one buffer each, in place.
+fn sys_io(k: &mut Kernel, frame: &mut TrapFrame, io: Io, addr: u64, len: u64) {
+    let Some(pid) = k.current else { return };
+    let max_pieces = match io {
+        Io::ConsoleWrite | Io::ConsoleRead => k.devices.console.as_ref().map(|c| c.max_pieces()),
+        Io::Random => k.devices.rng.as_ref().map(|r| r.max_pieces()),
+    };
+    let Some(max_pieces) = max_pieces else {
+        frame.rax = Error::NoSuchDevice.to_return();
+        return;
+    };
+    if len == 0 {
+        frame.rax = 0;
+        return;
+    }
+    let pinned = match pin_user(k, addr, len, io != Io::ConsoleWrite, max_pieces, 1) {
+        Ok(p) => p,
+        Err(e) => {
+            frame.rax = e.to_return();
+            return;
+        }
+    };
+    let queued = match io {
+        Io::ConsoleWrite => {
+            k.mark_user_output();
+            k.devices.console.as_mut().map(|c| c.write(pid, pinned))
+        }
+        Io::ConsoleRead => k.devices.console.as_mut().map(|c| c.read(pid, pinned)),
+        Io::Random => k.devices.rng.as_mut().map(|r| r.fill(pid, pinned)),
+    };
+    if let Some(queued) = queued {
+        wait_for_device(k, frame, queued);
+    }
+}
+
+fn sys_blk_info(k: &mut Kernel, dev: u64, buf: u64) -> Result<u64, Error> {
+    let info =
+        usize::try_from(dev).ok().and_then(|d| k.devices.blocks.get(d)).map(|b| b.info()).ok_or(Error::NoSuchDevice)?;
+    let size = core::mem::size_of::<abi::BlockInfo>() as u64;
+    let range = user_range(k, buf, size, size, Access::Write)?;
+    // SAFETY: checked writable in the current address space.
+    unsafe { range.as_mut_slice() }.copy_from_slice(info.as_bytes());
+    Ok(0)
+}
+
+/// `blk_read` and `blk_write`: whole sectors, the program's pages in place.
+fn sys_blk_rw(k: &mut Kernel, frame: &mut TrapFrame, a: [u64; 5]) {
+    let Some(pid) = k.current else { return };
+    let write = frame.rax == abi::BLK_WRITE;
+    let (dev, sector, addr, len) = (a[0], a[1], a[2], a[3]);
+    let sector_size = blk::SECTOR_SIZE;
+    let device = usize::try_from(dev).ok().filter(|&d| d < k.devices.blocks.len());
+    let checked = match device.map(|d| &k.devices.blocks[d]) {
+        None => Err(Error::NoSuchDevice),
+        Some(b) if write && b.read_only => Err(Error::ReadOnly),
+        Some(_) if len == 0 || len % sector_size != 0 => Err(Error::BadArgument),
+        Some(b) if sector.checked_add(len / sector_size).is_none_or(|end| end > b.sectors) => Err(Error::BadArgument),
+        Some(b) => Ok(b.max_pieces()),
+    };
+    let (Some(d), Ok(max_pieces)) = (device, checked) else {
+        frame.rax = checked.err().unwrap_or(Error::NoSuchDevice).to_return();
+        return;
+    };
+    let pinned = match pin_user(k, addr, len, !write, max_pieces, sector_size) {
+        Ok(p) if p.len > 0 => p,
+        Ok(p) => {
+            k.unpin(&p.pins);
+            frame.rax = Error::BadArgument.to_return();
+            return;
+        }
+        Err(e) => {
+            frame.rax = e.to_return();
+            return;
+        }
+    };
+    let kind = if write { blk::T_OUT } else { blk::T_IN };
+    let done = pinned.len;
+    let queued = k.devices.blocks[d].submit(pid, kind, sector, pinned, done);
+    wait_for_device(k, frame, queued);
+}
+
+/// `blk_flush` (no data) and `blk_id` (`len` bytes into the program).
+fn sys_blk_simple(k: &mut Kernel, frame: &mut TrapFrame, dev: u64, kind: u32, addr: u64, len: u64) {
+    let Some(pid) = k.current else { return };
+    let Some(d) = usize::try_from(dev).ok().filter(|&d| d < k.devices.blocks.len()) else {
+        frame.rax = Error::NoSuchDevice.to_return();
+        return;
+    };
+    let pinned = if len == 0 {
+        Pinned::default()
+    } else {
+        match pin_user(k, addr, len, true, 2, 1) {
+            Ok(p) if p.len == len => p,
+            Ok(p) => {
+                k.unpin(&p.pins);
+                frame.rax = Error::BadArgument.to_return();
+                return;
+            }
+            Err(e) => {
+                frame.rax = e.to_return();
+                return;
+            }
+        }
+    };
+    let queued = k.devices.blocks[d].submit(pid, kind, 0, pinned, len);
+    wait_for_device(k, frame, queued);
 }

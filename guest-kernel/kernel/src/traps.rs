@@ -15,6 +15,7 @@
 
 use ward_abi::debug_console::EXIT_EXCEPTION;
 use ward_abi::layout::{USER_STACK_MAX, USER_STACK_TOP};
+use ward_abi::virtio::{FIRST_VECTOR, MAX_DEVICES};
 
 use crate::arch::gdt::{KERNEL_CS, KERNEL_DS};
 use crate::console::Hex;
@@ -136,6 +137,8 @@ pub enum TrapKind {
     Timer,
     /// A spurious interrupt: nothing to do.
     Spurious,
+    /// A device's interrupt line.
+    Device(u8),
     /// A page fault in ring 3 inside the stack area, on a missing page.
     StackGrowth,
     /// An exception in ring 3: the process dies.
@@ -152,6 +155,9 @@ pub fn classify(frame: &TrapFrame, fault_addr: u64, syscall_entry: u64) -> TrapK
         VECTOR_PAGE_FAULT if frame.from_user() && frame.rip == syscall_entry => TrapKind::SyscallViaFault,
         v if v == u64::from(crate::arch::lapic::TIMER_VECTOR) => TrapKind::Timer,
         v if v == u64::from(crate::arch::lapic::SPURIOUS_VECTOR) => TrapKind::Spurious,
+        v if (u64::from(FIRST_VECTOR)..u64::from(FIRST_VECTOR) + MAX_DEVICES as u64).contains(&v) => {
+            TrapKind::Device(v as u8)
+        }
         _ if !frame.from_user() => TrapKind::KernelFault,
         VECTOR_PAGE_FAULT
             if frame.error_code & 1 == 0 && (USER_STACK_TOP - USER_STACK_MAX..USER_STACK_TOP).contains(&fault_addr) =>
@@ -196,6 +202,10 @@ extern "C" fn trap_dispatch(frame: *mut TrapFrame) -> *mut TrapFrame {
             k.timer();
         }
         TrapKind::Spurious => {}
+        TrapKind::Device(vector) => {
+            crate::arch::lapic::eoi();
+            k.device_interrupt(vector);
+        }
         TrapKind::StackGrowth => {
             let page = fault_addr & !0xfff;
             let grown = k.current.and_then(|pid| {
@@ -303,6 +313,7 @@ mod entry {
 
     unsafe extern "C" {
         static ward_trap_stubs: [u64; EXCEPTION_VECTORS];
+        static ward_device_stubs: [u64; ward_abi::virtio::MAX_DEVICES];
         fn ward_timer_stub();
         fn ward_spurious_stub();
         fn ward_syscall_entry();
@@ -332,6 +343,9 @@ mod entry {
             }
             idt[usize::from(TIMER_VECTOR)] =
                 IdtEntry::interrupt_gate(ward_timer_stub as *const () as u64, KERNEL_CS, 0, 0);
+            for (i, &stub) in ward_device_stubs.iter().enumerate() {
+                idt[usize::from(ward_abi::virtio::FIRST_VECTOR) + i] = IdtEntry::interrupt_gate(stub, KERNEL_CS, 0, 0);
+            }
             idt[usize::from(SPURIOUS_VECTOR)] =
                 IdtEntry::interrupt_gate(ward_spurious_stub as *const () as u64, KERNEL_CS, 0, 0);
             let ptr = DescriptorPointer { limit: IDT_LIMIT, base: idt.as_ptr() as u64 };
@@ -394,6 +408,9 @@ mod entry {
         .endr
         .irp n, 8,10,11,12,13,14,17,21,29,30
             TRAP_STUB \n, 1
+        .endr
+        .irp n, 48,49,50,51,52,53,54,55
+            TRAP_STUB \n, 0
         .endr
 
         .global ward_timer_stub
@@ -480,6 +497,11 @@ mod entry {
         .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
             .quad ward_trap_stub_\n
         .endr
+        .global ward_device_stubs
+        ward_device_stubs:
+        .irp n, 48,49,50,51,52,53,54,55
+            .quad ward_trap_stub_\n
+        .endr
         "#,
         dispatch = sym super::trap_dispatch,
         timer = const TIMER_VECTOR as u64,
@@ -563,6 +585,9 @@ mod tests {
         let entry = 0xffff_ffff_8010_1000;
         assert_eq!(classify(&user(SYSCALL_VECTOR, 0), 0, entry), TrapKind::Syscall);
         assert_eq!(classify(&user(32, 0), 0, entry), TrapKind::Timer);
+        assert_eq!(classify(&user(49, 0), 0, entry), TrapKind::Device(49));
+        let idle = TrapFrame { vector: 48, cs: 0x08, ..TrapFrame::default() };
+        assert_eq!(classify(&idle, 0, entry), TrapKind::Device(48), "device interrupts arrive in the idle loop too");
         assert_eq!(classify(&user(14, 0b110), stack_page, entry), TrapKind::StackGrowth);
         // Below the stack's limit is the guard: the process dies.
         assert_eq!(classify(&user(14, 0b110), USER_STACK_TOP - USER_STACK_MAX - 8, entry), TrapKind::UserFault);

@@ -3,6 +3,7 @@
 //! hosts: no SSE, no `cmpxchg16b`, no `xsave`.
 
 pub mod gdt;
+pub mod ioapic;
 pub mod lapic;
 
 use core::arch::asm;

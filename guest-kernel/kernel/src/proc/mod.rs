@@ -57,6 +57,8 @@ pub enum State {
         /// TSC deadline, if any.
         deadline: Option<u64>,
     },
+    /// Waiting for a device to finish a transfer.
+    Io,
     /// Ended with `status`; its parent has not reaped it yet.
     Zombie {
         /// Exit status (see `ward_abi::syscall::STATUS_KILLED`).
@@ -72,6 +74,7 @@ impl State {
             Self::Sleeping { .. } => ProcessState::Sleeping,
             Self::Waiting { .. } => ProcessState::Waiting,
             Self::Receiving { .. } => ProcessState::Receiving,
+            Self::Io => ProcessState::Io,
             Self::Zombie { .. } => ProcessState::Zombie,
         }
     }
