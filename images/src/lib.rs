@@ -75,6 +75,20 @@ pub static IMAGES: &[Image] = &[
         boot: &["ipc-ping"],
         also: &["ipc-pong"],
     },
+    Image { name: "echo", description: "echoes the console's input (virtio console)", boot: &["echo"], also: &[] },
+    Image { name: "entropy", description: "draws entropy from the host (virtio-rng)", boot: &["entropy"], also: &[] },
+    Image {
+        name: "disk",
+        description: "exercises block device 0: id, write, flush, read back (virtio-blk)",
+        boot: &["disk"],
+        also: &[],
+    },
+    Image {
+        name: "diskbench",
+        description: "sequential throughput of block device 0 from ring 3",
+        boot: &["diskbench"],
+        also: &[],
+    },
     Image {
         name: "bench",
         description: "system-call and spawn costs, measured in ring 3",

@@ -160,3 +160,78 @@ pub fn null() {
 pub fn raw(nr: u64, args: [u64; 5]) -> Result<u64, Error> {
     syscall5(nr, args[0], args[1], args[2], args[3], args[4])
 }
+
+/// Retries a device call while the device's queue is full.
+fn retry_busy(mut call: impl FnMut() -> Result<u64, Error>) -> Result<u64, Error> {
+    loop {
+        match call() {
+            Err(Error::Busy) => yield_now(),
+            other => return other,
+        }
+    }
+}
+
+/// Reads console input into `buf`; blocks until some arrives. 0 means the
+/// input ended.
+pub fn read(buf: &mut [u8]) -> Result<usize, Error> {
+    retry_busy(|| syscall5(abi::READ, buf.as_mut_ptr() as u64, buf.len() as u64, 0, 0, 0)).map(|n| n as usize)
+}
+
+/// Fills `buf` with entropy from the host.
+pub fn getrandom(buf: &mut [u8]) -> Result<(), Error> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        let n = retry_busy(|| syscall5(abi::GETRANDOM, rest.as_mut_ptr() as u64, rest.len() as u64, 0, 0, 0))?;
+        if n == 0 {
+            return Err(Error::IoError);
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// What block device `dev` is.
+pub fn blk_info(dev: u32) -> Result<abi::BlockInfo, Error> {
+    let mut info = abi::BlockInfo::default();
+    syscall5(abi::BLK_INFO, u64::from(dev), info.as_mut_bytes().as_mut_ptr() as u64, 0, 0, 0)?;
+    Ok(info)
+}
+
+/// Reads `buf.len()` bytes (whole sectors) from `sector` of device `dev`.
+pub fn blk_read(dev: u32, sector: u64, buf: &mut [u8]) -> Result<(), Error> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        let at = sector + (done as u64) / 512;
+        let n =
+            retry_busy(|| syscall5(abi::BLK_READ, u64::from(dev), at, rest.as_mut_ptr() as u64, rest.len() as u64, 0))?;
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// Writes `buf` (whole sectors) at `sector` of device `dev`.
+pub fn blk_write(dev: u32, sector: u64, buf: &[u8]) -> Result<(), Error> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        let rest = &buf[done..];
+        let at = sector + (done as u64) / 512;
+        let n =
+            retry_busy(|| syscall5(abi::BLK_WRITE, u64::from(dev), at, rest.as_ptr() as u64, rest.len() as u64, 0))?;
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// Makes earlier writes to device `dev` durable.
+pub fn blk_flush(dev: u32) -> Result<(), Error> {
+    retry_busy(|| syscall5(abi::BLK_FLUSH, u64::from(dev), 0, 0, 0, 0)).map(|_| ())
+}
+
+/// The device's 20-byte id.
+pub fn blk_id(dev: u32) -> Result<[u8; 20], Error> {
+    let mut id = [0u8; 20];
+    retry_busy(|| syscall5(abi::BLK_ID, u64::from(dev), id.as_mut_ptr() as u64, 20, 0, 0))?;
+    Ok(id)
+}
