@@ -16,6 +16,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     pub policy: Option<PathBuf>,
 
+    /// wardd's control socket (default: /run/ward/wardd.sock as root, else
+    /// $XDG_RUNTIME_DIR/ward/wardd.sock).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -34,6 +39,65 @@ pub enum Command {
 
     /// List the built-in images `ward run --image` can boot.
     Images,
+
+    /// Define a compartment in wardd (from the policy).
+    Create {
+        /// Its name.
+        name: CompartmentName,
+        /// Another image (ad-hoc app compartments only).
+        #[arg(long, value_name = "NAME")]
+        image: Option<String>,
+        /// Less memory than the policy grants, MiB.
+        #[arg(long, short = 'm', value_name = "MiB")]
+        memory: Option<u64>,
+        /// Remove it and its state when it stops.
+        #[arg(long)]
+        disposable: bool,
+    },
+    /// Start a compartment in wardd.
+    Start {
+        /// Its name.
+        name: String,
+    },
+    /// Stop a compartment: SIGTERM to its VMM, then SIGKILL after the timeout.
+    Stop {
+        /// Its name.
+        name: String,
+        /// Seconds before the stop is forced.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
+    /// Stop a compartment at once.
+    Kill {
+        /// Its name.
+        name: String,
+    },
+    /// Forget a stopped compartment and its state.
+    Rm {
+        /// Its name.
+        name: String,
+    },
+    /// List compartments: name, role, state, pid, uptime, memory, CPU, exit code.
+    Ls,
+    /// Show a compartment's full record.
+    Inspect {
+        /// Its name.
+        name: String,
+    },
+    /// Show a compartment's console history.
+    Logs {
+        /// Its name.
+        name: String,
+        /// Keep printing new output until it stops.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Show wardd's audit log.
+    Audit {
+        /// How many of the latest entries.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
 
     /// Check, show, explain and compare the policy (docs/POLICY.md).
     #[command(subcommand)]
@@ -120,6 +184,14 @@ pub struct RunArgs {
     /// Boot this kernel ELF instead of the built-in Ward kernel.
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
+
+    /// Remove the compartment and its state when it stops (with wardd).
+    #[arg(long)]
+    pub disposable: bool,
+
+    /// Run in this process even if wardd is running.
+    #[arg(long)]
+    pub foreground: bool,
 
     /// When the compartment stops, print host-side boot timings (from
     /// process start) to stderr.

@@ -7,8 +7,12 @@
 
 pub mod bench;
 pub mod cli;
+pub mod console_log;
+pub mod daemon;
 pub mod grant;
+pub mod manage;
 pub mod name;
 pub mod policy_cmd;
 pub mod policy_source;
 pub mod run;
+pub mod vmm_spec;

@@ -7,8 +7,10 @@ use std::time::Instant;
 use clap::Parser;
 
 use ward_compartments::cli::{BenchCommand, Cli, Command};
+use ward_compartments::daemon::paths::default_socket;
+use ward_compartments::daemon::proto::Request;
 use ward_compartments::policy_source::PolicySource;
-use ward_compartments::{bench, policy_cmd, run};
+use ward_compartments::{bench, manage, policy_cmd, run};
 
 fn main() -> ExitCode {
     let started = Instant::now();
@@ -17,7 +19,15 @@ fn main() -> ExitCode {
         .format(|buf, record| writeln!(buf, "ward: {}: {}", record.level().as_str().to_lowercase(), record.args()))
         .init();
 
+    let socket = cli.socket.clone().unwrap_or_else(default_socket);
     match cli.command {
+        Command::Run(args) if !args.foreground && args.kernel.is_none() && manage::daemon_available(&socket) => {
+            match run_in_daemon(&socket, &args) {
+                Ok(Some(code)) => ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)),
+                Ok(None) => ExitCode::from(run::EXIT_CRASHED),
+                Err(e) => fail(&e),
+            }
+        }
         Command::Run(args) => {
             match run::run(&args, &PolicySource::resolve(cli.policy.as_deref()), Box::new(std::io::stdout()), started) {
                 Ok(outcome) => {
@@ -39,6 +49,24 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e),
         },
+        Command::Create { name, image, memory, disposable } => {
+            let request = Request::Create { name: name.to_string(), image, memory_mib: memory, disposable };
+            done(manage::simple(&socket, &request).map(|()| String::new()))
+        }
+        Command::Start { name } => done(manage::simple(&socket, &Request::Start { name }).map(|()| String::new())),
+        Command::Stop { name, timeout } => {
+            let request = Request::Stop { name, timeout_ms: Some(timeout.saturating_mul(1000)) };
+            done(manage::simple(&socket, &request).map(|()| String::new()))
+        }
+        Command::Kill { name } => done(manage::simple(&socket, &Request::Kill { name }).map(|()| String::new())),
+        Command::Rm { name } => done(manage::simple(&socket, &Request::Remove { name }).map(|()| String::new())),
+        Command::Ls => done(manage::list(&socket)),
+        Command::Inspect { name } => done(manage::inspect(&socket, &name)),
+        Command::Audit { limit } => done(manage::audit(&socket, limit)),
+        Command::Logs { name, follow } => match manage::logs(&socket, &name, follow, &mut std::io::stdout()) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
         Command::Images => {
             print!("{}", run::images_report());
             ExitCode::SUCCESS
@@ -50,6 +78,39 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e),
         },
+    }
+}
+
+/// `ward run` with wardd: create, start, follow the console to the end;
+/// a disposable compartment is removed after.
+fn run_in_daemon(
+    socket: &std::path::Path,
+    args: &ward_compartments::cli::RunArgs,
+) -> Result<Option<i32>, manage::ManageError> {
+    let name = args.name.to_string();
+    let create = Request::Create {
+        name: name.clone(),
+        image: args.image.clone(),
+        memory_mib: args.memory,
+        disposable: args.disposable,
+    };
+    manage::simple(socket, &create)?;
+    manage::simple(socket, &Request::Start { name: name.clone() })?;
+    let code = manage::logs(socket, &name, true, &mut std::io::stdout())?;
+    if args.disposable {
+        manage::simple(socket, &Request::Remove { name })?;
+    }
+    Ok(code)
+}
+
+/// Prints a command's output, or its error.
+fn done(result: Result<String, manage::ManageError>) -> ExitCode {
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
     }
 }
 

@@ -1,0 +1,109 @@
+//! `wardd`: the Ward host supervisor.
+//!
+//! It owns the user's compartments: starts one `ward-vmm` process for each,
+//! keeps their state in sled, restarts them by their policy, starts the
+//! policy's `autostart` compartments, and answers `ward` on its control
+//! socket. SIGTERM or SIGINT stops every compartment and the daemon.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::Parser;
+
+use ward_compartments::daemon::paths::{Paths, default_socket, default_state_dir};
+use ward_compartments::daemon::server;
+use ward_compartments::daemon::supervisor::{Config, Supervisor};
+use ward_compartments::policy_source::PolicySource;
+
+/// wardd: the Ward host supervisor.
+#[derive(Debug, Parser)]
+#[command(name = "wardd", version)]
+struct Args {
+    /// The control socket (default: /run/ward/wardd.sock as root).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// State directory: store, console logs (default: /var/lib/ward as root).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// The policy (file or directory; default as for `ward`).
+    #[arg(long, value_name = "PATH")]
+    policy: Option<PathBuf>,
+    /// Cap of one console history file, bytes.
+    #[arg(long, default_value_t = ward_compartments::console_log::DEFAULT_CAP)]
+    log_cap: u64,
+    /// Do not jail VMM processes (for debugging only).
+    #[arg(long)]
+    no_jail: bool,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().filter_or("WARD_LOG", "info"))
+        .format(|buf, record| writeln!(buf, "wardd: {}: {}", record.level().as_str().to_lowercase(), record.args()))
+        .init();
+    let args = Args::parse();
+    let paths = Paths {
+        state_dir: args.state_dir.unwrap_or_else(default_state_dir),
+        socket: args.socket.unwrap_or_else(default_socket),
+    };
+    if let Err(e) = paths.create() {
+        eprintln!("wardd: error: cannot create {}: {e}", paths.state_dir.display());
+        return ExitCode::FAILURE;
+    }
+    let vmm_binary = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("ward-vmm")))
+        .unwrap_or_else(|| PathBuf::from("ward-vmm"));
+    let config = Config {
+        paths: paths.clone(),
+        policy: PolicySource::resolve(args.policy.as_deref()),
+        vmm_binary,
+        log_cap: args.log_cap,
+        jail: !args.no_jail,
+    };
+    let listener = match server::bind(&paths.socket) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("wardd: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let sup = match Supervisor::open(config) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("wardd: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
+            eprintln!("wardd: error: cannot handle signal {signal}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    match sup.autostart() {
+        Ok(started) if !started.is_empty() => log::info!("autostarted {}", started.join(", ")),
+        Ok(_) => {}
+        Err(e) => log::warn!("autostart: {}", e.1),
+    }
+    log::info!("serving {}", paths.socket.display());
+    let supervisor = {
+        let (sup, stop) = (Arc::clone(&sup), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                sup.supervise();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    server::serve(&listener, &sup, &stop);
+    log::info!("stopping every compartment");
+    let _ = supervisor.join();
+    sup.stop_all(Duration::from_secs(5));
+    let _ = std::fs::remove_file(&paths.socket);
+    ExitCode::SUCCESS
+}

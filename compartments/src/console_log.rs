@@ -1,0 +1,133 @@
+//! A compartment's console history on disk, with a size cap.
+//!
+//! The VMM appends console output to `<name>.log`; when that would pass the
+//! cap it renames the file to `<name>.log.1` (dropping the older one) and
+//! starts a new one, so the history on disk never exceeds twice the cap and
+//! always holds the most recent output. `ward logs` reads both in order.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// Default cap of one log file, in bytes.
+pub const DEFAULT_CAP: u64 = 1 << 20;
+
+/// The older half of a log.
+pub fn rotated(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".1");
+    PathBuf::from(p)
+}
+
+/// Appends to a log, rotating at the cap.
+#[derive(Debug)]
+pub struct CappedLog {
+    path: PathBuf,
+    file: File,
+    written: u64,
+    cap: u64,
+}
+
+impl CappedLog {
+    /// Opens `path` for appending, with `cap` bytes per file.
+    pub fn open(path: &Path, cap: u64) -> io::Result<Self> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let written = file.metadata()?.len();
+        Ok(Self { path: path.to_owned(), file, written, cap: cap.max(1) })
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        std::fs::rename(&self.path, rotated(&self.path))?;
+        self.file = OpenOptions::new().create(true).append(true).truncate(false).open(&self.path)?;
+        self.written = 0;
+        Ok(())
+    }
+}
+
+impl Write for CappedLog {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.written > 0 && self.written + buf.len() as u64 > self.cap {
+            self.rotate()?;
+        }
+        // A single write larger than the cap keeps only its tail.
+        let cap = usize::try_from(self.cap).unwrap_or(usize::MAX);
+        let keep = if buf.len() > cap { &buf[buf.len() - cap..] } else { buf };
+        self.file.write_all(keep)?;
+        self.written += keep.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// The whole history: the rotated file, then the current one.
+pub fn read_history(path: &Path) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for p in [rotated(path), path.to_owned()] {
+        match File::open(&p) {
+            Ok(mut f) => {
+                f.read_to_end(&mut out)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// Bytes of the current file from `offset` (all of it if the file is now
+/// shorter: it was rotated); returns them and the new offset.
+pub fn read_from(path: &Path, offset: u64) -> io::Result<(Vec<u8>, u64)> {
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+        Err(e) => return Err(e),
+    };
+    let len = f.metadata()?.len();
+    let start = if offset > len { 0 } else { offset };
+    f.seek(SeekFrom::Start(start))?;
+    let mut out = Vec::new();
+    f.read_to_end(&mut out)?;
+    let next = start + out.len() as u64;
+    Ok((out, next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(test: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ward-log-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("c.log")
+    }
+
+    #[test]
+    fn history_is_capped_and_keeps_the_latest_output() {
+        let p = path("cap");
+        let mut log = CappedLog::open(&p, 100).unwrap();
+        for i in 0..50 {
+            writeln!(log, "line {i:03}").unwrap();
+        }
+        let history = String::from_utf8(read_history(&p).unwrap()).unwrap();
+        assert!(history.len() <= 200, "{} bytes kept", history.len());
+        assert!(history.ends_with("line 049\n"), "{history}");
+        assert!(!history.contains("line 000"));
+        assert!(std::fs::metadata(&p).unwrap().len() <= 100);
+    }
+
+    #[test]
+    fn reading_on_follows_growth_and_restarts_after_rotation() {
+        let p = path("follow");
+        let mut log = CappedLog::open(&p, 64).unwrap();
+        log.write_all(b"hello\n").unwrap();
+        let (text, next) = read_from(&p, 0).unwrap();
+        assert_eq!((text.as_slice(), next), (&b"hello\n"[..], 6));
+        log.write_all(&[b'x'; 60]).unwrap(); // rotates: the new file is shorter than 6 + 60
+        let (text, _) = read_from(&p, 70).unwrap();
+        assert_eq!(text.len(), 60);
+    }
+}

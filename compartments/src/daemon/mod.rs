@@ -1,0 +1,10 @@
+//! `wardd`, the host supervisor: owns compartments, starts one `ward-vmm`
+//! process for each, watches them, and answers the `ward` command line on
+//! a control socket.
+
+pub mod client;
+pub mod paths;
+pub mod proto;
+pub mod server;
+pub mod state;
+pub mod supervisor;

@@ -1,0 +1,292 @@
+//! The control protocol between `ward` and `wardd`.
+//!
+//! One JSON object per line over a UNIX stream socket. Every message
+//! carries the protocol [`VERSION`]; the daemon answers a request of
+//! another version, a line that is not a request, or a line over
+//! [`MAX_LINE`] bytes with an error reply (and, for an oversized line,
+//! closes the connection), and keeps serving everyone else.
+
+use serde::{Deserialize, Serialize};
+
+/// Protocol version.
+pub const VERSION: u32 = 1;
+/// Longest request line, in bytes.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// A request and its version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    /// [`VERSION`].
+    pub version: u32,
+    /// What is asked.
+    pub request: Request,
+}
+
+/// What a client may ask.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Is the daemon there?
+    Ping,
+    /// Define a compartment (from the policy, optionally narrowing it).
+    Create {
+        /// Its name.
+        name: String,
+        /// An image other than the policy's (ad-hoc apps only).
+        image: Option<String>,
+        /// Less memory than the policy grants, in MiB.
+        memory_mib: Option<u64>,
+        /// Remove it and its state when it stops.
+        disposable: bool,
+    },
+    /// Start a created or stopped compartment.
+    Start {
+        /// Its name.
+        name: String,
+    },
+    /// Stop it: SIGTERM, then SIGKILL after `timeout_ms`.
+    Stop {
+        /// Its name.
+        name: String,
+        /// Grace period.
+        timeout_ms: Option<u64>,
+    },
+    /// Stop it at once (SIGKILL).
+    Kill {
+        /// Its name.
+        name: String,
+    },
+    /// Forget a stopped compartment and its state.
+    Remove {
+        /// Its name.
+        name: String,
+    },
+    /// Every compartment's status.
+    List,
+    /// One compartment's full record.
+    Inspect {
+        /// Its name.
+        name: String,
+    },
+    /// Console history from byte `from`; with `follow`, keep streaming
+    /// until the compartment stops.
+    Logs {
+        /// Its name.
+        name: String,
+        /// Start offset in the history.
+        from: u64,
+        /// Keep streaming.
+        follow: bool,
+    },
+    /// The audit log, newest last.
+    Audit {
+        /// At most this many entries.
+        limit: usize,
+    },
+}
+
+/// A compartment's lifecycle state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Defined, never started.
+    Created,
+    /// Its VMM is being started.
+    Starting,
+    /// Its VMM runs.
+    Running,
+    /// Being stopped.
+    Stopping,
+    /// Its VMM ended.
+    Stopped,
+    /// Waiting to be restarted (restart policy, with backoff).
+    Restarting,
+}
+
+/// What `ward ls` shows of a compartment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// Name.
+    pub name: String,
+    /// Role (from the policy).
+    pub role: String,
+    /// Image.
+    pub image: String,
+    /// Lifecycle state.
+    pub state: State,
+    /// VMM process id, while running.
+    pub pid: Option<u32>,
+    /// Seconds since it started, while running.
+    pub uptime_s: Option<u64>,
+    /// Guest memory granted, MiB.
+    pub memory_mib: u64,
+    /// Host memory its VMM uses now (RSS), KiB.
+    pub rss_kib: Option<u64>,
+    /// CPU time its VMM used, ms.
+    pub cpu_ms: Option<u64>,
+    /// Exit code of its last run.
+    pub exit_code: Option<i32>,
+    /// Restarts by the restart policy.
+    pub restarts: u32,
+}
+
+/// A reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reply {
+    /// Done.
+    Ok {
+        /// [`VERSION`].
+        version: u32,
+    },
+    /// Statuses.
+    List {
+        /// [`VERSION`].
+        version: u32,
+        /// One per compartment.
+        compartments: Vec<Status>,
+    },
+    /// A compartment's record, as pretty JSON.
+    Inspect {
+        /// [`VERSION`].
+        version: u32,
+        /// The record.
+        record: String,
+    },
+    /// A piece of console history (more may follow when following).
+    Log {
+        /// [`VERSION`].
+        version: u32,
+        /// The text.
+        text: String,
+        /// Offset after it.
+        next: u64,
+    },
+    /// The followed compartment stopped: end of the stream.
+    Exited {
+        /// [`VERSION`].
+        version: u32,
+        /// Its exit code, if it powered off.
+        exit_code: Option<i32>,
+    },
+    /// Audit entries.
+    Audit {
+        /// [`VERSION`].
+        version: u32,
+        /// One line each.
+        entries: Vec<String>,
+    },
+    /// The request failed.
+    Error {
+        /// [`VERSION`].
+        version: u32,
+        /// What kind of failure.
+        error: ErrorKind,
+        /// What, for a person.
+        message: String,
+    },
+}
+
+/// Why a request failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The line is not a request of this protocol.
+    Malformed,
+    /// The line is too long.
+    TooLarge,
+    /// Another protocol version.
+    Version,
+    /// No compartment of that name.
+    NotFound,
+    /// It exists already.
+    Exists,
+    /// Not in a state that allows it.
+    WrongState,
+    /// The policy does not allow it.
+    Denied,
+    /// The caller may not use the daemon.
+    Forbidden,
+    /// The daemon failed.
+    Internal,
+}
+
+impl Reply {
+    /// An error reply.
+    pub fn error(error: ErrorKind, message: impl Into<String>) -> Self {
+        Self::Error { version: VERSION, error, message: message.into() }
+    }
+
+    /// The success reply.
+    pub fn ok() -> Self {
+        Self::Ok { version: VERSION }
+    }
+}
+
+/// Parses one request line. Errors are the reply to send.
+pub fn parse_request(line: &str) -> Result<Request, Reply> {
+    if line.len() > MAX_LINE {
+        return Err(Reply::error(ErrorKind::TooLarge, format!("request over {MAX_LINE} bytes")));
+    }
+    // Check the version first, so a newer client gets a version error, not
+    // a confusing one about a request kind we do not know.
+    let value: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| Reply::error(ErrorKind::Malformed, format!("not JSON: {e}")))?;
+    match value.get("version").and_then(serde_json::Value::as_u64) {
+        Some(v) if v == u64::from(VERSION) => {}
+        Some(v) => {
+            return Err(Reply::error(ErrorKind::Version, format!("protocol version {v}; wardd speaks {VERSION}")));
+        }
+        None => return Err(Reply::error(ErrorKind::Malformed, "no protocol version")),
+    }
+    serde_json::from_value::<Envelope>(value)
+        .map(|e| e.request)
+        .map_err(|e| Reply::error(ErrorKind::Malformed, format!("not a request: {e}")))
+}
+
+/// Encodes a request line (with the newline).
+pub fn encode_request(request: &Request) -> String {
+    let envelope = Envelope { version: VERSION, request: request.clone() };
+    // Serialising our own types cannot fail; fall back to a request the
+    // daemon rejects rather than panicking.
+    serde_json::to_string(&envelope).unwrap_or_default() + "\n"
+}
+
+/// Encodes a reply line (with the newline).
+pub fn encode_reply(reply: &Reply) -> String {
+    serde_json::to_string(reply).unwrap_or_default() + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        for request in [
+            Request::Ping,
+            Request::Create { name: "mail".into(), image: None, memory_mib: Some(32), disposable: true },
+            Request::Stop { name: "mail".into(), timeout_ms: Some(500) },
+            Request::Logs { name: "mail".into(), from: 10, follow: true },
+        ] {
+            let line = encode_request(&request);
+            assert!(line.ends_with('\n'));
+            assert_eq!(parse_request(line.trim_end()), Ok(request));
+        }
+    }
+
+    #[test]
+    fn garbage_gets_a_typed_error() {
+        let kind = |line: &str| match parse_request(line) {
+            Err(Reply::Error { error, .. }) => Some(error),
+            _ => None,
+        };
+        assert_eq!(kind("hello"), Some(ErrorKind::Malformed));
+        assert_eq!(kind(r#"{"version":1}"#), Some(ErrorKind::Malformed));
+        assert_eq!(kind(r#"{"version":1,"request":{"kind":"format_disk"}}"#), Some(ErrorKind::Malformed));
+        assert_eq!(kind(r#"{"version":1,"request":{"kind":"ping"},"extra":1}"#), Some(ErrorKind::Malformed));
+        assert_eq!(kind(r#"{"version":9,"request":{"kind":"ping"}}"#), Some(ErrorKind::Version));
+        assert_eq!(kind(&"x".repeat(MAX_LINE + 1)), Some(ErrorKind::TooLarge));
+    }
+}

@@ -1,0 +1,570 @@
+//! Compartment lifecycle: create, start, stop, kill, remove, the restart
+//! policies, and finding compartments again after the daemon restarts.
+//!
+//! State changes happen under one lock and are saved (flushed) before the
+//! daemon acts on them, so every compartment is always accounted for: a
+//! daemon killed at any point finds, on restart, each record, and for each
+//! running one either its VMM still running (adopted) or the exit record
+//! it left.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use ward_policy::{Lookup, Role};
+
+use super::paths::Paths;
+use super::proto::{ErrorKind, Reply, State, Status};
+use super::state::{Record, Restart, Store, StoreError, now_ms};
+use crate::console_log;
+use crate::grant::grant;
+use crate::name::CompartmentName;
+use crate::policy_source::PolicySource;
+use crate::vmm_spec::{ExitRecord, VmmSpec};
+
+/// How long `stop` waits after SIGTERM before SIGKILL, by default.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait between restarts.
+pub const MAX_BACKOFF_MS: u64 = 30_000;
+/// How long a stopped disposable compartment stays before it is removed.
+pub const DISPOSABLE_GRACE_MS: u64 = 10_000;
+
+/// What the daemon was started with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Its directories.
+    pub paths: Paths,
+    /// Where the policy comes from.
+    pub policy: PolicySource,
+    /// The `ward-vmm` executable.
+    pub vmm_binary: PathBuf,
+    /// Cap of a console history file.
+    pub log_cap: u64,
+    /// Jail VMM processes.
+    pub jail: bool,
+}
+
+/// A lifecycle operation failed: the error reply.
+#[derive(Debug)]
+pub struct OpError(pub ErrorKind, pub String);
+
+impl From<StoreError> for OpError {
+    fn from(e: StoreError) -> Self {
+        Self(ErrorKind::Internal, e.to_string())
+    }
+}
+
+impl From<OpError> for Reply {
+    fn from(e: OpError) -> Self {
+        Reply::error(e.0, e.1)
+    }
+}
+
+/// The daemon's compartments.
+#[derive(Debug)]
+pub struct Supervisor {
+    config: Config,
+    store: Store,
+    /// Held across every state change.
+    ops: Mutex<()>,
+    /// VMMs this daemon started (it can wait for them); adopted ones after a
+    /// restart are watched by pid.
+    children: Mutex<HashMap<String, Child>>,
+}
+
+/// Backoff before restart number `failures` (1 s, 2 s, 4 s ... 30 s).
+pub fn backoff_ms(failures: u32) -> u64 {
+    (1000u64 << failures.min(15)).min(MAX_BACKOFF_MS)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Whether `pid` is a live `ward-vmm` running compartment `name`'s spec.
+fn is_our_vmm(pid: u32, spec: &std::path::Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // A zombie has exited; it only waits for its parent to reap it.
+    let zombie = stat.rfind(')').and_then(|i| stat.get(i + 2..i + 3)) == Some("Z");
+    !zombie
+        && args.first().is_some_and(|a| a.ends_with(b"ward-vmm"))
+        && args.contains(&spec.as_os_str().as_encoded_bytes())
+}
+
+/// Every live `ward-vmm` process and the spec file it runs.
+fn running_vmms() -> Vec<(u32, PathBuf)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            if !args.first()?.ends_with(b"ward-vmm") || args.get(1) != Some(&&b"--spec"[..]) {
+                return None;
+            }
+            let spec = PathBuf::from(String::from_utf8_lossy(args.get(2)?).into_owned());
+            is_our_vmm(pid, &spec).then_some((pid, spec))
+        })
+        .collect()
+}
+
+fn signal(pid: u32, sig: i32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        // SAFETY: kill has no memory-safety preconditions; a stale pid at
+        // worst signals nothing (ESRCH), and `is_our_vmm` is checked first.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+impl Supervisor {
+    /// Opens the store and finds the compartments again.
+    pub fn open(config: Config) -> Result<Self, StoreError> {
+        let store = Store::open(&config.paths.db())?;
+        let sup = Self { config, store, ops: Mutex::new(()), children: Mutex::new(HashMap::new()) };
+        sup.recover()?;
+        Ok(sup)
+    }
+
+    /// The store, for the audit log.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The console history file of `name`.
+    pub fn console_log(&self, name: &str) -> PathBuf {
+        self.config.paths.console_log(name)
+    }
+
+    /// After a restart of the daemon: each record that says running is
+    /// matched with its VMM process (adopted) or its exit record; a VMM the
+    /// store does not know (the daemon died right after starting it) is
+    /// adopted too.
+    fn recover(&self) -> Result<(), StoreError> {
+        let _guard = lock(&self.ops);
+        let live = running_vmms();
+        for mut rec in self.store.all()? {
+            let spec = self.config.paths.spec(&rec.name);
+            let vmm = live.iter().find(|(_, s)| *s == spec).map(|(pid, _)| *pid);
+            match (rec.state, vmm) {
+                (State::Running | State::Starting | State::Stopping, Some(pid)) => {
+                    rec.pid = Some(pid);
+                    if rec.state == State::Starting {
+                        rec.state = State::Running;
+                    }
+                    self.store.put(&rec)?;
+                    self.store.audit("adopt", &rec.name, &format!("pid {pid} (daemon restarted)"))?;
+                }
+                (State::Running | State::Starting | State::Stopping, None) => {
+                    self.finish(&mut rec, "while the daemon was down")?;
+                }
+                (_, Some(pid)) => {
+                    // Not ours to run any more: a stray.
+                    signal(pid, libc::SIGKILL);
+                    self.store.audit("kill-stray", &rec.name, &format!("pid {pid}"))?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates compartment `name` from the policy.
+    pub fn create(
+        &self,
+        name: &str,
+        image: Option<&str>,
+        memory_mib: Option<u64>,
+        disposable: bool,
+    ) -> Result<(), OpError> {
+        let valid = CompartmentName::new(name).map_err(|e| OpError(ErrorKind::Denied, e.to_string()))?;
+        let _guard = lock(&self.ops);
+        if self.store.get(name)?.is_some() {
+            return Err(OpError(ErrorKind::Exists, format!("compartment {name} exists")));
+        }
+        let policy = self.config.policy.load().map_err(|e| OpError(ErrorKind::Denied, e.to_string()))?;
+        let g = grant(&policy, &self.config.policy.describe(), &valid, memory_mib, image)
+            .map_err(|e| OpError(ErrorKind::Denied, e.to_string()))?;
+        if ward_images::image(&g.image).is_none() {
+            return Err(OpError(ErrorKind::Denied, format!("no image called {:?}", g.image)));
+        }
+        let (role, restart) = match policy.compartment(name) {
+            Lookup::Defined(spec) | Lookup::AdHoc(spec) => (spec.role.to_string(), restart_of(spec.restart)),
+            Lookup::Undefined => ("app".to_owned(), Restart::Never),
+        };
+        let record = Record {
+            name: name.to_owned(),
+            role,
+            image: g.image,
+            memory_mib: g.memory_mib,
+            cmdline: String::new(),
+            restart,
+            disposable,
+            state: State::Created,
+            pid: None,
+            started_at_ms: None,
+            exit_code: None,
+            restarts: 0,
+            failures: 0,
+            restart_at_ms: None,
+            created_at_ms: now_ms(),
+            ended_at_ms: None,
+        };
+        self.store.put(&record)?;
+        self.store.audit("create", name, &format!("image {} memory {} MiB", record.image, record.memory_mib))?;
+        Ok(())
+    }
+
+    /// Starts a created or stopped compartment.
+    pub fn start(&self, name: &str) -> Result<(), OpError> {
+        let _guard = lock(&self.ops);
+        let mut rec = self.get(name)?;
+        match rec.state {
+            State::Created | State::Stopped | State::Restarting => self.spawn(&mut rec),
+            state => Err(OpError(ErrorKind::WrongState, format!("compartment {name} is {state:?}"))),
+        }
+    }
+
+    fn get(&self, name: &str) -> Result<Record, OpError> {
+        self.store.get(name)?.ok_or_else(|| OpError(ErrorKind::NotFound, format!("no compartment {name}")))
+    }
+
+    /// Starts the VMM process of `rec` (the ops lock is held).
+    fn spawn(&self, rec: &mut Record) -> Result<(), OpError> {
+        let paths = &self.config.paths;
+        let internal = |what: &str, e: std::io::Error| OpError(ErrorKind::Internal, format!("{what}: {e}"));
+        let spec = VmmSpec {
+            name: rec.name.clone(),
+            image: rec.image.clone(),
+            memory_mib: rec.memory_mib,
+            cmdline: rec.cmdline.clone(),
+            console_log: paths.console_log(&rec.name),
+            log_cap: self.config.log_cap,
+            exit_file: paths.exit_file(&rec.name),
+            jail: self.config.jail,
+        };
+        let spec_path = paths.spec(&rec.name);
+        let json = serde_json::to_vec_pretty(&spec).map_err(|e| OpError(ErrorKind::Internal, e.to_string()))?;
+        std::fs::write(&spec_path, json).map_err(|e| internal("writing the spec", e))?;
+        let _ = std::fs::remove_file(paths.exit_file(&rec.name));
+        rec.state = State::Starting;
+        rec.pid = None;
+        self.store.put(rec)?;
+        let errors = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(paths.vmm_errors(&rec.name))
+            .map_err(|e| internal("opening the VMM error log", e))?;
+        let child = Command::new(&self.config.vmm_binary)
+            .arg("--spec")
+            .arg(&spec_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(errors)
+            .spawn()
+            .map_err(|e| internal(&format!("starting {}", self.config.vmm_binary.display()), e))?;
+        let pid = child.id();
+        lock(&self.children).insert(rec.name.clone(), child);
+        rec.state = State::Running;
+        rec.pid = Some(pid);
+        rec.started_at_ms = Some(now_ms());
+        rec.restart_at_ms = None;
+        self.store.put(rec)?;
+        self.store.audit("start", &rec.name, &format!("pid {pid}"))?;
+        Ok(())
+    }
+
+    /// Stops a compartment: SIGTERM, then SIGKILL after `timeout`. Returns
+    /// once its VMM is gone.
+    pub fn stop(&self, name: &str, timeout: Duration, force: bool) -> Result<(), OpError> {
+        let pid = {
+            let _guard = lock(&self.ops);
+            let mut rec = self.get(name)?;
+            match rec.state {
+                State::Running | State::Starting | State::Stopping => {}
+                State::Restarting => {
+                    rec.state = State::Stopped;
+                    rec.restart_at_ms = None;
+                    self.store.put(&rec)?;
+                    self.store.audit("stop", name, "restart cancelled")?;
+                    return Ok(());
+                }
+                state => return Err(OpError(ErrorKind::WrongState, format!("compartment {name} is {state:?}"))),
+            }
+            rec.state = State::Stopping;
+            self.store.put(&rec)?;
+            self.store.audit(if force { "kill" } else { "stop" }, name, "")?;
+            rec.pid
+        };
+        if let Some(pid) = pid.filter(|&p| is_our_vmm(p, &self.config.paths.spec(name))) {
+            signal(pid, if force { libc::SIGKILL } else { libc::SIGTERM });
+            let deadline = std::time::Instant::now() + timeout;
+            // A zombie is not "our VMM" any more: it has exited, and the
+            // supervision pass reaps it and records how.
+            while is_our_vmm(pid, &self.config.paths.spec(name)) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if is_our_vmm(pid, &self.config.paths.spec(name)) {
+                signal(pid, libc::SIGKILL);
+            }
+        }
+        // The supervision pass records the exit; wait for it.
+        for _ in 0..500 {
+            self.supervise();
+            if !matches!(self.store.get(name)?.map(|r| r.state), Some(State::Stopping)) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err(OpError(ErrorKind::Internal, format!("compartment {name} did not stop")))
+    }
+
+    /// Removes a stopped compartment and its files.
+    pub fn remove(&self, name: &str) -> Result<(), OpError> {
+        let _guard = lock(&self.ops);
+        let rec = self.get(name)?;
+        if !matches!(rec.state, State::Created | State::Stopped) {
+            return Err(OpError(
+                ErrorKind::WrongState,
+                format!("compartment {name} is {:?}; stop it first", rec.state),
+            ));
+        }
+        self.forget(name)?;
+        Ok(())
+    }
+
+    fn forget(&self, name: &str) -> Result<(), StoreError> {
+        let paths = &self.config.paths;
+        let log = paths.console_log(name);
+        for file in [paths.spec(name), paths.exit_file(name), console_log::rotated(&log), log, paths.vmm_errors(name)] {
+            let _ = std::fs::remove_file(file);
+        }
+        self.store.remove(name)?;
+        self.store.audit("remove", name, "")
+    }
+
+    /// Reaps our child `name` if it exited (so it is not left a zombie).
+    fn reap(&self, name: &str) -> Option<std::process::ExitStatus> {
+        let mut children = lock(&self.children);
+        let status = children.get_mut(name)?.try_wait().ok().flatten();
+        if status.is_some() {
+            children.remove(name);
+        }
+        status
+    }
+
+    /// One supervision pass: records VMMs that ended, applies restart
+    /// policies, starts restarts that are due. The daemon runs it every
+    /// 100 ms, so a killed VMM is noticed well within a second.
+    pub fn supervise(&self) {
+        let _guard = lock(&self.ops);
+        let Ok(records) = self.store.all() else { return };
+        for mut rec in records {
+            match rec.state {
+                State::Running | State::Stopping | State::Starting => {
+                    let status = self.reap(&rec.name);
+                    let gone = rec.pid.is_none_or(|pid| !is_our_vmm(pid, &self.config.paths.spec(&rec.name)));
+                    if status.is_some() || gone {
+                        let how = status.map_or_else(|| "exited".to_owned(), |s| s.to_string());
+                        if let Err(e) = self.finish(&mut rec, &how) {
+                            log::warn!("compartment {}: {e}", rec.name);
+                        }
+                    }
+                }
+                // A disposable compartment goes once its end was seen
+                // (`ward run --disposable` removes it at once; this catches
+                // a client that went away).
+                State::Stopped
+                    if rec.disposable && rec.ended_at_ms.is_some_and(|t| now_ms() > t + DISPOSABLE_GRACE_MS) =>
+                {
+                    if let Err(e) = self.forget(&rec.name) {
+                        log::warn!("compartment {}: {e}", rec.name);
+                    }
+                }
+                State::Restarting if rec.restart_at_ms.is_none_or(|at| at <= now_ms()) => {
+                    rec.restarts += 1;
+                    if let Err(e) = self.spawn(&mut rec) {
+                        log::warn!("compartment {}: restart failed: {}", rec.name, e.1);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Records the end of `rec`'s run and decides what comes next.
+    fn finish(&self, rec: &mut Record, how: &str) -> Result<(), StoreError> {
+        let exit: Option<ExitRecord> =
+            std::fs::read(self.config.paths.exit_file(&rec.name)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        rec.exit_code = exit.as_ref().and_then(|e| e.exit_code);
+        rec.pid = None;
+        rec.ended_at_ms = Some(now_ms());
+        let stopped_by_user = rec.state == State::Stopping;
+        let failed = rec.exit_code != Some(0);
+        let reason = match exit {
+            Some(e) => e.reason,
+            None if stopped_by_user => format!("stopped ({how})"),
+            None => format!("killed or crashed ({how})"),
+        };
+        self.store.audit("exit", &rec.name, &reason)?;
+        let restart = !stopped_by_user
+            && match rec.restart {
+                Restart::Never => false,
+                Restart::OnFailure => failed,
+                Restart::Always => true,
+            };
+        if restart {
+            rec.failures = if failed { rec.failures + 1 } else { 0 };
+            let wait = backoff_ms(rec.failures.saturating_sub(1));
+            rec.state = State::Restarting;
+            rec.restart_at_ms = Some(now_ms() + wait);
+            self.store.audit("restart-scheduled", &rec.name, &format!("in {wait} ms"))?;
+        } else {
+            rec.state = State::Stopped;
+        }
+        self.store.put(rec)
+    }
+
+    /// Statuses of every compartment.
+    pub fn list(&self) -> Result<Vec<Status>, OpError> {
+        let now = now_ms();
+        Ok(self
+            .store
+            .all()?
+            .into_iter()
+            .map(|r| {
+                let (rss_kib, cpu_ms) = r.pid.map_or((None, None), process_usage);
+                Status {
+                    uptime_s: r
+                        .started_at_ms
+                        .filter(|_| r.state == State::Running)
+                        .map(|t| now.saturating_sub(t) / 1000),
+                    name: r.name,
+                    role: r.role,
+                    image: r.image,
+                    state: r.state,
+                    pid: r.pid,
+                    memory_mib: r.memory_mib,
+                    rss_kib,
+                    cpu_ms,
+                    exit_code: r.exit_code,
+                    restarts: r.restarts,
+                }
+            })
+            .collect())
+    }
+
+    /// A record, pretty.
+    pub fn inspect(&self, name: &str) -> Result<String, OpError> {
+        let rec = self.get(name)?;
+        serde_json::to_string_pretty(&rec).map_err(|e| OpError(ErrorKind::Internal, e.to_string()))
+    }
+
+    /// The state of `name`, if it exists.
+    pub fn state_of(&self, name: &str) -> Result<Option<(State, Option<i32>)>, OpError> {
+        Ok(self.store.get(name)?.map(|r| (r.state, r.exit_code)))
+    }
+
+    /// Starts every compartment the policy marks `autostart`, identity and
+    /// storage first, then communication, then apps.
+    pub fn autostart(&self) -> Result<Vec<String>, OpError> {
+        let policy = self.config.policy.load().map_err(|e| OpError(ErrorKind::Denied, e.to_string()))?;
+        let mut names: Vec<(u8, String)> = policy
+            .spec()
+            .compartments
+            .iter()
+            .filter(|(_, spec)| spec.autostart)
+            .map(|(name, spec)| (role_order(spec.role), name.clone()))
+            .collect();
+        names.sort();
+        let mut started = Vec::new();
+        for (_, name) in names {
+            if self.store.get(&name)?.is_none() {
+                self.create(&name, None, None, false)?;
+            }
+            if matches!(self.state_of(&name)?, Some((State::Created | State::Stopped, _))) {
+                self.start(&name)?;
+                started.push(name);
+            }
+        }
+        Ok(started)
+    }
+
+    /// Stops every running compartment (daemon shutdown).
+    pub fn stop_all(&self, timeout: Duration) {
+        let running: Vec<String> = self
+            .store
+            .all()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| matches!(r.state, State::Running | State::Starting | State::Restarting))
+            .map(|r| r.name)
+            .collect();
+        std::thread::scope(|s| {
+            for name in &running {
+                s.spawn(move || {
+                    if let Err(e) = self.stop(name, timeout, false) {
+                        log::warn!("stopping {name}: {}", e.1);
+                    }
+                });
+            }
+        });
+    }
+}
+
+/// Dependency order of roles at autostart.
+pub fn role_order(role: Role) -> u8 {
+    match role {
+        Role::Identity => 0,
+        Role::Storage => 1,
+        Role::Communication => 2,
+        Role::App => 3,
+    }
+}
+
+fn restart_of(policy: ward_policy::RestartPolicy) -> Restart {
+    match policy {
+        ward_policy::RestartPolicy::Never => Restart::Never,
+        ward_policy::RestartPolicy::OnFailure => Restart::OnFailure,
+        ward_policy::RestartPolicy::Always => Restart::Always,
+    }
+}
+
+/// RSS (KiB) and CPU time (ms) of a process, from /proc.
+fn process_usage(pid: u32) -> (Option<u64>, Option<u64>) {
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok());
+    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| {
+        let rest = s.get(s.rfind(')')? + 2..)?;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok().filter(|&h| h > 0)?;
+        Some(ticks * 1000 / hz)
+    });
+    (rss, cpu)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        assert_eq!(backoff_ms(0), 1000);
+        assert_eq!(backoff_ms(1), 2000);
+        assert_eq!(backoff_ms(4), 16_000);
+        assert_eq!(backoff_ms(5), MAX_BACKOFF_MS);
+        assert_eq!(backoff_ms(u32::MAX), MAX_BACKOFF_MS);
+    }
+
+    #[test]
+    fn identity_and_storage_start_before_apps() {
+        let mut roles = [Role::App, Role::Storage, Role::Communication, Role::Identity];
+        roles.sort_by_key(|r| role_order(*r));
+        assert_eq!(roles, [Role::Identity, Role::Storage, Role::Communication, Role::App]);
+    }
+}

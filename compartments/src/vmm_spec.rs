@@ -1,0 +1,37 @@
+//! What `wardd` tells a `ward-vmm` process to run: a compartment's resolved
+//! spec, written as JSON for the process to read at start.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// A compartment to run, fully resolved (the policy already decided).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmmSpec {
+    /// Compartment name.
+    pub name: String,
+    /// Built-in image.
+    pub image: String,
+    /// Guest memory, MiB.
+    pub memory_mib: u64,
+    /// Kernel command line.
+    pub cmdline: String,
+    /// Console history file.
+    pub console_log: PathBuf,
+    /// Cap of one console history file, bytes.
+    pub log_cap: u64,
+    /// Where the process writes its exit code when the guest stops.
+    pub exit_file: PathBuf,
+    /// Jail the process before the VM starts.
+    pub jail: bool,
+}
+
+/// What the exit file holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// The guest's exit code, if it powered off.
+    pub exit_code: Option<i32>,
+    /// How it ended, for people.
+    pub reason: String,
+}
