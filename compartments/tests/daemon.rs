@@ -1,0 +1,336 @@
+//! wardd with real processes on real KVM: many compartments at once, VMMs
+//! and the daemon itself killed with SIGKILL, garbage on the socket, the
+//! console history cap, shutdown. Each test ends with every compartment
+//! accounted for and no stray VMM process.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const POLICY: &str = r#"
+[compartment.keeper]
+role = "app"
+image = "idle"
+memory = 16
+restart = "always"
+
+[template.app]
+image = "idle"
+memory = 16
+"#;
+
+/// A wardd of its own, in temporary directories.
+struct Daemon {
+    dir: PathBuf,
+    child: Option<Child>,
+    extra: Vec<String>,
+}
+
+fn bin(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ward")).with_file_name(name)
+}
+
+impl Daemon {
+    fn start(test: &str, policy: &str, extra: &[&str]) -> Self {
+        assert!(Path::new("/dev/kvm").exists(), "/dev/kvm is missing: these tests need it and never skip");
+        let dir = std::env::temp_dir().join(format!("ward-daemon-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("policy.toml"), policy).unwrap();
+        let mut d = Self { dir, child: None, extra: extra.iter().map(|s| (*s).to_owned()).collect() };
+        d.spawn();
+        d
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("wardd.sock")
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(bin("wardd"))
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .arg("--policy")
+            .arg(self.dir.join("policy.toml"))
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join("wardd.log")).unwrap())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        wait_until("wardd answers", Duration::from_secs(10), || self.ward(&["ls"]).status.success());
+    }
+
+    fn ward(&self, args: &[&str]) -> Output {
+        Command::new(bin("ward")).arg("--socket").arg(self.socket()).args(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.ward(args);
+        assert!(out.status.success(), "ward {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// (state, pid, restarts) of each compartment, from `ward ls`.
+    fn table(&self) -> Vec<(String, String, Option<u32>, u32)> {
+        self.ok(&["ls"])
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f[0].to_owned(), f[2].to_owned(), f[3].parse().ok(), f[9].parse().unwrap())
+            })
+            .collect()
+    }
+
+    fn state(&self, name: &str) -> Option<String> {
+        self.table().into_iter().find(|r| r.0 == name).map(|r| r.1)
+    }
+
+    fn kill_daemon(&mut self, signal: i32) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signalling our own child process.
+            unsafe { libc_kill(i32::try_from(child.id()).unwrap(), signal) };
+            let _ = child.wait();
+        }
+    }
+
+    /// Live ward-vmm processes started for this daemon.
+    fn vmms(&self) -> Vec<u32> {
+        let marker = self.dir.join("state").to_string_lossy().into_owned();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let zombie = stat.rfind(')').and_then(|i| stat.get(i + 2..i + 3)) == Some("Z");
+                let program = cmd.split(|&b| b == 0).next().unwrap_or_default();
+                !zombie && program.ends_with(b"ward-vmm") && String::from_utf8_lossy(&cmd).contains(&marker)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill_daemon(15);
+        // Whatever a failed test left: never leave VMMs behind.
+        for pid in self.vmms() {
+            // SAFETY: killing a stray VMM of this test.
+            unsafe { libc_kill(i32::try_from(pid).unwrap_or(0), 9) };
+        }
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn twenty_compartments_start_at_once_and_stop() {
+    let d = Daemon::start("twenty", POLICY, &["--no-jail"]);
+    let names: Vec<String> = (0..20).map(|i| format!("c{i:02}")).collect();
+    std::thread::scope(|s| {
+        for name in &names {
+            let d = &d;
+            s.spawn(move || {
+                d.ok(&["create", name]);
+                d.ok(&["start", name]);
+            });
+        }
+    });
+    wait_until("all twenty sleep", Duration::from_secs(60), || {
+        names.iter().all(|n| String::from_utf8_lossy(&d.ward(&["logs", n]).stdout).contains("sleeper: sleeping"))
+    });
+    let running = d.table().iter().filter(|r| r.1 == "running").count();
+    assert_eq!(running, 20, "{}", d.ok(&["ls"]));
+    assert_eq!(d.vmms().len(), 20);
+    std::thread::scope(|s| {
+        for name in &names {
+            let d = &d;
+            s.spawn(move || d.ok(&["stop", name, "--timeout", "2"]));
+        }
+    });
+    let table = d.table();
+    assert_eq!(table.len(), 20);
+    assert!(table.iter().all(|r| r.1 == "stopped"), "{table:?}");
+    assert!(d.vmms().is_empty(), "stray VMMs: {:?}", d.vmms());
+}
+
+#[test]
+fn a_vmm_killed_with_sigkill_is_noticed_and_restarted() {
+    let d = Daemon::start("sigkill", POLICY, &["--no-jail"]);
+    d.ok(&["create", "keeper"]);
+    d.ok(&["start", "keeper"]);
+    let pid = d.table()[0].2.expect("keeper has a pid");
+    // SAFETY: killing the VMM this test's daemon started.
+    unsafe { libc_kill(i32::try_from(pid).unwrap(), 9) };
+    let killed = Instant::now();
+    wait_until("the exit is recorded", Duration::from_secs(1), || d.ok(&["audit"]).contains("exit keeper"));
+    assert!(killed.elapsed() < Duration::from_secs(1), "noticed after {:?}", killed.elapsed());
+    wait_until("keeper runs again", Duration::from_secs(10), || {
+        let row = &d.table()[0];
+        row.1 == "running" && row.2.is_some_and(|p| p != pid) && row.3 == 1
+    });
+    assert!(d.ok(&["audit"]).contains("restart-scheduled keeper"));
+    d.ok(&["stop", "keeper"]);
+    assert!(d.vmms().is_empty());
+}
+
+#[test]
+fn a_daemon_killed_mid_start_finds_every_compartment_again() {
+    let mut d = Daemon::start("crash", POLICY, &["--no-jail"]);
+    let names: Vec<String> = (0..6).map(|i| format!("m{i}")).collect();
+    for n in &names {
+        d.ok(&["create", n]);
+    }
+    let starts: Vec<Child> = names
+        .iter()
+        .map(|n| Command::new(bin("ward")).arg("--socket").arg(d.socket()).args(["start", n]).spawn().unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(60));
+    d.kill_daemon(9);
+    for mut s in starts {
+        let _ = s.wait();
+    }
+    let vmms_before = d.vmms().len();
+    d.spawn();
+    let table = d.table();
+    assert_eq!(table.len(), 6, "every compartment is accounted for: {table:?}");
+    let running = table.iter().filter(|r| r.1 == "running").count();
+    assert_eq!(running, d.vmms().len(), "running records match live VMMs: {table:?}");
+    assert!(running >= vmms_before.min(6) || vmms_before == 0, "adopted {running} of {vmms_before}");
+    for n in &names {
+        if d.state(n).as_deref() == Some("running") {
+            d.ok(&["stop", n, "--timeout", "2"]);
+        }
+    }
+    assert!(d.vmms().is_empty(), "stray VMMs: {:?}", d.vmms());
+}
+
+#[test]
+fn a_thousand_garbage_requests_never_stop_the_daemon() {
+    let d = Daemon::start("garbage", POLICY, &["--no-jail"]);
+    let garbage: Vec<Vec<u8>> = vec![
+        b"hello\n".to_vec(),
+        b"{\n".to_vec(),
+        b"{\"version\":1}\n".to_vec(),
+        b"{\"version\":2,\"request\":{\"kind\":\"ping\"}}\n".to_vec(),
+        b"{\"version\":1,\"request\":{\"kind\":\"format_disk\"}}\n".to_vec(),
+        b"{\"version\":1,\"request\":{\"kind\":\"start\",\"name\":\"../../etc\"}}\n".to_vec(),
+        vec![0xff, 0x00, 0x13, b'\n'],
+        [vec![b'x'; 70_000], vec![b'\n']].concat(),
+    ];
+    for i in 0..1000 {
+        let mut s = UnixStream::connect(d.socket()).unwrap();
+        s.write_all(&garbage[i % garbage.len()]).unwrap();
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).unwrap();
+        assert!(line.contains("\"kind\":\"error\""), "request {i} got {line:?}");
+    }
+    assert!(d.ward(&["ls"]).status.success());
+    assert!(d.ok(&["audit"]).is_empty() || !d.ok(&["audit"]).contains("start"));
+}
+
+#[test]
+fn console_history_stays_under_its_cap() {
+    let d = Daemon::start("logcap", POLICY, &["--no-jail", "--log-cap", "300"]);
+    d.ok(&["create", "chatty", "--image", "hello"]);
+    d.ok(&["start", "chatty"]);
+    wait_until("chatty stops", Duration::from_secs(20), || d.state("chatty").as_deref() == Some("stopped"));
+    let log = d.dir.join("state/logs/chatty.log");
+    let current = std::fs::metadata(&log).unwrap().len();
+    let rotated = std::fs::metadata(log.with_extension("log.1")).unwrap().len();
+    assert!(current <= 300 && rotated <= 300, "{current} + {rotated} bytes on disk");
+    let history = d.ok(&["logs", "chatty"]);
+    assert!(history.trim_end().ends_with("powering off with exit code 0"), "{history}");
+    assert!(!history.contains("Ward kernel"), "the oldest output should be gone: {history}");
+}
+
+#[test]
+fn sigterm_stops_every_compartment_and_the_daemon() {
+    let mut d = Daemon::start("sigterm", POLICY, &["--no-jail"]);
+    for n in ["t1", "t2", "t3"] {
+        d.ok(&["create", n]);
+        d.ok(&["start", n]);
+    }
+    wait_until("three VMMs", Duration::from_secs(10), || d.vmms().len() == 3);
+    d.kill_daemon(15);
+    assert!(d.vmms().is_empty(), "stray VMMs after SIGTERM: {:?}", d.vmms());
+    d.spawn();
+    let table = d.table();
+    assert!(table.len() == 3 && table.iter().all(|r| r.1 == "stopped"), "{table:?}");
+}
+
+#[test]
+fn autostart_starts_identity_and_storage_before_apps() {
+    let policy = r#"
+[compartment.a-app]
+role = "app"
+image = "idle"
+memory = 16
+autostart = true
+
+[compartment.b-vault]
+role = "identity"
+image = "idle"
+memory = 16
+autostart = true
+
+[compartment.c-store]
+role = "storage"
+image = "idle"
+memory = 16
+autostart = true
+"#;
+    let d = Daemon::start("autostart", policy, &["--no-jail"]);
+    let audit = d.ok(&["audit"]);
+    let order: Vec<&str> =
+        audit.lines().filter(|l| l.contains(" start ")).filter_map(|l| l.split(' ').nth(2)).collect();
+    assert_eq!(order, ["b-vault", "c-store", "a-app"], "{audit}");
+    for n in ["a-app", "b-vault", "c-store"] {
+        d.ok(&["stop", n, "--timeout", "2"]);
+    }
+}
+
+#[test]
+fn the_socket_is_private_and_other_users_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Daemon::start("peer", POLICY, &["--no-jail"]);
+    let mode = std::fs::metadata(d.socket()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // Open the file mode so the peer-credential check is what refuses.
+    std::fs::set_permissions(d.socket(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::set_permissions(&d.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    use std::os::unix::process::CommandExt;
+    let out =
+        Command::new(bin("ward")).arg("--socket").arg(d.socket()).arg("ls").uid(65534).gid(65534).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("you may not use this wardd"), "{err}");
+}
+
+#[test]
+fn disposable_run_leaves_nothing_behind() {
+    let d = Daemon::start("disposable", POLICY, &["--no-jail"]);
+    let out = d.ward(&["run", "once", "--disposable", "--image", "hello"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hello from ring 3"));
+    assert!(d.table().is_empty(), "{:?}", d.table());
+    assert!(!d.dir.join("state/logs/once.log").exists());
+}
