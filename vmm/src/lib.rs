@@ -13,6 +13,7 @@
 //! - [`boot`]: the boot info and command line written into guest memory;
 //! - [`arch`]: x86_64 specifics: GDT, page tables, CPUID, MSRs, registers;
 //! - [`devices`]: the MMIO bus and the devices on it;
+//! - [`seccomp`]: the system calls each VMM thread may make;
 //! - [`vcpu`]: the vCPU run loop and what each exit means;
 //! - [`vm`]: putting it together, and the timings of a boot.
 
@@ -22,6 +23,7 @@ pub mod devices;
 pub mod kvm;
 pub mod loader;
 pub mod memory;
+pub mod seccomp;
 pub mod vcpu;
 pub mod vm;
 

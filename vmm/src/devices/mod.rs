@@ -7,6 +7,7 @@
 pub mod bus;
 pub mod debug_console;
 pub mod page_service;
+pub mod virtio;
 mod warn_once;
 
 pub use bus::{BusDevice, BusError, MmioBus};
