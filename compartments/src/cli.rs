@@ -147,6 +147,21 @@ pub enum BenchCommand {
     /// Boot a compartment N times, each in a fresh `ward run --timing`
     /// process, and print the median and spread of each boot milestone.
     Boot(BenchBootArgs),
+    /// With a running wardd: start idle compartments in waves and report
+    /// start-to-first-console-line times and host memory per compartment.
+    Fleet(BenchFleetArgs),
+}
+
+/// Arguments of `ward bench fleet`.
+#[derive(Debug, Args)]
+pub struct BenchFleetArgs {
+    /// Fleet sizes to measure, in order.
+    #[arg(long, value_delimiter = ',', default_value = "1,10,50")]
+    pub sizes: Vec<usize>,
+
+    /// Guest memory of each compartment, MiB.
+    #[arg(long, default_value_t = 16)]
+    pub memory: u64,
 }
 
 /// Arguments of `ward bench boot`.

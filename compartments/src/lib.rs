@@ -9,6 +9,7 @@ pub mod bench;
 pub mod cli;
 pub mod console_log;
 pub mod daemon;
+pub mod fleet;
 pub mod grant;
 pub mod manage;
 pub mod name;

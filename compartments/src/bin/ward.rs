@@ -10,7 +10,7 @@ use ward_compartments::cli::{BenchCommand, Cli, Command};
 use ward_compartments::daemon::paths::default_socket;
 use ward_compartments::daemon::proto::Request;
 use ward_compartments::policy_source::PolicySource;
-use ward_compartments::{bench, manage, policy_cmd, run};
+use ward_compartments::{bench, fleet, manage, policy_cmd, run};
 
 fn main() -> ExitCode {
     let started = Instant::now();
@@ -71,6 +71,7 @@ fn main() -> ExitCode {
             print!("{}", run::images_report());
             ExitCode::SUCCESS
         }
+        Command::Bench(BenchCommand::Fleet(args)) => done(fleet::fleet(&socket, &args)),
         Command::Bench(BenchCommand::Boot(args)) => match bench::boot(&args) {
             Ok(report) => {
                 print!("{report}");
