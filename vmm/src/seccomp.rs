@@ -9,9 +9,10 @@
 //!
 //! The common set is what any Rust thread needs to live and end:
 //! `futex`, memory (`mmap` and `mprotect` never with `PROT_EXEC`,
-//! `munmap`, `mremap`, `brk`, `madvise`), `close`, `getrandom` (hash map
-//! keys), `sched_yield`, `rt_sigprocmask`, `sigaltstack`, `exit`, and the
-//! clock calls the vDSO may fall back to. Nothing opens a file, makes a
+//! `munmap`, `mremap`, `brk`, `madvise`), `close` (and `fcntl(F_GETFD)`,
+//! which debug builds of std call before it), `getrandom` (hash map keys),
+//! `sched_yield`, `rt_sigprocmask`, `sigaltstack`, `exit`, and the clock
+//! calls the vDSO may fall back to. Nothing opens a file, makes a
 //! socket, maps executable memory, creates a process or a thread, or
 //! changes credentials: a guest that took over a VMM thread gets no new
 //! resource from the host.
@@ -149,6 +150,9 @@ fn rule(role: ThreadRole, conditions: Vec<SeccompCondition>) -> Result<SeccompRu
 pub fn rules(role: ThreadRole) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SeccompError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
         COMMON.iter().chain(plain_calls(role)).map(|&call| (call, Vec::new())).collect();
+    // Rust's debug builds check a descriptor is open before closing it.
+    let get_fd = u64::try_from(libc::F_GETFD).unwrap_or(1);
+    rules.insert(libc::SYS_fcntl, vec![rule(role, vec![condition(role, 1, SeccompCmpOp::Eq, get_fd)?])?]);
     // Memory, never executable.
     let exec = u64::try_from(libc::PROT_EXEC).unwrap_or(4);
     for call in [libc::SYS_mmap, libc::SYS_mprotect] {

@@ -17,10 +17,14 @@ use crate::arch::{cpu, gdt, paging};
 use crate::boot::{self, BootError, ModuleSpec};
 use crate::devices::debug_console::{BootClock, DebugConsole, PowerControl};
 use crate::devices::page_service::PageService;
+use crate::devices::virtio::console::SharedSink;
+use crate::devices::virtio::event_loop::{EventLoop, EventLoopError, StopHandle};
+use crate::devices::virtio::setup::{self, VirtioConfig, VirtioError};
 use crate::devices::{BusError, MmioBus};
 use crate::kvm::{self, KvmError};
 use crate::loader::{self, LoaderError};
 use crate::memory::{self, MemoryError};
+use crate::seccomp::{self, SeccompError, SeccompMode, ThreadRole};
 use crate::vcpu::{self, VcpuError};
 
 pub use crate::vcpu::GuestExit;
@@ -44,6 +48,12 @@ pub struct VmConfig {
     pub modules: Vec<ModuleSpec>,
     /// The KVM device.
     pub kvm_path: PathBuf,
+    /// The virtio devices (console, entropy, disks); none by default.
+    pub virtio: VirtioConfig,
+    /// Which threads get a seccomp filter. Real runs want
+    /// [`SeccompMode::AllThreads`]; tests inside a test harness
+    /// [`SeccompMode::Off`].
+    pub seccomp: SeccompMode,
 }
 
 /// Building or running the VM failed on the host side.
@@ -103,6 +113,21 @@ pub enum VmError {
     /// Running the vCPU failed.
     #[error(transparent)]
     Vcpu(#[from] VcpuError),
+    /// The virtio devices could not be set up.
+    #[error(transparent)]
+    Virtio(#[from] VirtioError),
+    /// The device loop could not be set up or failed.
+    #[error(transparent)]
+    DeviceLoop(#[from] EventLoopError),
+    /// The device thread could not start.
+    #[error("cannot start the virtio device thread: {0}")]
+    SpawnDeviceThread(std::io::Error),
+    /// The device thread panicked (a VMM bug, never the guest's doing).
+    #[error("the virtio device thread panicked")]
+    DeviceThreadPanicked,
+    /// A seccomp filter could not be installed.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
 }
 
 /// Host-side durations from process start to each boot milestone.
@@ -143,6 +168,8 @@ pub struct Vm {
     started: Instant,
     vm_created: Duration,
     name: String,
+    devices: Option<(EventLoop, StopHandle)>,
+    seccomp: SeccompMode,
     _memory: GuestMemoryMmap,
 }
 
@@ -159,6 +186,16 @@ impl Vm {
         // Check what the user gave before touching KVM.
         let memory_size = memory::checked_size(config.memory_mib)?;
         loader::check(&config.kernel, memory_size)?;
+        // The debug console and the virtio console share the sink; without
+        // a virtio console the debug console has it to itself, as before.
+        let (console, virtio_sink) = if config.virtio.console.is_some() {
+            let shared = SharedSink::new(console);
+            (Box::new(shared.clone()) as Box<dyn Write + Send>, Some(shared))
+        } else {
+            (console, None)
+        };
+        // Disk files are opened and checked before KVM is touched.
+        let virtio_devices = setup::build(&config.name, &config.virtio, virtio_sink.as_ref())?;
 
         let kvm = kvm::open(&config.kvm_path)?;
         let vm = kvm.create_vm().map_err(VmError::CreateVm)?;
@@ -179,7 +216,7 @@ impl Vm {
         bus.insert(debug_console::BASE, debug_console::SIZE, console.clone())?;
         let page_service = PageService::new(&config.name, mem.clone());
         bus.insert(pages::BASE, pages::SIZE, Arc::new(Mutex::new(page_service)))?;
-        let devices = [
+        let mut devices = vec![
             DeviceInfo {
                 kind: DeviceKind::DebugConsole as u32,
                 irq: 0,
@@ -188,6 +225,9 @@ impl Vm {
             },
             DeviceInfo { kind: DeviceKind::PageService as u32, irq: 0, mmio_base: pages::BASE, mmio_size: pages::SIZE },
         ];
+        let attached = setup::attach(&vm, &mut bus, &mem, &config.name, virtio_devices)?;
+        devices.extend(attached.infos);
+        let device_loop = if attached.workers.is_empty() { None } else { Some(EventLoop::new(attached.workers)?) };
 
         let modules = boot::place_modules(&mem, memory_size, &kernel, &config.modules)?;
         let mut mmio: Vec<(u64, u64)> = devices.iter().map(|d| (d.mmio_base, d.mmio_size)).collect();
@@ -218,23 +258,82 @@ impl Vm {
             started,
             vm_created,
             name: config.name.clone(),
+            devices: device_loop,
+            seccomp: config.seccomp,
             _memory: mem,
         })
     }
 
-    /// Runs the guest on a vCPU thread until it stops.
+    /// Runs the guest on a vCPU thread, and its virtio devices on a device
+    /// thread, until it stops. With seccomp on, each thread installs its
+    /// filter before it does the guest's work; with
+    /// [`SeccompMode::AllThreads`] the calling thread installs the main
+    /// filter once the others run, and keeps it.
     pub fn run(self) -> Result<VmOutcome, VmError> {
-        let Self { mut vcpu, _vm, _kvm, bus, console, power, clock, started, vm_created, name, _memory } = self;
-        let exit = std::thread::scope(|scope| {
-            let handle = std::thread::Builder::new()
-                .name(format!("vcpu0-{name}"))
-                .spawn_scoped(scope, || vcpu::run(&mut vcpu, &bus, &power, &name))
-                .map_err(VmError::SpawnVcpu)?;
-            handle.join().map_err(|_| VmError::VcpuPanicked)?.map_err(VmError::from)
-        });
+        let Self {
+            mut vcpu,
+            _vm,
+            _kvm,
+            bus,
+            console,
+            power,
+            clock,
+            started,
+            vm_created,
+            name,
+            devices,
+            seccomp,
+            _memory,
+        } = self;
+        let filtered = seccomp != SeccompMode::Off;
+        let (exit, devices_result) = std::thread::scope(|scope| {
+            let (device_thread, stop) = match devices {
+                Some((event_loop, stop)) => {
+                    let thread = std::thread::Builder::new()
+                        .name(format!("virtio-{name}"))
+                        .spawn_scoped(scope, move || {
+                            if filtered {
+                                seccomp::install(ThreadRole::DeviceLoop)?;
+                            }
+                            event_loop.run().map_err(VmError::from)
+                        })
+                        .map_err(VmError::SpawnDeviceThread)?;
+                    (Some(thread), Some(stop))
+                }
+                None => (None, None),
+            };
+            let vcpu_thread = std::thread::Builder::new().name(format!("vcpu0-{name}")).spawn_scoped(scope, || {
+                if filtered {
+                    seccomp::install(ThreadRole::Vcpu)?;
+                }
+                vcpu::run(&mut vcpu, &bus, &power, &name).map_err(VmError::from)
+            });
+            let exit = match vcpu_thread {
+                Ok(thread) => {
+                    if seccomp == SeccompMode::AllThreads
+                        && let Err(e) = seccomp::install(ThreadRole::Main)
+                    {
+                        // The guest runs already; stop it is all we could do,
+                        // and the vCPU filter holds: log and go on.
+                        log::error!("compartment {name}: {e}");
+                    }
+                    thread.join().map_err(|_| VmError::VcpuPanicked).and_then(|exit| exit)
+                }
+                Err(e) => Err(VmError::SpawnVcpu(e)),
+            };
+            // The guest stopped: so do its devices.
+            if let Some(stop) = stop {
+                stop.stop();
+            }
+            let devices_result = device_thread.map_or(Ok(()), |thread| {
+                thread.join().map_err(|_| VmError::DeviceThreadPanicked).and_then(|result| result)
+            });
+            Ok::<_, VmError>((exit, devices_result))
+        })?;
         // Whatever the guest printed last reaches the user, crash or not.
         console.lock().unwrap_or_else(PoisonError::into_inner).flush_line();
         let exit = exit?;
+        devices_result?;
         let since = |at: Option<&Instant>| at.map(|t| t.saturating_duration_since(started));
         let timings = BootTimings {
             vm_created: Some(vm_created),
@@ -267,4 +366,87 @@ fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmError> {
 /// Boots `config` and runs it to the end: [`Vm::new`] then [`Vm::run`].
 pub fn run(config: &VmConfig, console: Box<dyn Write + Send>, started: Instant) -> Result<VmOutcome, VmError> {
     Vm::new(config, console, started)?.run()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::virtio::block::DiskConfig;
+    use crate::devices::virtio::console::ConsoleConfig;
+    use crate::loader::test_elf::build;
+    use vm_memory::{Bytes, GuestAddress};
+    use ward_abi::boot::BootInfo;
+    use ward_abi::layout::{BOOT_INFO_ADDR, KERNEL_BASE, PHYS_MAP_BASE};
+    use ward_abi::virtio::{FIRST_GSI, FIRST_SLOT_BASE};
+    use zerocopy::FromBytes;
+
+    /// A kernel whose first instructions power off with exit code 7.
+    fn power_off_kernel() -> Arc<[u8]> {
+        let register = PHYS_MAP_BASE + debug_console::BASE + debug_console::REG_POWER_OFF;
+        let mut code = vec![0x48, 0xb8]; // mov rax, imm64
+        code.extend_from_slice(&register.to_le_bytes());
+        code.extend_from_slice(&[0xc7, 0x00, 7, 0, 0, 0]); // mov dword [rax], 7
+        code.extend_from_slice(&[0xeb, 0xfe]); // jmp $
+        let entry = KERNEL_BASE + 0x10_0000;
+        build(entry, &[(entry, 0x10_0000, 5, &code, code.len() as u64)]).into()
+    }
+
+    fn config(virtio: VirtioConfig) -> VmConfig {
+        VmConfig {
+            name: "vm-test".into(),
+            memory_mib: 16,
+            cmdline: String::new(),
+            kernel: power_off_kernel(),
+            modules: Vec::new(),
+            kvm_path: PathBuf::from(kvm::DEFAULT_KVM_PATH),
+            virtio,
+            seccomp: SeccompMode::Off,
+        }
+    }
+
+    #[test]
+    fn missing_disk_file_is_refused_by_name_before_kvm_is_opened() {
+        let disk = DiskConfig { path: "/nonexistent/disk.img".into(), read_only: false };
+        let mut config = config(VirtioConfig { disks: vec![disk], ..VirtioConfig::default() });
+        config.kvm_path = PathBuf::from("/nonexistent/kvm");
+        let err = Vm::new(&config, Box::new(std::io::sink()), Instant::now()).unwrap_err();
+        assert_eq!(err.to_string(), "disk file /nonexistent/disk.img does not exist");
+    }
+
+    #[test]
+    fn virtio_devices_follow_the_debug_console_and_page_service_in_the_boot_info() {
+        let virtio = VirtioConfig { console: Some(ConsoleConfig::default()), rng: true, disks: Vec::new() };
+        let vm = Vm::new(&config(virtio), Box::new(std::io::sink()), Instant::now()).unwrap();
+        let mut bytes = vec![0u8; std::mem::size_of::<BootInfo>()];
+        vm._memory.read_slice(&mut bytes, GuestAddress(BOOT_INFO_ADDR)).unwrap();
+        let info = BootInfo::read_from_bytes(&bytes).unwrap();
+        let devices: Vec<(u32, u32, u64)> = info.devices().iter().map(|d| (d.kind, d.irq, d.mmio_base)).collect();
+        let virtio = DeviceKind::VirtioMmio as u32;
+        assert_eq!(
+            devices,
+            [
+                (DeviceKind::DebugConsole as u32, 0, debug_console::BASE),
+                (DeviceKind::PageService as u32, 0, pages::BASE),
+                (virtio, FIRST_GSI, FIRST_SLOT_BASE),
+                (virtio, FIRST_GSI + 1, FIRST_SLOT_BASE + PAGE_SIZE),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_vm_with_devices_runs_and_stops_its_device_thread() {
+        let virtio = VirtioConfig { console: Some(ConsoleConfig::default()), rng: true, disks: Vec::new() };
+        let mut config = config(virtio);
+        // The threads Vm::run starts are its own: filter them, not the harness.
+        config.seccomp = SeccompMode::VmmThreads;
+        let outcome = run(&config, Box::new(std::io::sink()), Instant::now()).unwrap();
+        assert_eq!(outcome.exit, GuestExit::PowerOff(7));
+    }
+
+    #[test]
+    fn a_vm_without_devices_has_no_device_thread() {
+        let vm = Vm::new(&config(VirtioConfig::default()), Box::new(std::io::sink()), Instant::now()).unwrap();
+        assert!(vm.devices.is_none());
+        assert_eq!(vm.run().unwrap().exit, GuestExit::PowerOff(7));
+    }
 }

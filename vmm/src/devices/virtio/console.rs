@@ -7,7 +7,8 @@
 //! input (`ward run`'s stdin, or any file a test hands in) into the buffers
 //! the guest posts; the event loop watches the input only while the guest
 //! has buffers posted, so unread input waits in the host file, not in the
-//! VMM.
+//! VMM. When the input ends (or there is none), every receive buffer comes
+//! back empty (used length 0): that is how the guest learns of the end.
 
 use std::fs::File;
 use std::io::Write;
@@ -159,9 +160,15 @@ impl VirtioDevice for Console {
     }
 
     fn process_queue(&mut self, index: usize, queues: &mut ActiveQueues) {
+        if index == RECEIVEQ {
+            // Buffers posted on the receiveq wait for host input (the event
+            // loop starts watching it), unless there is no more.
+            if self.input.is_none() || self.input_ended {
+                self.answer_end_of_input(queues);
+            }
+            return;
+        }
         if index != TRANSMITQ {
-            // Buffers posted on the receiveq wait for host input; the event
-            // loop starts watching it.
             return;
         }
         while let Some(popped) = queues.pop(TRANSMITQ) {
@@ -211,6 +218,7 @@ impl VirtioDevice for Console {
         // calls this when the input is readable, so it does not block.
         match (&*input.0).read_volatile(&mut slice) {
             Ok(0) => {
+                queues.complete(RECEIVEQ, chain.head, 0);
                 self.end_input(queues);
                 true
             }
@@ -228,6 +236,7 @@ impl VirtioDevice for Console {
             Err(e) => {
                 let who = &self.who;
                 self.warned.warn("input-error", || format!("{who}: reading host input failed: {e}; input ends"));
+                queues.complete(RECEIVEQ, chain.head, 0);
                 self.end_input(queues);
                 true
             }
@@ -236,11 +245,24 @@ impl VirtioDevice for Console {
 }
 
 impl Console {
-    /// The input ended: the chain taken for it goes back unused.
+    /// The input ended: every receive buffer from now on comes back empty.
     fn end_input(&mut self, queues: &mut ActiveQueues) {
-        queues.unpop(RECEIVEQ);
         self.input_ended = true;
         log::debug!("{}: host input ended", self.who);
+        self.answer_end_of_input(queues);
+    }
+
+    /// Returns every posted receive buffer empty: the guest's end of input.
+    fn answer_end_of_input(&mut self, queues: &mut ActiveQueues) {
+        while let Some(popped) = queues.pop(RECEIVEQ) {
+            match popped {
+                Ok(chain) => queues.complete(RECEIVEQ, chain.head, 0),
+                Err(error) => {
+                    refuse_chain(queues, &mut self.warned, &self.who, RECEIVEQ, error.returnable_head(), &error);
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -301,17 +323,30 @@ mod tests {
     }
 
     #[test]
-    fn end_of_input_keeps_the_buffer_and_stops_watching() {
+    fn end_of_input_returns_buffers_empty_and_stops_watching() {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(writer);
         let (mut dev, _, mem) = console(Some(ConsoleInput::from(OwnedFd::from(reader))));
         let (mut queues, _) = active_queues(&mem, 2, 0);
         offer(&mem, RECEIVEQ, 0, &[(0x8_0000, 64, true)]);
+        offer(&mem, RECEIVEQ, 1, &[(0x9_0000, 64, true)]);
         assert!(dev.process_host_input(&mut queues));
-        assert_eq!(used_count(&mem, RECEIVEQ), 0, "no data, so no used buffer");
+        assert_eq!((used_entry(&mem, RECEIVEQ, 0), used_entry(&mem, RECEIVEQ, 1)), ((0, 0), (1, 0)));
         assert!(dev.host_input().is_none());
         assert!(!dev.wants_host_input(&queues));
-        assert!(queues.has_available(RECEIVEQ), "the buffer was given back");
+        // Buffers posted later come back empty too.
+        offer(&mem, RECEIVEQ, 2, &[(0xa_0000, 64, true)]);
+        dev.process_queue(RECEIVEQ, &mut queues);
+        assert_eq!(used_entry(&mem, RECEIVEQ, 2), (2, 0));
+    }
+
+    #[test]
+    fn without_input_every_read_ends_at_once() {
+        let (mut dev, _, mem) = console(None);
+        let (mut queues, _) = active_queues(&mem, 2, 0);
+        offer(&mem, RECEIVEQ, 0, &[(0x8_0000, 64, true)]);
+        dev.process_queue(RECEIVEQ, &mut queues);
+        assert_eq!(used_entry(&mem, RECEIVEQ, 0), (0, 0));
     }
 
     #[test]
