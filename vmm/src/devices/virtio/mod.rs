@@ -333,6 +333,31 @@ pub(crate) mod testing {
         }
     }
 
+    /// Installs (once per test process) a logger that keeps every message,
+    /// and returns how many so far contain `needle` (tests give their
+    /// compartment a unique name and count its warnings).
+    pub(crate) fn logged(needle: &str) -> usize {
+        use std::sync::{Mutex, OnceLock};
+        struct Keep(Mutex<Vec<String>>);
+        impl log::Log for Keep {
+            fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+                true
+            }
+            fn log(&self, record: &log::Record<'_>) {
+                self.0.lock().unwrap().push(record.args().to_string());
+            }
+            fn flush(&self) {}
+        }
+        static KEEP: OnceLock<&'static Keep> = OnceLock::new();
+        let keep = KEEP.get_or_init(|| {
+            let keep: &'static Keep = Box::leak(Box::new(Keep(Mutex::new(Vec::new()))));
+            log::set_logger(keep).unwrap();
+            log::set_max_level(log::LevelFilter::Warn);
+            keep
+        });
+        keep.0.lock().unwrap().iter().filter(|m| m.contains(needle)).count()
+    }
+
     /// 1 MiB of guest memory at 0.
     pub(crate) fn memory() -> GuestMemoryMmap {
         GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap()

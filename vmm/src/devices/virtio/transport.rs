@@ -773,6 +773,21 @@ mod tests {
     }
 
     #[test]
+    fn each_kind_of_driver_error_is_logged_once() {
+        use crate::devices::virtio::testing::logged;
+        let irqfd = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let rng = Box::new(Rng::new("log-once"));
+        let (mut transport, _channels) = MmioTransport::new("log-once", "rng", rng, memory(), irqfd).unwrap();
+        logged("compartment log-once");
+        for _ in 0..100 {
+            transport.write(reg::MAGIC_VALUE, &1u32.to_le_bytes());
+            transport.write(reg::QUEUE_NOTIFY, &9u32.to_le_bytes());
+        }
+        assert_eq!(logged("compartment log-once: virtio rng: write to read-only register"), 1);
+        assert_eq!(logged("compartment log-once: virtio rng: notify for queue 9"), 1);
+    }
+
+    #[test]
     fn driver_giving_up_is_recorded_without_blame() {
         let mut d = Driver::new();
         d.negotiate(0);

@@ -453,6 +453,26 @@ mod tests {
     }
 
     #[test]
+    fn repeated_bad_requests_are_logged_once_and_all_answered() {
+        use crate::devices::virtio::testing::logged;
+        let temp = tempfile_path::TempFile::new();
+        std::fs::write(&temp.0, [0u8; 1024]).unwrap();
+        let mut dev = Block::open("blk-log-once", 0, &DiskConfig { path: temp.0.clone(), read_only: false }).unwrap();
+        let mem = memory();
+        let (mut queues, irq) = active_queues(&mem, 1, 0);
+        logged("compartment blk-log-once");
+        for round in 0..8u16 {
+            header(&mem, 0x8_0000, 1234, 0);
+            offer(&mem, 0, round * 2, &[(0x8_0000, 16, false), (0xc_0000, 1, true)]);
+            dev.process_queue(REQUESTQ, &mut queues);
+        }
+        assert_eq!(used_count(&mem, 0), 8);
+        assert_eq!(status(&mem), blk::S_UNSUPP);
+        assert_eq!(logged("compartment blk-log-once"), 1);
+        assert_eq!(irq.resets(), 0);
+    }
+
+    #[test]
     fn unterminated_chain_or_missing_status_needs_reset() {
         let (mut dev, _temp) = disk(2, false);
         let mem = memory();
