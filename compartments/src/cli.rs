@@ -196,6 +196,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub image: Option<String>,
 
+    /// A disk for the compartment: a host file, `PATH` or `PATH:ro` (repeat
+    /// for more). Each must fit a block volume the policy grants, in order.
+    #[arg(long = "disk", value_name = "PATH[:ro]")]
+    pub disks: Vec<crate::grant::DiskRequest>,
+
     /// Boot this kernel ELF instead of the built-in Ward kernel.
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,

@@ -13,12 +13,72 @@ pub struct Grant {
     pub memory_mib: u64,
     /// The built-in image it boots.
     pub image: String,
+    /// Whether it gets a virtio console (program input and output).
+    pub console: bool,
     /// Whether it gets an entropy device.
     pub rng: bool,
     /// Block volumes it may attach, in order.
     pub volumes: Vec<ward_policy::BlockVolume>,
     /// Whether it is an ad-hoc app made from the app template.
     pub ad_hoc: bool,
+}
+
+/// A disk asked for on the command line: a host file, and whether the
+/// guest may only read it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskRequest {
+    /// The host file.
+    pub path: std::path::PathBuf,
+    /// Read-only.
+    pub read_only: bool,
+}
+
+impl std::str::FromStr for DiskRequest {
+    type Err = String;
+    /// `PATH` or `PATH:ro`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (path, read_only) = match s.strip_suffix(":ro") {
+            Some(path) => (path, true),
+            None => (s, false),
+        };
+        if path.is_empty() {
+            return Err("a disk is PATH or PATH:ro".into());
+        }
+        Ok(Self { path: path.into(), read_only })
+    }
+}
+
+impl Grant {
+    /// Checks `disks` (with their sizes in bytes) against the policy's block
+    /// volumes, in order: no more disks than volumes, none larger than its
+    /// volume, and read-only where the volume is.
+    pub fn check_disks(&self, name: &str, disks: &[(DiskRequest, u64)]) -> Result<(), GrantError> {
+        if disks.len() > self.volumes.len() {
+            return Err(GrantError::TooManyDisks {
+                name: name.to_owned(),
+                asked: disks.len(),
+                granted: self.volumes.len(),
+            });
+        }
+        for ((disk, size), volume) in disks.iter().zip(&self.volumes) {
+            if *size > volume.size_mib << 20 {
+                return Err(GrantError::DiskTooLarge {
+                    name: name.to_owned(),
+                    path: disk.path.display().to_string(),
+                    volume: volume.name.clone(),
+                    size_mib: volume.size_mib,
+                });
+            }
+            if volume.read_only && !disk.read_only {
+                return Err(GrantError::DiskMustBeReadOnly {
+                    name: name.to_owned(),
+                    path: disk.path.display().to_string(),
+                    volume: volume.name.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The policy does not allow the start as asked.
@@ -48,6 +108,38 @@ pub enum GrantError {
         granted: u64,
         /// Where the policy came from.
         policy: String,
+    },
+    /// More disks than the policy's block volumes.
+    #[error("compartment {name} may have {granted} disk(s) by its policy; {asked} given")]
+    TooManyDisks {
+        /// The compartment.
+        name: String,
+        /// Disks asked for.
+        asked: usize,
+        /// Volumes granted.
+        granted: usize,
+    },
+    /// A disk larger than its volume.
+    #[error("disk {path} is larger than volume {volume:?} of compartment {name} ({size_mib} MiB)")]
+    DiskTooLarge {
+        /// The compartment.
+        name: String,
+        /// The file.
+        path: String,
+        /// The volume.
+        volume: String,
+        /// Its size.
+        size_mib: u64,
+    },
+    /// A writable disk for a read-only volume.
+    #[error("volume {volume:?} of compartment {name} is read-only by policy; give the disk as {path}:ro")]
+    DiskMustBeReadOnly {
+        /// The compartment.
+        name: String,
+        /// The file.
+        path: String,
+        /// The volume.
+        volume: String,
     },
     /// Another image than the policy's, for a defined compartment.
     #[error(
@@ -107,7 +199,14 @@ pub fn grant(
         Some(asked) => asked.to_owned(),
         None => spec.image.clone(),
     };
-    Ok(Grant { memory_mib, image, rng: spec.devices.rng, volumes: spec.devices.block.clone(), ad_hoc })
+    Ok(Grant {
+        memory_mib,
+        image,
+        console: spec.devices.console,
+        rng: spec.devices.rng,
+        volumes: spec.devices.block.clone(),
+        ad_hoc,
+    })
 }
 
 #[cfg(test)]
@@ -165,6 +264,33 @@ read-only = true
         let p = policy(&format!("{POLICY}\n[template.app]\nimage = \"hello\"\nmemory = 20\n"));
         let g = grant(&p, "t", &name("tmp-app"), None, Some("sched-demo")).unwrap();
         assert_eq!((g.memory_mib, g.image.as_str(), g.ad_hoc, g.rng), (20, "sched-demo", true, false));
+    }
+
+    fn disk(path: &str, ro: bool) -> DiskRequest {
+        DiskRequest { path: path.into(), read_only: ro }
+    }
+
+    #[test]
+    fn disks_must_fit_the_policys_volumes() {
+        let g = grant(&policy(POLICY), "t", &name("mail"), None, None).unwrap();
+        assert_eq!(g.check_disks("mail", &[(disk("/d", true), 16 << 20)]), Ok(()));
+        assert!(matches!(
+            g.check_disks("mail", &[(disk("/d", true), (16 << 20) + 1)]),
+            Err(GrantError::DiskTooLarge { .. })
+        ));
+        assert!(matches!(
+            g.check_disks("mail", &[(disk("/d", false), 512)]),
+            Err(GrantError::DiskMustBeReadOnly { .. })
+        ));
+        let two = [(disk("/a", true), 512), (disk("/b", true), 512)];
+        assert!(matches!(g.check_disks("mail", &two), Err(GrantError::TooManyDisks { asked: 2, granted: 1, .. })));
+    }
+
+    #[test]
+    fn disk_arguments_parse() {
+        assert_eq!("/tmp/x.img:ro".parse::<DiskRequest>(), Ok(disk("/tmp/x.img", true)));
+        assert_eq!("/tmp/x.img".parse::<DiskRequest>(), Ok(disk("/tmp/x.img", false)));
+        assert!(":ro".parse::<DiskRequest>().is_err());
     }
 
     #[test]

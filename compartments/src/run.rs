@@ -1,16 +1,19 @@
 //! `ward run`: boot a compartment in the foreground.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ward_vmm::boot::ModuleSpec;
 use ward_vmm::loader::LoaderError;
-use ward_vmm::{BootTimings, GuestExit, VmConfig, VmError, VmOutcome};
+use ward_vmm::{
+    BootTimings, ConsoleConfig, ConsoleInput, DiskConfig, GuestExit, SeccompMode, VirtioConfig, VmConfig, VmError,
+    VmOutcome,
+};
 
 use crate::cli::RunArgs;
-use crate::grant::{GrantError, grant};
+use crate::grant::{DiskRequest, GrantError, grant};
 use crate::policy_source::{PolicySource, SourceError};
 
 /// `ward run` exits with this code when the compartment crashed.
@@ -44,6 +47,9 @@ pub enum RunError {
     /// No built-in image has that name.
     #[error("no image called {0:?}; `ward images` lists them")]
     UnknownImage(String),
+    /// Standard input could not be given to the compartment.
+    #[error("cannot pass standard input to the compartment: {0}")]
+    Stdin(std::io::Error),
     /// The VMM failed.
     #[error("compartment {name}: {source}")]
     Vm {
@@ -63,19 +69,27 @@ pub fn run(
     started: Instant,
 ) -> Result<VmOutcome, RunError> {
     let grant = grant(&policy.load()?, &policy.describe(), &args.name, args.memory, args.image.as_deref())?;
-    let (kernel, kernel_name): (Arc<[u8]>, String) = match &args.kernel {
+    let sized: Vec<(DiskRequest, u64)> = args
+        .disks
+        .iter()
+        // A missing file is reported by the VMM, naming it.
+        .map(|d| (d.clone(), std::fs::metadata(&d.path).map_or(0, |m| m.len())))
+        .collect();
+    grant.check_disks(args.name.as_str(), &sized)?;
+    let (kernel, kernel_name): (Cow<'static, [u8]>, String) = match &args.kernel {
         Some(path) => {
             let bytes = std::fs::read(path).map_err(|source| RunError::ReadKernel { path: path.clone(), source })?;
             (bytes.into(), path.display().to_string())
         }
-        None => (Arc::from(ward_images::KERNEL), "(built-in)".to_owned()),
+        None => (ward_images::KERNEL.into(), "(built-in)".to_owned()),
     };
+    let input = ConsoleInput::stdin().map_err(RunError::Stdin)?;
     let image = ward_images::image(&grant.image).ok_or_else(|| RunError::UnknownImage(grant.image.clone()))?;
     let modules = image
         .programs()
         .map(|(program, start_at_boot)| ModuleSpec {
             name: program.name.to_owned(),
-            image: Arc::from(program.elf),
+            image: program.elf.into(),
             start_at_boot,
         })
         .collect();
@@ -85,6 +99,12 @@ pub fn run(
         cmdline: args.cmdline.clone(),
         kernel,
         kvm_path: args.kvm.clone(),
+        virtio: VirtioConfig {
+            console: grant.console.then(|| ConsoleConfig { input: Some(input) }),
+            rng: grant.rng,
+            disks: args.disks.iter().map(|d| DiskConfig { path: d.path.clone(), read_only: d.read_only }).collect(),
+        },
+        seccomp: SeccompMode::AllThreads,
         modules,
     };
     ward_vmm::vm::run(&config, console, started).map_err(|source| match source {

@@ -25,6 +25,12 @@ pub struct VmmSpec {
     pub exit_file: PathBuf,
     /// Jail the process before the VM starts.
     pub jail: bool,
+    /// A virtio console for programs (output to the history; no input).
+    #[serde(default)]
+    pub console: bool,
+    /// A virtio entropy device.
+    #[serde(default)]
+    pub rng: bool,
 }
 
 /// What the exit file holds.

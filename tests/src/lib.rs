@@ -46,8 +46,10 @@ pub fn config(name: &str, memory_mib: u64, cmdline: &str) -> VmConfig {
         name: name.to_owned(),
         memory_mib,
         cmdline: cmdline.to_owned(),
-        kernel: Arc::from(ward_images::KERNEL),
+        kernel: ward_images::KERNEL.into(),
         kvm_path: PathBuf::from("/dev/kvm"),
+        virtio: ward_vmm::VirtioConfig::default(),
+        seccomp: ward_vmm::SeccompMode::Off,
         modules: Vec::new(),
     }
 }
@@ -60,7 +62,7 @@ pub fn config_with_image(name: &str, image: &str, memory_mib: u64, cmdline: &str
         .programs()
         .map(|(program, start_at_boot)| ward_vmm::boot::ModuleSpec {
             name: program.name.to_owned(),
-            image: Arc::from(program.elf),
+            image: program.elf.into(),
             start_at_boot,
         })
         .collect();

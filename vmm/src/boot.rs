@@ -57,7 +57,9 @@ pub struct ModuleSpec {
     /// Its name, by which the guest finds it.
     pub name: String,
     /// The program image.
-    pub image: std::sync::Arc<[u8]>,
+    /// Borrowed when built in (the common case: no copy of it is made in
+    /// the VMM process; only the guest's own copy).
+    pub image: std::borrow::Cow<'static, [u8]>,
     /// Whether the kernel starts it at boot.
     pub start_at_boot: bool,
 }

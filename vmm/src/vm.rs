@@ -43,7 +43,7 @@ pub struct VmConfig {
     /// Kernel command line.
     pub cmdline: String,
     /// The kernel ELF image.
-    pub kernel: Arc<[u8]>,
+    pub kernel: std::borrow::Cow<'static, [u8]>,
     /// Programs placed in guest memory for the kernel to run.
     pub modules: Vec<ModuleSpec>,
     /// The KVM device.
@@ -381,7 +381,7 @@ mod tests {
     use zerocopy::FromBytes;
 
     /// A kernel whose first instructions power off with exit code 7.
-    fn power_off_kernel() -> Arc<[u8]> {
+    fn power_off_kernel() -> std::borrow::Cow<'static, [u8]> {
         let register = PHYS_MAP_BASE + debug_console::BASE + debug_console::REG_POWER_OFF;
         let mut code = vec![0x48, 0xb8]; // mov rax, imm64
         code.extend_from_slice(&register.to_le_bytes());

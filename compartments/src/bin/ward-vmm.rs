@@ -9,14 +9,13 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Instant;
 
-use ward_compartments::console_log::CappedLog;
+use ward_compartments::console_log::{CappedLog, spawn_writer};
 use ward_compartments::run::{EXIT_CRASHED, exit_code};
 use ward_compartments::vmm_spec::{ExitRecord, VmmSpec};
-use ward_vmm::VmConfig;
 use ward_vmm::boot::ModuleSpec;
+use ward_vmm::{ConsoleConfig, SeccompMode, VirtioConfig, VmConfig};
 
 fn main() -> ExitCode {
     let started = Instant::now();
@@ -56,22 +55,34 @@ fn run(spec: &VmmSpec, started: Instant) -> (ExitRecord, u8) {
     let Some(image) = ward_images::image(&spec.image) else {
         return fail(format!("no image called {:?}", spec.image));
     };
-    let console = match CappedLog::open(&spec.console_log, spec.log_cap) {
-        Ok(log) => log,
+    let (console, writer) = match CappedLog::open(&spec.console_log, spec.log_cap).and_then(spawn_writer) {
+        Ok(pair) => pair,
         Err(e) => return fail(format!("cannot open console log {}: {e}", spec.console_log.display())),
     };
     let config = VmConfig {
         name: spec.name.clone(),
         memory_mib: spec.memory_mib,
         cmdline: spec.cmdline.clone(),
-        kernel: Arc::from(ward_images::KERNEL),
+        kernel: ward_images::KERNEL.into(),
         kvm_path: ward_vmm::kvm::DEFAULT_KVM_PATH.into(),
+        virtio: VirtioConfig {
+            console: spec.console.then(|| ConsoleConfig { input: None }),
+            rng: spec.rng,
+            disks: Vec::new(),
+        },
+        // This thread writes the exit record after the run: only the VMM's
+        // own threads are filtered.
+        seccomp: SeccompMode::VmmThreads,
         modules: image
             .programs()
-            .map(|(p, start_at_boot)| ModuleSpec { name: p.name.to_owned(), image: Arc::from(p.elf), start_at_boot })
+            .map(|(p, start_at_boot)| ModuleSpec { name: p.name.to_owned(), image: p.elf.into(), start_at_boot })
             .collect(),
     };
-    match ward_vmm::vm::run(&config, Box::new(console), started) {
+    let result = ward_vmm::vm::run(&config, Box::new(console), started);
+    // Every console byte is on disk before the exit record says it ended.
+    drop(config);
+    let _ = writer.join();
+    match result {
         Ok(outcome) => {
             let code = exit_code(&outcome.exit);
             let exit_code = outcome.exit.exit_code().and_then(|c| i32::try_from(c).ok());

@@ -74,6 +74,19 @@ pub struct Record {
     /// Unix time (ms) its last run ended.
     #[serde(default)]
     pub ended_at_ms: Option<u64>,
+    /// Devices the policy granted: a virtio console, an entropy device.
+    #[serde(default)]
+    pub devices: Granted,
+}
+
+/// Devices the policy granted a compartment (disks come with issue 7's
+/// storage work; the daemon does not attach any yet).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Granted {
+    /// A virtio console.
+    pub console: bool,
+    /// A virtio entropy device.
+    pub rng: bool,
 }
 
 /// The store.
@@ -179,6 +192,7 @@ mod tests {
             restart_at_ms: None,
             created_at_ms: now_ms(),
             ended_at_ms: None,
+            devices: Granted::default(),
         }
     }
 

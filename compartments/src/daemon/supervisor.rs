@@ -17,7 +17,7 @@ use ward_policy::{Lookup, Role};
 
 use super::paths::Paths;
 use super::proto::{ErrorKind, Reply, State, Status};
-use super::state::{Record, Restart, Store, StoreError, now_ms};
+use super::state::{Granted, Record, Restart, Store, StoreError, now_ms};
 use crate::console_log;
 use crate::grant::grant;
 use crate::name::CompartmentName;
@@ -211,6 +211,7 @@ impl Supervisor {
             restart_at_ms: None,
             created_at_ms: now_ms(),
             ended_at_ms: None,
+            devices: Granted { console: g.console, rng: g.rng },
         };
         self.store.put(&record)?;
         self.store.audit("create", name, &format!("image {} memory {} MiB", record.image, record.memory_mib))?;
@@ -244,6 +245,8 @@ impl Supervisor {
             log_cap: self.config.log_cap,
             exit_file: paths.exit_file(&rec.name),
             jail: self.config.jail,
+            console: rec.devices.console,
+            rng: rec.devices.rng,
         };
         let spec_path = paths.spec(&rec.name);
         let json = serde_json::to_vec_pretty(&spec).map_err(|e| OpError(ErrorKind::Internal, e.to_string()))?;
