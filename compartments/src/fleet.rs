@@ -29,7 +29,8 @@ fn start_and_time(socket: &Path, name: &str) -> Result<f64, ManageError> {
     simple(socket, &Request::Start { name: name.to_owned() })?;
     loop {
         let mut client = Client::connect(socket)?;
-        if let Reply::Log { text, .. } = client.request(&Request::Logs { name: name.to_owned(), from: 0, follow: false })?
+        if let Reply::Log { text, .. } =
+            client.request(&Request::Logs { name: name.to_owned(), from: 0, follow: false })?
             && text.contains('\n')
         {
             return Ok(start.elapsed().as_secs_f64() * 1e3);
@@ -45,7 +46,11 @@ fn wait_all_asleep(socket: &Path, names: &[String]) -> Result<(), ManageError> {
     for name in names {
         let start = Instant::now();
         loop {
-            let text = match Client::connect(socket)?.request(&Request::Logs { name: name.clone(), from: 0, follow: false })? {
+            let text = match Client::connect(socket)?.request(&Request::Logs {
+                name: name.clone(),
+                from: 0,
+                follow: false,
+            })? {
                 Reply::Log { text, .. } => text,
                 _ => String::new(),
             };
@@ -61,12 +66,15 @@ fn wait_all_asleep(socket: &Path, names: &[String]) -> Result<(), ManageError> {
     Ok(())
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// The `p`-th percentile (0 to 100) of sorted samples, by nearest rank.
+fn percentile(sorted: &[f64], p: usize) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
+    // Nearest rank, in integers: p percent of the way through the samples.
+    let last = sorted.len() - 1;
+    let rank = (last * p.min(100) + 50) / 100;
+    sorted[rank.min(last)]
 }
 
 /// Runs the fleet benchmark against the daemon at `socket`.
@@ -94,11 +102,9 @@ pub fn fleet(socket: &Path, args: &BenchFleetArgs) -> Result<String, ManageError
         std::thread::sleep(Duration::from_millis(500));
         let after = mem_available_kib();
         let rss: u64 = match Client::connect(socket)?.request(&Request::List)? {
-            Reply::List { compartments, .. } => compartments
-                .iter()
-                .filter(|s| names.contains(&s.name))
-                .filter_map(|s| s.rss_kib)
-                .sum(),
+            Reply::List { compartments, .. } => {
+                compartments.iter().filter(|s| names.contains(&s.name)).filter_map(|s| s.rss_kib).sum()
+            }
             _ => 0,
         };
         for name in &names {
@@ -109,8 +115,8 @@ pub fn fleet(socket: &Path, args: &BenchFleetArgs) -> Result<String, ManageError
         let n = count.max(1) as u64;
         report.push_str(&format!(
             "{count:>6} {:>11.1} ms {:>11.1} ms {:>12} KiB {:>16} KiB\n",
-            percentile(&times, 50.0),
-            percentile(&times, 99.0),
+            percentile(&times, 50),
+            percentile(&times, 99),
             rss / n,
             before.saturating_sub(after) / n
         ));
@@ -125,9 +131,9 @@ mod tests {
     #[test]
     fn percentiles_of_sorted_samples() {
         let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&v, 50.0), 51.0);
-        assert_eq!(percentile(&v, 99.0), 99.0);
-        assert_eq!(percentile(&[7.0], 99.0), 7.0);
-        assert_eq!(percentile(&[], 50.0), 0.0);
+        assert_eq!(percentile(&v, 50), 51.0);
+        assert_eq!(percentile(&v, 99), 99.0);
+        assert_eq!(percentile(&[7.0], 99), 7.0);
+        assert_eq!(percentile(&[], 50), 0.0);
     }
 }
