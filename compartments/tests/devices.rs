@@ -66,7 +66,7 @@ fn a_disk_is_written_flushed_and_read_back_and_the_host_file_changes() {
     // The guest's pattern is in the host file, at the sectors it wrote.
     let bytes = std::fs::read(&path).unwrap();
     let at = 16256 * 512;
-    assert!(bytes[at..at + 64 * 1024].iter().enumerate().all(|(i, &b)| b == ((i * 31 % 251) as u8)));
+    assert!(bytes[at..at + 64 * 1024].iter().enumerate().all(|(i, &b)| b == (i * 31 % 251).to_le_bytes()[0]));
     std::fs::remove_file(path).unwrap();
 }
 

@@ -275,7 +275,7 @@ fn check_segment(seg: &Segment, file_len: u64, memory_size: u64) -> Result<(), L
 /// Whether `size` bytes at `vaddr` are the kernel-window image of `paddr`,
 /// page aligned (each page gets its segment's permissions).
 pub fn in_kernel_window(vaddr: u64, paddr: u64, size: u64) -> bool {
-    vaddr % PAGE_SIZE == 0
+    vaddr.is_multiple_of(PAGE_SIZE)
         && vaddr.checked_sub(KERNEL_BASE) == Some(paddr)
         && paddr.checked_add(size).is_some_and(|end| end <= KERNEL_WINDOW_SIZE)
 }

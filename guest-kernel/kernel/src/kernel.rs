@@ -317,25 +317,14 @@ impl Kernel {
         self.exit(pid, STATUS_KILLED | (frame.vector as i64 & 0xff));
     }
 
-    /// A device interrupted: finishes the transfers it completed, releasing
-    /// their pinned frames and waking the processes that wait for them (a
-    /// process that ended meanwhile only gets its frames released).
+    /// A device interrupted: finishes the transfers it completed and wakes
+    /// the processes that wait for them.
     pub fn device_interrupt(&mut self, vector: u8) {
         for done in self.devices.interrupt(vector) {
-            for frame in &done.pins {
-                let _ = self.frames.release(&mut self.mem, *frame);
-            }
             if self.procs.get(&done.pid).is_some_and(|p| p.state == State::Io) {
                 self.set_return(done.pid, done.result);
                 self.wake(done.pid);
             }
-        }
-    }
-
-    /// Releases frames pinned for a transfer that was never queued.
-    pub fn unpin(&mut self, pins: &[u64]) {
-        for frame in pins {
-            let _ = self.frames.release(&mut self.mem, *frame);
         }
     }
 

@@ -13,11 +13,11 @@ use zerocopy::IntoBytes;
 
 use crate::kernel::{Kernel, cycles_to_ns};
 use crate::mem::paging::{self, NO_EXECUTE, WRITABLE};
-use crate::mem::user::{Access, UserRange};
+use crate::mem::user::{Access, UserRange, Want};
 use crate::proc::spawn::spawn;
 use crate::proc::{MAILBOX_CAPACITY, Message, Pid, State};
 use crate::traps::TrapFrame;
-use crate::virtio::{Pinned, pin_pieces};
+use crate::virtio::Pinned;
 use ward_abi::virtio::blk;
 
 /// Handles the system call in `frame` for the running process.
@@ -244,7 +244,8 @@ fn sys_map(k: &mut Kernel, pid: Pid, pages: u64) -> Result<u64, Error> {
 
 fn sys_unmap(k: &mut Kernel, pid: Pid, addr: u64, pages: u64) -> Result<u64, Error> {
     let end = pages.checked_mul(PAGE_SIZE).and_then(|len| addr.checked_add(len)).ok_or(Error::BadArgument)?;
-    if addr % PAGE_SIZE != 0 || addr < USER_HEAP_BASE || end > USER_STACK_TOP - abi::MAX_MAP_PAGES * PAGE_SIZE {
+    if !addr.is_multiple_of(PAGE_SIZE) || addr < USER_HEAP_BASE || end > USER_STACK_TOP - abi::MAX_MAP_PAGES * PAGE_SIZE
+    {
         return Err(Error::BadArgument);
     }
     let Kernel { mem, frames, procs, .. } = k;
@@ -318,9 +319,9 @@ enum Io {
     Random,
 }
 
-/// Checks the running process's `addr..addr + len`, pins its frames and
-/// returns its physical pieces (at most `max_pieces`, whole `granule`s).
-fn pin_user(
+/// Checks the running process's `addr..addr + len` for a device and returns
+/// it as descriptor-ready pieces (at most `max_pieces`, whole `granule`s).
+fn user_buffers(
     k: &mut Kernel,
     addr: u64,
     len: u64,
@@ -329,22 +330,19 @@ fn pin_user(
     granule: u64,
 ) -> Result<Pinned, Error> {
     let access = if device_writes { Access::Write } else { Access::Read };
-    let range = user_range(k, addr, len, abi::MAX_IO_LEN as u64, access)?;
     let pid = k.current.ok_or(Error::NoSuchProcess)?;
-    let Kernel { mem, frames, procs, .. } = &mut *k;
+    let Kernel { mem, procs, .. } = &mut *k;
     let space = procs.get(&pid).and_then(|p| p.space.as_ref()).ok_or(Error::NoSuchProcess)?;
-    let pieces: alloc::vec::Vec<(u64, u64)> = range.physical_pieces(mem, space).collect();
-    Ok(pin_pieces(mem, frames, pieces.into_iter(), device_writes, max_pieces, granule))
+    let want = Want { addr, len, max_len: abi::MAX_IO_LEN as u64, access, max_pieces, granule };
+    let r = UserRange::resolve(mem, space, &want)?;
+    Ok(Pinned::from_pieces(&r.pieces, r.len, device_writes))
 }
 
 /// Blocks the caller until the device finishes, or fails the call at once.
 fn wait_for_device(k: &mut Kernel, frame: &mut TrapFrame, queued: Result<(), (Error, Pinned)>) {
     match queued {
         Ok(()) => k.block_current(State::Io),
-        Err((e, pinned)) => {
-            k.unpin(&pinned.pins);
-            frame.rax = e.to_return();
-        }
+        Err((e, _)) => frame.rax = e.to_return(),
     }
 }
 
@@ -363,7 +361,7 @@ fn sys_io(k: &mut Kernel, frame: &mut TrapFrame, io: Io, addr: u64, len: u64) {
         frame.rax = 0;
         return;
     }
-    let pinned = match pin_user(k, addr, len, io != Io::ConsoleWrite, max_pieces, 1) {
+    let pinned = match user_buffers(k, addr, len, io != Io::ConsoleWrite, max_pieces, 1) {
         Ok(p) => p,
         Err(e) => {
             frame.rax = e.to_return();
@@ -411,10 +409,9 @@ fn sys_blk_rw(k: &mut Kernel, frame: &mut TrapFrame, a: [u64; 5]) {
         frame.rax = checked.err().unwrap_or(Error::NoSuchDevice).to_return();
         return;
     };
-    let pinned = match pin_user(k, addr, len, !write, max_pieces, sector_size) {
+    let pinned = match user_buffers(k, addr, len, !write, max_pieces, sector_size) {
         Ok(p) if p.len > 0 => p,
-        Ok(p) => {
-            k.unpin(&p.pins);
+        Ok(_) => {
             frame.rax = Error::BadArgument.to_return();
             return;
         }
@@ -439,10 +436,9 @@ fn sys_blk_simple(k: &mut Kernel, frame: &mut TrapFrame, dev: u64, kind: u32, ad
     let pinned = if len == 0 {
         Pinned::default()
     } else {
-        match pin_user(k, addr, len, true, 2, 1) {
+        match user_buffers(k, addr, len, true, 2, 1) {
             Ok(p) if p.len == len => p,
-            Ok(p) => {
-                k.unpin(&p.pins);
+            Ok(_) => {
                 frame.rax = Error::BadArgument.to_return();
                 return;
             }

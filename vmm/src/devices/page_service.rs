@@ -77,7 +77,7 @@ impl PageService {
     }
 
     fn zero(&self, addr: u64, len: u64) -> bool {
-        if addr % PAGE == 0 && len % PAGE == 0 && self.discard(addr, len) {
+        if addr.is_multiple_of(PAGE) && len.is_multiple_of(PAGE) && self.discard(addr, len) {
             return true;
         }
         // Not whole pages: write the zeros.

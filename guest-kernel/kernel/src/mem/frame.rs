@@ -255,7 +255,7 @@ impl FrameAllocator {
     /// The table word holding `phys`'s count, and the bit shift within it.
     fn slot(&self, phys: u64) -> Result<(u64, u64), FrameError> {
         let index = phys / PAGE_SIZE;
-        if phys % PAGE_SIZE != 0 || index >= self.covered_frames {
+        if !phys.is_multiple_of(PAGE_SIZE) || index >= self.covered_frames {
             return Err(FrameError::OutOfRange(phys));
         }
         Ok((self.refcounts + (index / 4) * 8, (index % 4) * 16))

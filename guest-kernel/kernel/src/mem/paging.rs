@@ -114,7 +114,7 @@ pub fn map_page(
     phys: u64,
     flags: u64,
 ) -> Result<NewTables, MapError> {
-    if virt % PAGE_SIZE != 0 || phys % PAGE_SIZE != 0 {
+    if !virt.is_multiple_of(PAGE_SIZE) || !phys.is_multiple_of(PAGE_SIZE) {
         return Err(MapError::Misaligned(virt));
     }
     let mut new = NewTables::default();
@@ -150,6 +150,24 @@ pub fn translate(mem: &mut impl PhysMemory, root: u64, virt: u64) -> Option<Tran
         table = entry & ADDR_MASK;
     }
     None
+}
+
+/// The page table (level 1) that maps `virt`, and the permission bits
+/// ([`USER`], [`WRITABLE`]) every level above allows; `None` if no page
+/// table covers it (unmapped, or a 2 MiB page). Walking once per table and
+/// then reading one entry per page is how long ranges are resolved cheaply.
+pub fn leaf_table(mem: &mut impl PhysMemory, root: u64, virt: u64) -> Option<(u64, u64)> {
+    let mut table = root;
+    let mut allowed = USER | WRITABLE;
+    for level in [4, 3, 2] {
+        let entry = mem.read_u64(table + 8 * index(virt, level));
+        if entry & PRESENT == 0 || entry & HUGE != 0 {
+            return None;
+        }
+        allowed &= entry;
+        table = entry & ADDR_MASK;
+    }
+    Some((table, allowed))
 }
 
 /// Sets `flags` on the 4 KiB leaf entry of `virt`; `false` if unmapped.

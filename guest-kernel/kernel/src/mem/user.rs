@@ -10,8 +10,10 @@
 use ward_abi::layout::USER_END;
 use ward_abi::syscall::Error;
 
+use alloc::vec::Vec;
+
 use super::aspace::AddressSpace;
-use super::paging::{USER, WRITABLE};
+use super::paging::{self, PRESENT, USER, WRITABLE};
 use super::phys::{PAGE_SIZE, PhysMemory};
 
 /// How the kernel will use a range.
@@ -21,6 +23,33 @@ pub enum Access {
     Read,
     /// Write it.
     Write,
+}
+
+/// What [`UserRange::resolve`] is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Want {
+    /// The program's address.
+    pub addr: u64,
+    /// Bytes.
+    pub len: u64,
+    /// Most bytes the call allows.
+    pub max_len: u64,
+    /// How the device will use it.
+    pub access: Access,
+    /// Most pieces (descriptors) to return.
+    pub max_pieces: usize,
+    /// Round the length down to a multiple of this (block sectors; 1).
+    pub granule: u64,
+}
+
+/// A range resolved by [`UserRange::resolve`]: guest-physical pieces, and
+/// the bytes they cover.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resolved {
+    /// (physical address, length), in order, contiguous runs merged.
+    pub pieces: Vec<(u64, u64)>,
+    /// Bytes covered.
+    pub len: u64,
 }
 
 /// A checked range of the current process's memory.
@@ -103,6 +132,67 @@ impl UserRange {
         })
     }
 
+    /// The range as physical pieces, checked for `access` and merged where
+    /// physically contiguous, in one pass: one table walk per 2 MiB and one
+    /// entry read per page (each a few emulated instructions). At most
+    /// `max_pieces` pieces; the length is cut to a multiple of `granule`.
+    pub fn resolve(mem: &mut impl PhysMemory, space: &AddressSpace, want: &Want) -> Result<Resolved, Error> {
+        let Want { addr, len, max_len, access, max_pieces, granule } = *want;
+        if len > max_len {
+            return Err(Error::BadArgument);
+        }
+        let end = addr.checked_add(len).ok_or(Error::BadAddress)?;
+        if end > USER_END {
+            return Err(Error::BadAddress);
+        }
+        let need = match access {
+            Access::Read => USER,
+            Access::Write => USER | WRITABLE,
+        };
+        let mut out = Resolved::default();
+        let mut table: Option<(u64, u64, u64)> = None; // (region, table, allowed)
+        let mut at = addr;
+        while at < end {
+            let region = at >> 21;
+            let (pt, allowed) = match table {
+                Some((r, pt, allowed)) if r == region => (pt, allowed),
+                _ => {
+                    let (pt, allowed) = paging::leaf_table(mem, space.root(), at).ok_or(Error::BadAddress)?;
+                    table = Some((region, pt, allowed));
+                    (pt, allowed)
+                }
+            };
+            let entry = mem.read_u64(pt + 8 * paging::index(at, 1));
+            if entry & PRESENT == 0 || (entry & allowed) & need != need {
+                return Err(Error::BadAddress);
+            }
+            let piece_end = ((at & !(PAGE_SIZE - 1)) + PAGE_SIZE).min(end);
+            let phys = (entry & paging::ADDR_MASK) | (at & (PAGE_SIZE - 1));
+            let n = piece_end - at;
+            let count = out.pieces.len();
+            match out.pieces.last_mut() {
+                Some(last) if last.0 + last.1 == phys && last.1 + n <= u64::from(u32::MAX) => last.1 += n,
+                _ if count < max_pieces => out.pieces.push((phys, n)),
+                _ => break,
+            }
+            out.len += n;
+            at = piece_end;
+        }
+        // Whole granules only (block sectors).
+        let mut excess = out.len % granule.max(1);
+        out.len -= excess;
+        while excess > 0 {
+            let Some(last) = out.pieces.last_mut() else { break };
+            let cut = excess.min(last.1);
+            last.1 -= cut;
+            excess -= cut;
+            if last.1 == 0 {
+                out.pieces.pop();
+            }
+        }
+        Ok(out)
+    }
+
     /// The bytes, read in place.
     ///
     /// # Safety
@@ -175,6 +265,47 @@ mod tests {
     fn read_only_page_is_refused_for_writing() {
         let (mut mem, _, space) = setup();
         assert_eq!(UserRange::new(&mut mem, &space, 0x40_0000, 8, 64, Access::Write), Err(Error::BadAddress));
+    }
+
+    fn want(addr: u64, len: u64, access: Access, max_pieces: usize, granule: u64) -> Want {
+        Want { addr, len, max_len: 1 << 20, access, max_pieces, granule }
+    }
+
+    #[test]
+    fn resolve_merges_contiguous_pages_and_checks_every_one() {
+        let (mut mem, _, space) = setup();
+        // 0x40_1000 and 0x40_2000 were mapped one after the other: their
+        // frames are contiguous (bump allocation).
+        let r = UserRange::resolve(&mut mem, &space, &want(0x40_1800, 0x1000, Access::Write, 8, 1)).unwrap();
+        assert_eq!(r.len, 0x1000);
+        assert_eq!(r.pieces.len(), 1);
+        assert_eq!(r.pieces[0].1, 0x1000);
+        let pages = space.translate(&mut mem, 0x40_1800).unwrap().phys;
+        assert_eq!(r.pieces[0].0, pages);
+        // The read-only page refuses writing; the unmapped one everything.
+        assert_eq!(
+            UserRange::resolve(&mut mem, &space, &want(0x40_0000, 8, Access::Write, 8, 1)),
+            Err(Error::BadAddress)
+        );
+        assert_eq!(
+            UserRange::resolve(&mut mem, &space, &want(0x40_2ff8, 16, Access::Read, 8, 1)),
+            Err(Error::BadAddress)
+        );
+        assert_eq!(
+            UserRange::resolve(&mut mem, &space, &want(0xffff_ffff_8010_0000, 8, Access::Read, 8, 1)),
+            Err(Error::BadAddress)
+        );
+    }
+
+    #[test]
+    fn resolve_stops_at_the_piece_budget_and_whole_granules() {
+        let (mut mem, _, space) = setup();
+        let r = UserRange::resolve(&mut mem, &space, &want(0x40_0000, 0x3000, Access::Read, 1, 512)).unwrap();
+        // Page 0 is not contiguous with page 1 in every layout: at most one
+        // piece, and a multiple of 512 bytes.
+        assert_eq!(r.pieces.len(), 1);
+        assert_eq!(r.len % 512, 0);
+        assert!(r.len >= 0x1000);
     }
 
     #[test]

@@ -101,7 +101,7 @@ impl Block {
         match self.queue.push(&mut mem, &chain) {
             Ok(head) => {
                 self.kinds[usize::from(head)] = kind;
-                self.wait.insert(head, InFlight { pid, pins: data.pins, len });
+                self.wait.insert(head, InFlight { pid, len });
                 self.transport.notify(0);
                 Ok(())
             }
@@ -117,7 +117,7 @@ impl Block {
             if let Some(f) = self.wait.take(c.head) {
                 let status = (mem.read32(self.statuses + SLOT * u64::from(c.head)) & 0xff) as u8;
                 let kind = self.kinds[usize::from(c.head)];
-                done.push(Done { pid: f.pid, result: result(kind, status, f.len), pins: f.pins });
+                done.push(Done { pid: f.pid, result: result(kind, status, f.len) });
             }
         }
     }

@@ -63,12 +63,12 @@ impl Console {
         self.transport.ack_interrupt();
         while let Some(c) = self.tx.pop_used(&mut DirectRings) {
             if let Some(f) = self.tx_wait.take(c.head) {
-                done.push(Done { pid: f.pid, result: f.len, pins: f.pins });
+                done.push(Done { pid: f.pid, result: f.len });
             }
         }
         while let Some(c) = self.rx.pop_used(&mut DirectRings) {
             if let Some(f) = self.rx_wait.take(c.head) {
-                done.push(Done { pid: f.pid, result: u64::from(c.written).min(f.len), pins: f.pins });
+                done.push(Done { pid: f.pid, result: u64::from(c.written).min(f.len) });
             }
         }
     }
@@ -85,7 +85,7 @@ fn submit(
 ) -> Result<(), (Error, Pinned)> {
     match queue.push(&mut DirectRings, &buf.bufs) {
         Ok(head) => {
-            wait.insert(head, InFlight { pid, pins: buf.pins, len: buf.len });
+            wait.insert(head, InFlight { pid, len: buf.len });
             transport.notify(index);
             Ok(())
         }

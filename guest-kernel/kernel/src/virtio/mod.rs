@@ -2,10 +2,14 @@
 //! console, entropy and block devices the VMM gives a compartment.
 //!
 //! Every buffer a device reads or writes is a program's own memory: the
-//! kernel checks the range, pins its frames (so they outlive the process if
-//! it dies mid-I/O), and hands the device their physical pieces. The process
-//! waits (`State::Io`) until the device's interrupt says the chain is done.
-//! Data never crosses ring 0 by copying.
+//! kernel checks the range (one table walk per 2 MiB, one entry per page)
+//! and hands the device its physical pieces. The process waits
+//! (`State::Io`) until the device's interrupt says the chain is done. Data
+//! never crosses ring 0 by copying.
+//!
+//! The pages need no pinning: a process waiting for a device cannot run,
+//! so it cannot unmap them, fault or exit, and nothing else ends a process.
+//! (A future `kill` must wait for the process's I/O first.)
 
 pub mod blk;
 pub mod console;
@@ -181,26 +185,22 @@ impl Transport {
     }
 }
 
-/// A chain in flight: who waits for it, and the frames it holds.
+/// A chain in flight: who waits for it.
 #[derive(Debug)]
 pub struct InFlight {
     /// The waiting process.
     pub pid: Pid,
-    /// Frames pinned (one reference each) until the device is done.
-    pub pins: Vec<u64>,
     /// Bytes asked for (returned on success by most requests).
     pub len: u64,
 }
 
-/// A finished request: who waited, what to return, what to unpin.
+/// A finished request: who waited and what to return.
 #[derive(Debug)]
 pub struct Done {
     /// The waiting process.
     pub pid: Pid,
     /// The system call's result (`rax`).
     pub result: u64,
-    /// Frames to release.
-    pub pins: Vec<u64>,
 }
 
 /// In-flight chains of one queue, by head descriptor.
@@ -226,65 +226,22 @@ impl InFlightTable {
     }
 }
 
-/// A program's buffer made ready for a device: its pieces (physically
-/// contiguous runs merged) and the frames pinned for the transfer.
+/// A program's buffer made ready for a device: descriptor-ready pieces
+/// (physically contiguous runs merged) and the bytes they cover.
 #[derive(Debug, Default)]
 pub struct Pinned {
     /// Descriptor-ready pieces.
     pub bufs: Vec<Buffer>,
-    /// Frames with an extra reference.
-    pub pins: Vec<u64>,
-    /// Bytes covered (may be less than asked if `max_pieces` ran out).
+    /// Bytes covered (may be less than asked if the piece budget ran out).
     pub len: u64,
 }
 
-/// Pins the pages of `pieces` (guest-physical ranges, in order) for a
-/// device, merging contiguous ones, stopping at `max_pieces` descriptors and
-/// rounding the length down to a multiple of `granule`.
-pub fn pin_pieces(
-    mem: &mut impl PhysMemory,
-    frames: &mut FrameAllocator,
-    pieces: impl Iterator<Item = (u64, u64)>,
-    device_writes: bool,
-    max_pieces: usize,
-    granule: u64,
-) -> Pinned {
-    let mut out = Pinned::default();
-    for (phys, len) in pieces {
-        let count = out.bufs.len();
-        match out.bufs.last_mut() {
-            Some(last)
-                if last.phys + u64::from(last.len) == phys && u64::from(last.len) + len <= u64::from(u32::MAX) =>
-            {
-                last.len += len as u32;
-            }
-            _ if count < max_pieces => out.bufs.push(Buffer { phys, len: len as u32, device_writes }),
-            _ => break,
-        }
-        out.len += len;
+impl Pinned {
+    /// Descriptors for resolved pieces, written by the device or not.
+    pub fn from_pieces(pieces: &[(u64, u64)], len: u64, device_writes: bool) -> Self {
+        let bufs = pieces.iter().map(|&(phys, n)| Buffer { phys, len: n as u32, device_writes }).collect();
+        Self { bufs, len }
     }
-    // Trim to a whole number of granules (block sectors).
-    let mut excess = out.len % granule;
-    out.len -= excess;
-    while excess > 0 {
-        let Some(last) = out.bufs.last_mut() else { break };
-        let cut = excess.min(u64::from(last.len));
-        last.len -= cut as u32;
-        excess -= cut;
-        if last.len == 0 {
-            out.bufs.pop();
-        }
-    }
-    for buf in &out.bufs {
-        let mut page = buf.phys & !(PAGE_SIZE - 1);
-        while page < buf.phys + u64::from(buf.len) {
-            if frames.share(mem, page).is_ok() {
-                out.pins.push(page);
-            }
-            page += PAGE_SIZE;
-        }
-    }
-    out
 }
 
 /// The devices the kernel drives.
@@ -354,44 +311,24 @@ impl Devices {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mem::phys::fake::FakeMemory;
-    use ward_abi::boot::{MemoryKind, MemoryRegion};
-
-    fn frames() -> (FakeMemory, FrameAllocator) {
-        let mut mem = FakeMemory::default();
-        let map = [MemoryRegion { base: 0x10_0000, size: 0x100_0000, kind: MemoryKind::Usable as u32, reserved: 0 }];
-        let alloc = FrameAllocator::new(&map, &mut mem).unwrap();
-        (mem, alloc)
-    }
 
     #[test]
-    fn contiguous_pages_become_one_descriptor_and_every_page_is_pinned() {
-        let (mut mem, mut alloc) = frames();
-        let a = alloc.alloc(&mut mem).unwrap().phys;
-        let b = alloc.alloc(&mut mem).unwrap().phys;
-        assert_eq!(b, a + PAGE_SIZE, "bump frames are contiguous");
-        let pinned = pin_pieces(&mut mem, &mut alloc, [(a + 0x800, 0x800), (b, 0x1000)].into_iter(), true, 8, 1);
-        assert_eq!(pinned.bufs, [Buffer { phys: a + 0x800, len: 0x1800, device_writes: true }]);
-        assert_eq!(pinned.pins, [a, b]);
-        assert_eq!(alloc.refcount(&mem, a), Ok(2));
-    }
-
-    #[test]
-    fn pieces_beyond_the_budget_are_left_out_and_length_rounds_to_sectors() {
-        let (mut mem, mut alloc) = frames();
-        let pieces = [(0x20_0000, 0x1000), (0x40_0000, 0x1000), (0x60_0000, 0x1000)];
-        let pinned = pin_pieces(&mut mem, &mut alloc, pieces.into_iter(), false, 2, 512);
-        assert_eq!(pinned.len, 0x2000);
-        assert_eq!(pinned.bufs.len(), 2);
-        let odd = [(0x20_0000, 0x1000), (0x40_0000, 0x300)];
-        let pinned = pin_pieces(&mut mem, &mut alloc, odd.into_iter(), false, 8, 512);
-        assert_eq!((pinned.len, pinned.bufs.last().map(|b| b.len)), (0x1200, Some(0x200)));
+    fn resolved_pieces_become_descriptors() {
+        let p = Pinned::from_pieces(&[(0x20_0800, 0x1800), (0x50_0000, 0x200)], 0x1a00, true);
+        assert_eq!(
+            p.bufs,
+            [
+                Buffer { phys: 0x20_0800, len: 0x1800, device_writes: true },
+                Buffer { phys: 0x50_0000, len: 0x200, device_writes: true }
+            ]
+        );
+        assert_eq!(p.len, 0x1a00);
     }
 
     #[test]
     fn in_flight_records_are_taken_once() {
         let mut t = InFlightTable::new(4);
-        t.insert(2, InFlight { pid: 7, pins: Vec::new(), len: 1 });
+        t.insert(2, InFlight { pid: 7, len: 1 });
         assert_eq!(t.take(2).map(|f| f.pid), Some(7));
         assert!(t.take(2).is_none());
         assert!(t.take(99).is_none());

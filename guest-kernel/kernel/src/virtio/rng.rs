@@ -43,7 +43,7 @@ impl Rng {
     pub fn fill(&mut self, pid: Pid, buf: Pinned) -> Result<(), (Error, Pinned)> {
         match self.queue.push(&mut DirectRings, &buf.bufs) {
             Ok(head) => {
-                self.wait.insert(head, InFlight { pid, pins: buf.pins, len: buf.len });
+                self.wait.insert(head, InFlight { pid, len: buf.len });
                 self.transport.notify(0);
                 Ok(())
             }
@@ -56,7 +56,7 @@ impl Rng {
         self.transport.ack_interrupt();
         while let Some(c) = self.queue.pop_used(&mut DirectRings) {
             if let Some(f) = self.wait.take(c.head) {
-                done.push(Done { pid: f.pid, result: u64::from(c.written).min(f.len), pins: f.pins });
+                done.push(Done { pid: f.pid, result: u64::from(c.written).min(f.len) });
             }
         }
     }

@@ -536,7 +536,7 @@ impl BusDevice for MmioTransport {
         if offset >= reg::CONFIG {
             return self.read_config(offset - reg::CONFIG, data);
         }
-        if data.len() != 4 || offset % 4 != 0 {
+        if data.len() != 4 || !offset.is_multiple_of(4) {
             data.fill(0);
             let (who, len) = (&self.who, data.len());
             self.warned.warn("register-width", || {
@@ -556,7 +556,7 @@ impl BusDevice for MmioTransport {
             let len = data.len();
             return self.violation("register-width", || format!("{len}-byte write to register {offset:#x}"));
         };
-        if offset % 4 != 0 {
+        if !offset.is_multiple_of(4) {
             return self.violation("register-width", || format!("misaligned write to register {offset:#x}"));
         }
         self.write_register(offset, u32::from_le_bytes(bytes));

@@ -177,7 +177,7 @@ pub fn parse(chain: &GuestChain, mem: &GuestMemoryMmap, capacity: u64) -> Result
 
     if matches!(kind, RequestKind::Read | RequestKind::Write) {
         let len = request.data_len();
-        if len % blk::SECTOR_SIZE != 0 {
+        if !len.is_multiple_of(blk::SECTOR_SIZE) {
             return Err(refuse(RequestError::PartialSector { head, len }));
         }
         let count = len / blk::SECTOR_SIZE;
