@@ -40,6 +40,10 @@ pub enum Command {
     /// List the built-in images `ward run --image` can boot.
     Images,
 
+    /// What this host supports of Ward's isolation: KVM, namespaces, a
+    /// private root, dropping privileges, cgroups, seccomp.
+    Doctor,
+
     /// Define a compartment in wardd (from the policy).
     Create {
         /// Its name.

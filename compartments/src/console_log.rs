@@ -1,9 +1,9 @@
 //! A compartment's console history on disk, with a size cap.
 //!
 //! The VMM appends console output to `<name>.log`; when that would pass the
-//! cap it renames the file to `<name>.log.1` (dropping the older one) and
-//! starts a new one, so the history on disk never exceeds twice the cap and
-//! always holds the most recent output. `ward logs` reads both in order.
+//! cap its content moves to `<name>.log.1` (replacing the older one) and it
+//! starts again empty, so the history on disk never exceeds twice the cap
+//! and always holds the most recent output. `ward logs` reads both in order.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -20,25 +20,51 @@ pub fn rotated(path: &Path) -> PathBuf {
 }
 
 /// Appends to a log, rotating at the cap.
+///
+/// Both files are opened up front and rotation works on the open files
+/// only (copy the current one over the older one, then empty the current
+/// one): a jailed VMM keeps the descriptors but cannot open or rename
+/// paths any more.
 #[derive(Debug)]
 pub struct CappedLog {
     path: PathBuf,
-    file: File,
+    current: File,
+    previous: File,
     written: u64,
     cap: u64,
 }
 
 impl CappedLog {
-    /// Opens `path` for appending, with `cap` bytes per file.
+    /// Opens `path` (and its rotated twin) for appending, `cap` bytes per file.
     pub fn open(path: &Path, cap: u64) -> io::Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
-        let written = file.metadata()?.len();
-        Ok(Self { path: path.to_owned(), file, written, cap: cap.max(1) })
+        let current = OpenOptions::new().create(true).read(true).append(true).open(path)?;
+        let previous = OpenOptions::new().create(true).read(true).write(true).truncate(false).open(rotated(path))?;
+        let written = current.metadata()?.len();
+        Ok(Self { path: path.to_owned(), current, previous, written, cap: cap.max(1) })
+    }
+
+    /// The descriptors a jail must keep open for this log.
+    pub fn fds(&self) -> [std::os::fd::RawFd; 2] {
+        use std::os::fd::AsRawFd;
+        [self.current.as_raw_fd(), self.previous.as_raw_fd()]
     }
 
     fn rotate(&mut self) -> io::Result<()> {
-        std::fs::rename(&self.path, rotated(&self.path))?;
-        self.file = OpenOptions::new().create(true).append(true).truncate(false).open(&self.path)?;
+        use std::os::unix::fs::FileExt;
+        self.previous.set_len(0)?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut at = 0u64;
+        loop {
+            let n = self.current.read_at(&mut buf, at)?;
+            if n == 0 {
+                break;
+            }
+            self.previous.write_all_at(&buf[..n], at)?;
+            at += n as u64;
+        }
+        // The current file is opened for appending: after this, writes
+        // start again at its beginning.
+        self.current.set_len(0)?;
         self.written = 0;
         Ok(())
     }
@@ -52,13 +78,13 @@ impl Write for CappedLog {
         // A single write larger than the cap keeps only its tail.
         let cap = usize::try_from(self.cap).unwrap_or(usize::MAX);
         let keep = if buf.len() > cap { &buf[buf.len() - cap..] } else { buf };
-        self.file.write_all(keep)?;
+        self.current.write_all(keep)?;
         self.written += keep.len() as u64;
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        self.current.flush()
     }
 }
 

@@ -99,6 +99,7 @@ pub fn run(
         cmdline: args.cmdline.clone(),
         kernel,
         kvm_path: args.kvm.clone(),
+        kvm_fd: None,
         virtio: VirtioConfig {
             console: grant.console.then(|| ConsoleConfig { input: Some(input) }),
             rng: grant.rng,

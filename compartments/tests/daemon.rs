@@ -112,7 +112,14 @@ impl Daemon {
                 let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
                 let zombie = stat.rfind(')').and_then(|i| stat.get(i + 2..i + 3)) == Some("Z");
                 let program = cmd.split(|&b| b == 0).next().unwrap_or_default();
-                !zombie && program.ends_with(b"ward-vmm") && String::from_utf8_lossy(&cmd).contains(&marker)
+                // A jailed VMM is the child of its waiter; count the waiter.
+                let ppid = stat.rfind(')').and_then(|i| stat.get(i + 2..)?.split(' ').nth(1)?.parse::<u32>().ok());
+                let parent = std::fs::read(format!("/proc/{}/cmdline", ppid.unwrap_or(0))).unwrap_or_default();
+                let parent_is_vmm = parent.split(|&b| b == 0).next().unwrap_or_default().ends_with(b"ward-vmm");
+                !zombie
+                    && !parent_is_vmm
+                    && program.ends_with(b"ward-vmm")
+                    && String::from_utf8_lossy(&cmd).contains(&marker)
             })
             .collect()
     }
@@ -144,7 +151,7 @@ fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
 
 #[test]
 fn twenty_compartments_start_at_once_and_stop() {
-    let d = Daemon::start("twenty", POLICY, &["--no-jail"]);
+    let d = Daemon::start("twenty", POLICY, &[]);
     let names: Vec<String> = (0..20).map(|i| format!("c{i:02}")).collect();
     std::thread::scope(|s| {
         for name in &names {
@@ -175,7 +182,7 @@ fn twenty_compartments_start_at_once_and_stop() {
 
 #[test]
 fn a_vmm_killed_with_sigkill_is_noticed_and_restarted() {
-    let d = Daemon::start("sigkill", POLICY, &["--no-jail"]);
+    let d = Daemon::start("sigkill", POLICY, &[]);
     d.ok(&["create", "keeper"]);
     d.ok(&["start", "keeper"]);
     let pid = d.table()[0].2.expect("keeper has a pid");
@@ -195,7 +202,7 @@ fn a_vmm_killed_with_sigkill_is_noticed_and_restarted() {
 
 #[test]
 fn a_daemon_killed_mid_start_finds_every_compartment_again() {
-    let mut d = Daemon::start("crash", POLICY, &["--no-jail"]);
+    let mut d = Daemon::start("crash", POLICY, &[]);
     let names: Vec<String> = (0..6).map(|i| format!("m{i}")).collect();
     for n in &names {
         d.ok(&["create", n]);
@@ -226,7 +233,7 @@ fn a_daemon_killed_mid_start_finds_every_compartment_again() {
 
 #[test]
 fn a_thousand_garbage_requests_never_stop_the_daemon() {
-    let d = Daemon::start("garbage", POLICY, &["--no-jail"]);
+    let d = Daemon::start("garbage", POLICY, &[]);
     let garbage: Vec<Vec<u8>> = vec![
         b"hello\n".to_vec(),
         b"{\n".to_vec(),
@@ -250,7 +257,7 @@ fn a_thousand_garbage_requests_never_stop_the_daemon() {
 
 #[test]
 fn console_history_stays_under_its_cap() {
-    let d = Daemon::start("logcap", POLICY, &["--no-jail", "--log-cap", "300"]);
+    let d = Daemon::start("logcap", POLICY, &["--log-cap", "300"]);
     d.ok(&["create", "chatty", "--image", "hello"]);
     d.ok(&["start", "chatty"]);
     wait_until("chatty stops", Duration::from_secs(20), || d.state("chatty").as_deref() == Some("stopped"));
@@ -265,7 +272,7 @@ fn console_history_stays_under_its_cap() {
 
 #[test]
 fn sigterm_stops_every_compartment_and_the_daemon() {
-    let mut d = Daemon::start("sigterm", POLICY, &["--no-jail"]);
+    let mut d = Daemon::start("sigterm", POLICY, &[]);
     for n in ["t1", "t2", "t3"] {
         d.ok(&["create", n]);
         d.ok(&["start", n]);
@@ -299,7 +306,7 @@ image = "idle"
 memory = 16
 autostart = true
 "#;
-    let d = Daemon::start("autostart", policy, &["--no-jail"]);
+    let d = Daemon::start("autostart", policy, &[]);
     let audit = d.ok(&["audit"]);
     let order: Vec<&str> =
         audit.lines().filter(|l| l.contains(" start ")).filter_map(|l| l.split(' ').nth(2)).collect();
@@ -312,7 +319,7 @@ autostart = true
 #[test]
 fn the_socket_is_private_and_other_users_are_refused() {
     use std::os::unix::fs::PermissionsExt;
-    let d = Daemon::start("peer", POLICY, &["--no-jail"]);
+    let d = Daemon::start("peer", POLICY, &[]);
     let mode = std::fs::metadata(d.socket()).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     // Open the file mode so the peer-credential check is what refuses.
@@ -327,7 +334,7 @@ fn the_socket_is_private_and_other_users_are_refused() {
 
 #[test]
 fn disposable_run_leaves_nothing_behind() {
-    let d = Daemon::start("disposable", POLICY, &["--no-jail"]);
+    let d = Daemon::start("disposable", POLICY, &[]);
     let out = d.ward(&["run", "once", "--disposable", "--image", "hello"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("hello from ring 3"));

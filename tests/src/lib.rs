@@ -48,6 +48,7 @@ pub fn config(name: &str, memory_mib: u64, cmdline: &str) -> VmConfig {
         cmdline: cmdline.to_owned(),
         kernel: ward_images::KERNEL.into(),
         kvm_path: PathBuf::from("/dev/kvm"),
+        kvm_fd: None,
         virtio: ward_vmm::VirtioConfig::default(),
         seccomp: ward_vmm::SeccompMode::Off,
         modules: Vec::new(),

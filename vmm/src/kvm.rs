@@ -48,6 +48,21 @@ pub fn open(path: &Path) -> Result<Kvm, KvmError> {
         libc::ENOTTY | libc::EINVAL | libc::ENODEV | libc::ENXIO => KvmError::NotKvm(path.to_owned()),
         _ => KvmError::Open { path: path.to_owned(), source: e.into() },
     })?;
+    checked(kvm, path)
+}
+
+/// KVM from a device already open (a jailed VMM process opens `/dev/kvm`
+/// before it loses the right to); `path` names it in errors.
+pub fn from_fd(fd: &std::os::fd::OwnedFd, path: &Path) -> Result<Kvm, KvmError> {
+    use std::os::fd::IntoRawFd;
+    let own = fd.try_clone().map_err(|source| KvmError::Open { path: path.to_owned(), source })?;
+    // SAFETY: `own` is a fresh duplicate we own; `Kvm` takes it over and
+    // closes it when dropped.
+    let kvm = unsafe { <Kvm as std::os::fd::FromRawFd>::from_raw_fd(own.into_raw_fd()) };
+    checked(kvm, path)
+}
+
+fn checked(kvm: Kvm, path: &Path) -> Result<Kvm, KvmError> {
     // Opening a regular file succeeds; the first ioctl tells. The KVM API
     // version has been 12 since Linux 2.6.22 (KVM_API_VERSION).
     if kvm.get_api_version() != KVM_API_VERSION {

@@ -48,6 +48,9 @@ pub struct VmConfig {
     pub modules: Vec<ModuleSpec>,
     /// The KVM device.
     pub kvm_path: PathBuf,
+    /// `/dev/kvm` already open (a jailed process cannot open it); `None`:
+    /// open `kvm_path`.
+    pub kvm_fd: Option<Arc<std::os::fd::OwnedFd>>,
     /// The virtio devices (console, entropy, disks); none by default.
     pub virtio: VirtioConfig,
     /// Which threads get a seccomp filter. Real runs want
@@ -197,7 +200,10 @@ impl Vm {
         // Disk files are opened and checked before KVM is touched.
         let virtio_devices = setup::build(&config.name, &config.virtio, virtio_sink.as_ref())?;
 
-        let kvm = kvm::open(&config.kvm_path)?;
+        let kvm = match &config.kvm_fd {
+            Some(fd) => kvm::from_fd(fd, &config.kvm_path)?,
+            None => kvm::open(&config.kvm_path)?,
+        };
         let vm = kvm.create_vm().map_err(VmError::CreateVm)?;
         vm.set_tss_address(KVM_TSS_ADDRESS).map_err(VmError::TssAddress)?;
         vm.create_irq_chip().map_err(VmError::Irqchip)?;
@@ -399,6 +405,7 @@ mod tests {
             kernel: power_off_kernel(),
             modules: Vec::new(),
             kvm_path: PathBuf::from(kvm::DEFAULT_KVM_PATH),
+            kvm_fd: None,
             virtio,
             seccomp: SeccompMode::Off,
         }

@@ -1,17 +1,32 @@
 //! `ward-vmm`: one compartment's VMM process, as `wardd` starts it.
 //!
 //! `ward-vmm --spec FILE` reads the compartment's resolved spec (see
-//! `ward_compartments::vmm_spec`), sends the console to its capped history
-//! file, runs the VM to the end, and records how it ended in the spec's
-//! exit file (which `wardd` reads even if it was restarted meanwhile). It
-//! exits with the guest's exit code, 125 if the guest crashed, 1 if the VM
-//! could not start.
+//! `ward_compartments::vmm_spec`) and, when the spec asks for a jail:
+//! 1. forks into a PID namespace of its own (this process stays as a
+//!    waiter that forwards signals and the exit code; the child is PID 1);
+//! 2. opens everything it will need: `/dev/kvm`, its console history files,
+//!    its exit-record file;
+//! 3. enters the jail (`ward_compartments::jail`): mount, network, IPC and
+//!    UTS namespaces, an empty private root, an unprivileged uid/gid,
+//!    `no_new_privs`, resource limits, every other descriptor closed; what
+//!    the host did not allow is reported once, here, on stderr;
+//! 4. only then starts threads, builds the VM from the open descriptors and
+//!    runs it (the VMM's own threads add seccomp filters).
+//!
+//! The console goes to the capped history; how the guest ended goes to the
+//! exit record, which `wardd` reads even if it was restarted meanwhile. The
+//! process exits with the guest's exit code, 125 if the guest crashed, 1 if
+//! the VM could not start.
 
+use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use ward_compartments::console_log::{CappedLog, spawn_writer};
+use ward_compartments::jail::{self, JailSpec, PidNamespace};
 use ward_compartments::run::{EXIT_CRASHED, exit_code};
 use ward_compartments::vmm_spec::{ExitRecord, VmmSpec};
 use ward_vmm::boot::ModuleSpec;
@@ -40,14 +55,89 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (record, code) = run(&spec, started);
-    if let Err(e) = write_exit(&spec, &record) {
-        eprintln!("ward-vmm: compartment {}: cannot write {}: {e}", spec.name, spec.exit_file.display());
+    if spec.jail {
+        match jail::enter_pid_namespace() {
+            Ok(PidNamespace::Parent { child }) => jail::wait_and_exit(child),
+            Ok(PidNamespace::Child) => exit_on_signals(),
+            Err(e) => eprintln!("ward-vmm: compartment {}: no PID namespace: {e}", spec.name),
+        }
+    }
+    let opened = match Opened::open(&spec) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("ward-vmm: compartment {}: {e}", spec.name);
+            return ExitCode::FAILURE;
+        }
+    };
+    if spec.jail {
+        let jail = JailSpec::new(&spec.name, spec.memory_mib << 20, opened.keep_fds());
+        match jail::enter(&jail) {
+            Ok(report) if report.is_complete() => {}
+            Ok(report) => {
+                eprintln!("ward-vmm: compartment {}: jailed, except: {}", spec.name, report.missing_summary())
+            }
+            Err(e) => {
+                eprintln!("ward-vmm: compartment {}: cannot enter the jail: {e}", spec.name);
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let Opened { kvm, log, mut exit } = opened;
+    let (record, code) = run(&spec, kvm, log, started);
+    let json = serde_json::to_vec(&record).unwrap_or_default();
+    if let Err(e) = exit.write_all(&json) {
+        eprintln!("ward-vmm: compartment {}: cannot write its exit record: {e}", spec.name);
     }
     ExitCode::from(code)
 }
 
-fn run(spec: &VmmSpec, started: Instant) -> (ExitRecord, u8) {
+/// As PID 1 of its namespace the process ignores signals it has no handler
+/// for; the waiter forwards `wardd`'s SIGTERM here, so end on it.
+fn exit_on_signals() {
+    extern "C" fn end(signal: libc::c_int) {
+        // SAFETY: `_exit` is async-signal-safe and ends the process at once.
+        unsafe { libc::_exit(128 + signal) }
+    }
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: installing a handler that only calls an async-signal-safe
+        // function; no other thread exists yet.
+        unsafe { libc::signal(signal, end as *const () as libc::sighandler_t) };
+    }
+}
+
+/// Everything the process needs after the jail closes the world.
+struct Opened {
+    kvm: OwnedFd,
+    log: CappedLog,
+    exit: File,
+}
+
+impl Opened {
+    fn open(spec: &VmmSpec) -> Result<Self, String> {
+        let kvm = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(ward_vmm::kvm::DEFAULT_KVM_PATH)
+            .map_err(|e| format!("cannot open {}: {e}", ward_vmm::kvm::DEFAULT_KVM_PATH))?;
+        let log = CappedLog::open(&spec.console_log, spec.log_cap)
+            .map_err(|e| format!("cannot open console log {}: {e}", spec.console_log.display()))?;
+        let exit = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&spec.exit_file)
+            .map_err(|e| format!("cannot open {}: {e}", spec.exit_file.display()))?;
+        Ok(Self { kvm: kvm.into(), log, exit })
+    }
+
+    fn keep_fds(&self) -> Vec<std::os::fd::RawFd> {
+        let mut fds = vec![self.kvm.as_raw_fd(), self.exit.as_raw_fd()];
+        fds.extend(self.log.fds());
+        fds
+    }
+}
+
+fn run(spec: &VmmSpec, kvm: OwnedFd, log: CappedLog, started: Instant) -> (ExitRecord, u8) {
     let fail = |reason: String| {
         eprintln!("ward-vmm: compartment {}: {reason}", spec.name);
         (ExitRecord { exit_code: None, reason }, 1)
@@ -55,9 +145,9 @@ fn run(spec: &VmmSpec, started: Instant) -> (ExitRecord, u8) {
     let Some(image) = ward_images::image(&spec.image) else {
         return fail(format!("no image called {:?}", spec.image));
     };
-    let (console, writer) = match CappedLog::open(&spec.console_log, spec.log_cap).and_then(spawn_writer) {
+    let (console, writer) = match spawn_writer(log) {
         Ok(pair) => pair,
-        Err(e) => return fail(format!("cannot open console log {}: {e}", spec.console_log.display())),
+        Err(e) => return fail(format!("cannot start the console log writer: {e}")),
     };
     let config = VmConfig {
         name: spec.name.clone(),
@@ -65,6 +155,7 @@ fn run(spec: &VmmSpec, started: Instant) -> (ExitRecord, u8) {
         cmdline: spec.cmdline.clone(),
         kernel: ward_images::KERNEL.into(),
         kvm_path: ward_vmm::kvm::DEFAULT_KVM_PATH.into(),
+        kvm_fd: Some(Arc::new(kvm)),
         virtio: VirtioConfig {
             console: spec.console.then(|| ConsoleConfig { input: None }),
             rng: spec.rng,
@@ -94,11 +185,4 @@ fn run(spec: &VmmSpec, started: Instant) -> (ExitRecord, u8) {
         }
         Err(e) => fail(e.to_string()),
     }
-}
-
-/// Writes the exit record atomically (a crash leaves the old one or none).
-fn write_exit(spec: &VmmSpec, record: &ExitRecord) -> std::io::Result<()> {
-    let tmp = spec.exit_file.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec(record).unwrap_or_default())?;
-    std::fs::rename(tmp, &spec.exit_file)
 }

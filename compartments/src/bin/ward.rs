@@ -67,6 +67,11 @@ fn main() -> ExitCode {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
+        Command::Doctor => {
+            let capabilities = ward_compartments::jail::doctor();
+            print!("{}", ward_compartments::jail::render_doctor(&capabilities));
+            ExitCode::SUCCESS
+        }
         Command::Images => {
             print!("{}", run::images_report());
             ExitCode::SUCCESS

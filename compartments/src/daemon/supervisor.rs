@@ -20,6 +20,7 @@ use super::proto::{ErrorKind, Reply, State, Status};
 use super::state::{Granted, Record, Restart, Store, StoreError, now_ms};
 use crate::console_log;
 use crate::grant::grant;
+use crate::jail::{Cgroup, CgroupLimits};
 use crate::name::CompartmentName;
 use crate::policy_source::PolicySource;
 use crate::vmm_spec::{ExitRecord, VmmSpec};
@@ -72,6 +73,8 @@ pub struct Supervisor {
     /// VMMs this daemon started (it can wait for them); adopted ones after a
     /// restart are watched by pid.
     children: Mutex<HashMap<String, Child>>,
+    /// The cgroup of each running compartment, removed when it ends.
+    cgroups: Mutex<HashMap<String, Cgroup>>,
 }
 
 /// Backoff before restart number `failures` (1 s, 2 s, 4 s ... 30 s).
@@ -93,6 +96,17 @@ fn is_our_vmm(pid: u32, spec: &std::path::Path) -> bool {
     !zombie
         && args.first().is_some_and(|a| a.ends_with(b"ward-vmm"))
         && args.contains(&spec.as_os_str().as_encoded_bytes())
+        && !parent_is_vmm(&stat)
+}
+
+/// Whether a process's parent is itself a `ward-vmm`: a jailed VMM runs as
+/// the child of its waiter (same command line), and the waiter is the
+/// process wardd tracks, signals and adopts.
+fn parent_is_vmm(stat: &str) -> bool {
+    // Fields after the command's closing parenthesis: state, ppid, ...
+    let ppid = stat.rfind(')').and_then(|i| stat.get(i + 2..)?.split(' ').nth(1)?.parse::<u32>().ok());
+    ppid.and_then(|ppid| std::fs::read(format!("/proc/{ppid}/cmdline")).ok())
+        .is_some_and(|cmd| cmd.split(|&b| b == 0).next().is_some_and(|a| a.ends_with(b"ward-vmm")))
 }
 
 /// Every live `ward-vmm` process and the spec file it runs.
@@ -123,7 +137,13 @@ impl Supervisor {
     /// Opens the store and finds the compartments again.
     pub fn open(config: Config) -> Result<Self, StoreError> {
         let store = Store::open(&config.paths.db())?;
-        let sup = Self { config, store, ops: Mutex::new(()), children: Mutex::new(HashMap::new()) };
+        let sup = Self {
+            config,
+            store,
+            ops: Mutex::new(()),
+            children: Mutex::new(HashMap::new()),
+            cgroups: Mutex::new(HashMap::new()),
+        };
         sup.recover()?;
         Ok(sup)
     }
@@ -260,14 +280,14 @@ impl Supervisor {
             .append(true)
             .open(paths.vmm_errors(&rec.name))
             .map_err(|e| internal("opening the VMM error log", e))?;
-        let child = Command::new(&self.config.vmm_binary)
-            .arg("--spec")
-            .arg(&spec_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(errors)
-            .spawn()
-            .map_err(|e| internal(&format!("starting {}", self.config.vmm_binary.display()), e))?;
+        let mut command = Command::new(&self.config.vmm_binary);
+        command.arg("--spec").arg(&spec_path).stdin(Stdio::null()).stdout(Stdio::null()).stderr(errors);
+        let cgroup = self.config.jail.then(|| self.cgroup_for(rec, &mut command)).flatten();
+        let child =
+            command.spawn().map_err(|e| internal(&format!("starting {}", self.config.vmm_binary.display()), e))?;
+        if let Some(cgroup) = cgroup {
+            lock(&self.cgroups).insert(rec.name.clone(), cgroup);
+        }
         let pid = child.id();
         lock(&self.children).insert(rec.name.clone(), child);
         rec.state = State::Running;
@@ -277,6 +297,44 @@ impl Supervisor {
         self.store.put(rec)?;
         self.store.audit("start", &rec.name, &format!("pid {pid}"))?;
         Ok(())
+    }
+
+    /// Makes the compartment's cgroup (memory, CPU, task limits) and has the
+    /// VMM process join it before it runs a single instruction of its own,
+    /// so everything it starts is limited too. A host without the cgroup
+    /// controllers gets the VMM without them, reported once in the audit.
+    fn cgroup_for(&self, rec: &Record, command: &mut Command) -> Option<Cgroup> {
+        use std::os::unix::process::CommandExt;
+        let cgroup = match Cgroup::create(&rec.name, &CgroupLimits::for_guest(rec.memory_mib << 20)) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = self.store.audit("cgroup-unavailable", &rec.name, &e.to_string());
+                return None;
+            }
+        };
+        let procs: Vec<std::ffi::CString> = cgroup
+            .paths()
+            .iter()
+            .filter_map(|dir| {
+                std::ffi::CString::new(dir.join("cgroup.procs").into_os_string().into_encoded_bytes()).ok()
+            })
+            .collect();
+        // SAFETY: runs in the forked child before exec; it only calls
+        // open/write/close (async-signal-safe) on paths allocated before the
+        // fork, and allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                for path in &procs {
+                    let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    if fd >= 0 {
+                        libc::write(fd, c"0".as_ptr().cast(), 1);
+                        libc::close(fd);
+                    }
+                }
+                Ok(())
+            });
+        }
+        Some(cgroup)
     }
 
     /// Stops a compartment: SIGTERM, then SIGKILL after `timeout`. Returns
@@ -399,6 +457,11 @@ impl Supervisor {
 
     /// Records the end of `rec`'s run and decides what comes next.
     fn finish(&self, rec: &mut Record, how: &str) -> Result<(), StoreError> {
+        if let Some(cgroup) = lock(&self.cgroups).remove(&rec.name)
+            && let Err(e) = cgroup.remove()
+        {
+            log::warn!("compartment {}: {e}", rec.name);
+        }
         let exit: Option<ExitRecord> =
             std::fs::read(self.config.paths.exit_file(&rec.name)).ok().and_then(|b| serde_json::from_slice(&b).ok());
         rec.exit_code = exit.as_ref().and_then(|e| e.exit_code);
@@ -535,8 +598,21 @@ fn restart_of(policy: ward_policy::RestartPolicy) -> Restart {
     }
 }
 
-/// RSS (KiB) and CPU time (ms) of a process, from /proc.
+/// RSS (KiB) and CPU time (ms) of a VMM: its process and, when jailed, the
+/// child that is PID 1 of its namespace.
 fn process_usage(pid: u32) -> (Option<u64>, Option<u64>) {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    children
+        .split_whitespace()
+        .filter_map(|c| c.parse::<u32>().ok())
+        .map(one_process_usage)
+        .fold(one_process_usage(pid), |(rss, cpu), (r, c)| {
+            (rss.map(|x| x + r.unwrap_or(0)), cpu.map(|x| x + c.unwrap_or(0)))
+        })
+}
+
+/// RSS (KiB) and CPU time (ms) of one process, from /proc.
+fn one_process_usage(pid: u32) -> (Option<u64>, Option<u64>) {
     let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok());

@@ -11,11 +11,10 @@
 //!   call per line;
 //! - a panic handler that prints the message and exits with code 101.
 //!
-//! ```ignore
+//! A program (built for the guest target, so not a host doctest):
+//!
+//! ```text
 //! #![no_std]
-// Guest programs run only on x86_64: system-call results are 64-bit
-// registers narrowed to the ABI's types on purpose.
-#![allow(clippy::cast_possible_truncation)]
 //! #![no_main]
 //! ward_rt::entry!(main);
 //! fn main(_args: &[u8]) -> i32 {
@@ -25,6 +24,9 @@
 //! ```
 
 #![no_std]
+// Guest programs run only on x86_64: system-call results are 64-bit
+// registers narrowed to the ABI's types on purpose.
+#![allow(clippy::cast_possible_truncation)]
 
 extern crate alloc;
 
