@@ -154,6 +154,23 @@ pub enum BenchCommand {
     /// With a running wardd: start idle compartments in waves and report
     /// start-to-first-console-line times and host memory per compartment.
     Fleet(BenchFleetArgs),
+    /// Sequential virtio-blk throughput of a guest program (64 KiB and
+    /// 1 MiB requests over a fresh disk file) next to a host process doing
+    /// the same reads and writes on the same file, as ratios.
+    Disk(BenchDiskArgs),
+}
+
+/// Arguments of `ward bench disk`.
+#[derive(Debug, Args)]
+pub struct BenchDiskArgs {
+    /// Size of the disk file, MiB.
+    #[arg(long, value_name = "MiB", default_value_t = 1024)]
+    pub size: u64,
+
+    /// Directory for the disk file (removed afterwards). Default: the
+    /// system's temporary directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 /// Arguments of `ward bench fleet`.

@@ -110,3 +110,25 @@ fn the_policy_decides_which_disks_a_compartment_gets() {
     assert!(text(&out.stderr).contains("may have 0 disk(s) by its policy"), "{}", text(&out.stderr));
     std::fs::remove_file(path).unwrap();
 }
+
+#[test]
+fn the_disk_benchmark_reports_guest_and_host_figures_and_removes_its_file() {
+    let dir = std::env::temp_dir().join(format!("ward-devices-{}-bench", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args(["bench", "disk", "--size", "4", "--dir", dir.to_str().unwrap()])
+        .env_remove("WARD_POLICY")
+        .output()
+        .unwrap();
+    let report = text(&out.stdout);
+    assert!(out.status.success(), "{report}{}", text(&out.stderr));
+    for row in ["64 KiB write", "64 KiB read", "1024 KiB write", "1024 KiB read"] {
+        let line = report.lines().find(|l| l.trim_start().starts_with(row)).unwrap_or_else(|| panic!("{report}"));
+        let figures: Vec<f64> =
+            line.split_whitespace().skip(3).map(|f| f.trim_end_matches('x').parse().unwrap()).collect();
+        assert_eq!(figures.len(), 3, "{line}");
+        assert!(figures.iter().all(|f| *f > 0.0), "every figure is a measured rate: {line}");
+    }
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "the disk file is removed");
+    std::fs::remove_dir(&dir).unwrap();
+}

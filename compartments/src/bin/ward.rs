@@ -77,13 +77,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Bench(BenchCommand::Fleet(args)) => done(fleet::fleet(&socket, &args)),
-        Command::Bench(BenchCommand::Boot(args)) => match bench::boot(&args) {
-            Ok(report) => {
-                print!("{report}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => fail(&e),
-        },
+        Command::Bench(BenchCommand::Boot(args)) => done(bench::boot(&args)),
+        Command::Bench(BenchCommand::Disk(args)) => done(bench::disk(&args)),
     }
 }
 
@@ -110,7 +105,7 @@ fn run_in_daemon(
 }
 
 /// Prints a command's output, or its error.
-fn done(result: Result<String, manage::ManageError>) -> ExitCode {
+fn done<E: std::error::Error>(result: Result<String, E>) -> ExitCode {
     match result {
         Ok(text) => {
             print!("{text}");
