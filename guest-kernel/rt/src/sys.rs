@@ -4,6 +4,9 @@
 use core::arch::asm;
 
 use ward_abi::syscall::{self as abi, Error, MemInfo, ProcessInfo};
+
+/// Scheduling priorities for [`spawn`]: 0 is the highest.
+pub use ward_abi::syscall::{PRIORITY_DEFAULT, PRIORITY_HIGHEST, PRIORITY_LOWEST};
 use zerocopy::IntoBytes;
 
 /// A process id.

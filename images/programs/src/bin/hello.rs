@@ -9,7 +9,10 @@ ward_rt::entry!(main);
 
 fn main(_args: &[u8]) -> i32 {
     println!("hello from ring 3: process {} at {} us after boot", sys::getpid(), sys::clock_ns() / 1000);
-    match sys::spawn("ps", b"", None).and_then(sys::wait) {
+    // `ps` runs one priority below us, so it starts only once we wait for
+    // it: the table it prints always shows us waiting.
+    let below = sys::PRIORITY_DEFAULT + 1;
+    match sys::spawn("ps", b"", Some(below)).and_then(sys::wait) {
         Ok(sys::Status::Exited(0)) => 0,
         Ok(status) => {
             println!("hello: ps ended with {status:?}");
