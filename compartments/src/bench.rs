@@ -182,6 +182,9 @@ pub fn disk(args: &BenchDiskArgs) -> Result<String, BenchError> {
             ));
         }
     }
+    if let Some(line) = output.lines().find_map(|l| l.trim().strip_prefix("diskbench: 512-byte read round trip: ")) {
+        report.push_str(&format!("  one 512-byte guest read, round trip: {line}\n"));
+    }
     Ok(report)
 }
 
