@@ -54,6 +54,13 @@ pub enum Command {
         /// Less memory than the policy grants, MiB.
         #[arg(long, short = 'm', value_name = "MiB")]
         memory: Option<u64>,
+        /// Command line for the guest kernel, e.g. "ward.panic".
+        #[arg(long, value_name = "TEXT", default_value = "")]
+        cmdline: String,
+        /// A host file to attach as the next disk, read-only with `:ro`; the
+        /// policy's volumes bound how many, how large, and which read-only.
+        #[arg(long = "disk", value_name = "PATH[:ro]")]
+        disks: Vec<crate::grant::DiskRequest>,
         /// Remove it and its state when it stops.
         #[arg(long)]
         disposable: bool,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::cli::BenchFleetArgs;
 use crate::daemon::client::Client;
-use crate::daemon::proto::{Reply, Request};
+use crate::daemon::proto::{CreateArgs, Reply, Request};
 use crate::manage::{ManageError, simple};
 
 /// `MemAvailable` from /proc/meminfo, KiB.
@@ -89,12 +89,11 @@ pub fn fleet(socket: &Path, args: &BenchFleetArgs) -> Result<String, ManageError
         let before = mem_available_kib();
         let mut times = Vec::with_capacity(count);
         for name in &names {
-            let create = Request::Create {
-                name: name.clone(),
+            let create = Request::Create(CreateArgs {
                 image: Some("idle".into()),
                 memory_mib: Some(args.memory),
-                disposable: false,
-            };
+                ..CreateArgs::from_policy(name)
+            });
             simple(socket, &create)?;
             times.push(start_and_time(socket, name)?);
         }

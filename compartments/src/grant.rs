@@ -25,7 +25,8 @@ pub struct Grant {
 
 /// A disk asked for on the command line: a host file, and whether the
 /// guest may only read it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DiskRequest {
     /// The host file.
     pub path: std::path::PathBuf,

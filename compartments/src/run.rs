@@ -103,7 +103,7 @@ pub fn run(
         virtio: VirtioConfig {
             console: grant.console.then(|| ConsoleConfig { input: Some(input) }),
             rng: grant.rng,
-            disks: args.disks.iter().map(|d| DiskConfig { path: d.path.clone(), read_only: d.read_only }).collect(),
+            disks: args.disks.iter().map(|d| DiskConfig::at(&d.path, d.read_only)).collect(),
         },
         seccomp: SeccompMode::AllThreads,
         modules,

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::grant::DiskRequest;
+
 /// A compartment to run, fully resolved (the policy already decided).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +33,9 @@ pub struct VmmSpec {
     /// A virtio entropy device.
     #[serde(default)]
     pub rng: bool,
+    /// Disks: host files the process opens before its jail.
+    #[serde(default)]
+    pub disks: Vec<DiskRequest>,
 }
 
 /// What the exit file holds.

@@ -341,3 +341,35 @@ fn disposable_run_leaves_nothing_behind() {
     assert!(d.table().is_empty(), "{:?}", d.table());
     assert!(!d.dir.join("state/logs/once.log").exists());
 }
+
+#[test]
+fn a_jailed_compartment_reads_and_writes_its_disk_and_the_policy_bounds_it() {
+    let policy = format!("{POLICY}\n[[template.app.devices.block]]\nname = \"data\"\nsize = 16\n");
+    let d = Daemon::start("disk", &policy, &[]);
+    let path = d.dir.join("data.img");
+    std::fs::File::create(&path).unwrap().set_len(8 << 20).unwrap();
+    // A relative path: the client makes it absolute for the daemon.
+    let out = Command::new(bin("ward"))
+        .current_dir(&d.dir)
+        .arg("--socket")
+        .arg(d.socket())
+        .args(["run", "disk-user", "--disposable", "--image", "disk", "--disk", "data.img"])
+        .output()
+        .unwrap();
+    let console = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{console}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(console.contains("read back 64 KiB at sector 16256: identical"), "{console}");
+    let bytes = std::fs::read(&path).unwrap();
+    let at = 16256 * 512;
+    assert!(bytes[at..at + 64 * 1024].iter().enumerate().all(|(i, &b)| b == (i * 31 % 251).to_le_bytes()[0]));
+
+    // Larger than the volume, or a second disk: refused before anything runs.
+    std::fs::File::create(&path).unwrap().set_len(32 << 20).unwrap();
+    let out = d.ward(&["create", "too-big", "--image", "disk", "--disk", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("data"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = d.ward(&["create", "no-file", "--image", "disk", "--disk", "/nonexistent/ward.img"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ward.img"));
+    assert!(d.table().is_empty(), "{:?}", d.table());
+    assert!(d.vmms().is_empty());
+}

@@ -413,7 +413,7 @@ mod tests {
 
     #[test]
     fn missing_disk_file_is_refused_by_name_before_kvm_is_opened() {
-        let disk = DiskConfig { path: "/nonexistent/disk.img".into(), read_only: false };
+        let disk = DiskConfig::at("/nonexistent/disk.img", false);
         let mut config = config(VirtioConfig { disks: vec![disk], ..VirtioConfig::default() });
         config.kvm_path = PathBuf::from("/nonexistent/kvm");
         let err = Vm::new(&config, Box::new(std::io::sink()), Instant::now()).unwrap_err();

@@ -30,7 +30,7 @@ use ward_compartments::jail::{self, JailSpec, PidNamespace};
 use ward_compartments::run::{EXIT_CRASHED, exit_code};
 use ward_compartments::vmm_spec::{ExitRecord, VmmSpec};
 use ward_vmm::boot::ModuleSpec;
-use ward_vmm::{ConsoleConfig, SeccompMode, VirtioConfig, VmConfig};
+use ward_vmm::{ConsoleConfig, DiskConfig, SeccompMode, VirtioConfig, VmConfig};
 
 fn main() -> ExitCode {
     let started = Instant::now();
@@ -82,8 +82,8 @@ fn main() -> ExitCode {
             }
         }
     }
-    let Opened { kvm, log, mut exit } = opened;
-    let (record, code) = run(&spec, kvm, log, started);
+    let Opened { kvm, log, mut exit, disks } = opened;
+    let (record, code) = run(&spec, kvm, log, disks, started);
     let json = serde_json::to_vec(&record).unwrap_or_default();
     if let Err(e) = exit.write_all(&json) {
         eprintln!("ward-vmm: compartment {}: cannot write its exit record: {e}", spec.name);
@@ -110,6 +110,8 @@ struct Opened {
     kvm: OwnedFd,
     log: CappedLog,
     exit: File,
+    /// The spec's disks, in order.
+    disks: Vec<File>,
 }
 
 impl Opened {
@@ -127,17 +129,29 @@ impl Opened {
             .truncate(true)
             .open(&spec.exit_file)
             .map_err(|e| format!("cannot open {}: {e}", spec.exit_file.display()))?;
-        Ok(Self { kvm: kvm.into(), log, exit })
+        let disks = spec
+            .disks
+            .iter()
+            .map(|d| {
+                OpenOptions::new()
+                    .read(true)
+                    .write(!d.read_only)
+                    .open(&d.path)
+                    .map_err(|e| format!("cannot open disk {}: {e}", d.path.display()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { kvm: kvm.into(), log, exit, disks })
     }
 
     fn keep_fds(&self) -> Vec<std::os::fd::RawFd> {
         let mut fds = vec![self.kvm.as_raw_fd(), self.exit.as_raw_fd()];
         fds.extend(self.log.fds());
+        fds.extend(self.disks.iter().map(AsRawFd::as_raw_fd));
         fds
     }
 }
 
-fn run(spec: &VmmSpec, kvm: OwnedFd, log: CappedLog, started: Instant) -> (ExitRecord, u8) {
+fn run(spec: &VmmSpec, kvm: OwnedFd, log: CappedLog, disks: Vec<File>, started: Instant) -> (ExitRecord, u8) {
     let fail = |reason: String| {
         eprintln!("ward-vmm: compartment {}: {reason}", spec.name);
         (ExitRecord { exit_code: None, reason }, 1)
@@ -159,7 +173,12 @@ fn run(spec: &VmmSpec, kvm: OwnedFd, log: CappedLog, started: Instant) -> (ExitR
         virtio: VirtioConfig {
             console: spec.console.then(|| ConsoleConfig { input: None }),
             rng: spec.rng,
-            disks: Vec::new(),
+            disks: spec
+                .disks
+                .iter()
+                .zip(disks)
+                .map(|(d, file)| DiskConfig { opened: Some(Arc::new(file)), ..DiskConfig::at(&d.path, d.read_only) })
+                .collect(),
         },
         // This thread writes the exit record after the run: only the VMM's
         // own threads are filtered.

@@ -8,7 +8,8 @@ use clap::Parser;
 
 use ward_compartments::cli::{BenchCommand, Cli, Command};
 use ward_compartments::daemon::paths::default_socket;
-use ward_compartments::daemon::proto::Request;
+use ward_compartments::daemon::proto::{CreateArgs, Request};
+use ward_compartments::grant::DiskRequest;
 use ward_compartments::policy_source::PolicySource;
 use ward_compartments::{bench, fleet, manage, policy_cmd, run};
 
@@ -21,7 +22,9 @@ fn main() -> ExitCode {
 
     let socket = cli.socket.clone().unwrap_or_else(default_socket);
     match cli.command {
-        Command::Run(args) if !args.foreground && args.kernel.is_none() && manage::daemon_available(&socket) => {
+        Command::Run(args)
+            if !args.foreground && !args.timing && args.kernel.is_none() && manage::daemon_available(&socket) =>
+        {
             match run_in_daemon(&socket, &args) {
                 Ok(Some(code)) => ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)),
                 Ok(None) => ExitCode::from(run::EXIT_CRASHED),
@@ -49,8 +52,15 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e),
         },
-        Command::Create { name, image, memory, disposable } => {
-            let request = Request::Create { name: name.to_string(), image, memory_mib: memory, disposable };
+        Command::Create { name, image, memory, cmdline, disks, disposable } => {
+            let request = Request::Create(CreateArgs {
+                name: name.to_string(),
+                image,
+                memory_mib: memory,
+                cmdline,
+                disks: absolute(disks),
+                disposable,
+            });
             done(manage::simple(&socket, &request).map(|()| String::new()))
         }
         Command::Start { name } => done(manage::simple(&socket, &Request::Start { name }).map(|()| String::new())),
@@ -89,12 +99,14 @@ fn run_in_daemon(
     args: &ward_compartments::cli::RunArgs,
 ) -> Result<Option<i32>, manage::ManageError> {
     let name = args.name.to_string();
-    let create = Request::Create {
+    let create = Request::Create(CreateArgs {
         name: name.clone(),
         image: args.image.clone(),
         memory_mib: args.memory,
+        cmdline: args.cmdline.clone(),
+        disks: absolute(args.disks.clone()),
         disposable: args.disposable,
-    };
+    });
     manage::simple(socket, &create)?;
     manage::simple(socket, &Request::Start { name: name.clone() })?;
     let code = manage::logs(socket, &name, true, &mut std::io::stdout())?;
@@ -102,6 +114,14 @@ fn run_in_daemon(
         manage::simple(socket, &Request::Remove { name })?;
     }
     Ok(code)
+}
+
+/// Disk paths made absolute: wardd has a working directory of its own.
+fn absolute(disks: Vec<DiskRequest>) -> Vec<DiskRequest> {
+    disks
+        .into_iter()
+        .map(|d| DiskRequest { path: std::path::absolute(&d.path).unwrap_or(d.path), read_only: d.read_only })
+        .collect()
 }
 
 /// Prints a command's output, or its error.

@@ -8,6 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::grant::DiskRequest;
+
 /// Protocol version.
 pub const VERSION: u32 = 1;
 /// Longest request line, in bytes.
@@ -23,6 +25,34 @@ pub struct Envelope {
     pub request: Request,
 }
 
+/// A compartment to define: the policy decides what it gets; these may
+/// only narrow it (and name its disks, which the policy's volumes bound).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateArgs {
+    /// Its name.
+    pub name: String,
+    /// An image other than the policy's (ad-hoc apps only).
+    pub image: Option<String>,
+    /// Less memory than the policy grants, in MiB.
+    pub memory_mib: Option<u64>,
+    /// Guest kernel command line.
+    #[serde(default)]
+    pub cmdline: String,
+    /// Host files to attach as disks, in order: absolute paths.
+    #[serde(default)]
+    pub disks: Vec<DiskRequest>,
+    /// Remove it and its state when it stops.
+    pub disposable: bool,
+}
+
+impl CreateArgs {
+    /// A compartment exactly as the policy defines it.
+    pub fn from_policy(name: &str) -> Self {
+        Self { name: name.to_owned(), ..Self::default() }
+    }
+}
+
 /// What a client may ask.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -30,16 +60,7 @@ pub enum Request {
     /// Is the daemon there?
     Ping,
     /// Define a compartment (from the policy, optionally narrowing it).
-    Create {
-        /// Its name.
-        name: String,
-        /// An image other than the policy's (ad-hoc apps only).
-        image: Option<String>,
-        /// Less memory than the policy grants, in MiB.
-        memory_mib: Option<u64>,
-        /// Remove it and its state when it stops.
-        disposable: bool,
-    },
+    Create(CreateArgs),
     /// Start a created or stopped compartment.
     Start {
         /// Its name.
@@ -266,7 +287,12 @@ mod tests {
     fn requests_round_trip() {
         for request in [
             Request::Ping,
-            Request::Create { name: "mail".into(), image: None, memory_mib: Some(32), disposable: true },
+            Request::Create(CreateArgs {
+                memory_mib: Some(32),
+                disposable: true,
+                disks: vec![DiskRequest { path: "/srv/mail.img".into(), read_only: true }],
+                ..CreateArgs::from_policy("mail")
+            }),
             Request::Stop { name: "mail".into(), timeout_ms: Some(500) },
             Request::Logs { name: "mail".into(), from: 10, follow: true },
         ] {

@@ -130,9 +130,7 @@ fn connection(mut stream: UnixStream, sup: &Supervisor) {
 pub fn handle(sup: &Supervisor, request: Request) -> Reply {
     let result = match request {
         Request::Ping => Ok(Reply::ok()),
-        Request::Create { name, image, memory_mib, disposable } => {
-            sup.create(&name, image.as_deref(), memory_mib, disposable).map(|()| Reply::ok())
-        }
+        Request::Create(args) => sup.create(&args).map(|()| Reply::ok()),
         Request::Start { name } => sup.start(&name).map(|()| Reply::ok()),
         Request::Stop { name, timeout_ms } => {
             let timeout = timeout_ms.map_or(DEFAULT_STOP_TIMEOUT, Duration::from_millis);

@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::proto::State;
+use crate::grant::DiskRequest;
 
 /// The store failed.
 #[derive(Debug, thiserror::Error)]
@@ -77,10 +78,14 @@ pub struct Record {
     /// Devices the policy granted: a virtio console, an entropy device.
     #[serde(default)]
     pub devices: Granted,
+    /// Host files attached as disks, in order (checked against the
+    /// policy's volumes when it was created).
+    #[serde(default)]
+    pub disks: Vec<DiskRequest>,
 }
 
-/// Devices the policy granted a compartment (disks come with issue 7's
-/// storage work; the daemon does not attach any yet).
+/// Devices the policy granted a compartment (its disks are in
+/// [`Record::disks`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Granted {
     /// A virtio console.
@@ -193,6 +198,7 @@ mod tests {
             created_at_ms: now_ms(),
             ended_at_ms: None,
             devices: Granted::default(),
+            disks: Vec::new(),
         }
     }
 

@@ -16,10 +16,10 @@ use std::time::Duration;
 use ward_policy::{Lookup, Role};
 
 use super::paths::Paths;
-use super::proto::{ErrorKind, Reply, State, Status};
+use super::proto::{CreateArgs, ErrorKind, Reply, State, Status};
 use super::state::{Granted, Record, Restart, Store, StoreError, now_ms};
 use crate::console_log;
-use crate::grant::grant;
+use crate::grant::{DiskRequest, grant};
 use crate::jail::{Cgroup, CgroupLimits};
 use crate::name::CompartmentName;
 use crate::policy_source::PolicySource;
@@ -125,6 +125,20 @@ fn running_vmms() -> Vec<(u32, PathBuf)> {
         .collect()
 }
 
+/// The size of a disk file a compartment asks for, in bytes. The daemon
+/// has its own working directory, so only absolute paths are taken.
+fn disk_size(name: &str, disk: &DiskRequest) -> Result<u64, OpError> {
+    let path = disk.path.display();
+    if !disk.path.is_absolute() {
+        return Err(OpError(ErrorKind::Denied, format!("compartment {name}: disk {path} is not an absolute path")));
+    }
+    match std::fs::metadata(&disk.path) {
+        Ok(m) if m.is_file() => Ok(m.len()),
+        Ok(_) => Err(OpError(ErrorKind::Denied, format!("compartment {name}: disk {path} is not a regular file"))),
+        Err(e) => Err(OpError(ErrorKind::Denied, format!("compartment {name}: disk file {path}: {e}"))),
+    }
+}
+
 fn signal(pid: u32, sig: i32) {
     if let Ok(pid) = i32::try_from(pid) {
         // SAFETY: kill has no memory-safety preconditions; a stale pid at
@@ -192,21 +206,20 @@ impl Supervisor {
     }
 
     /// Creates compartment `name` from the policy.
-    pub fn create(
-        &self,
-        name: &str,
-        image: Option<&str>,
-        memory_mib: Option<u64>,
-        disposable: bool,
-    ) -> Result<(), OpError> {
+    pub fn create(&self, args: &CreateArgs) -> Result<(), OpError> {
+        let CreateArgs { name, image, memory_mib, cmdline, disks, disposable } = args;
+        let (name, disposable) = (name.as_str(), *disposable);
         let valid = CompartmentName::new(name).map_err(|e| OpError(ErrorKind::Denied, e.to_string()))?;
         let _guard = lock(&self.ops);
         if self.store.get(name)?.is_some() {
             return Err(OpError(ErrorKind::Exists, format!("compartment {name} exists")));
         }
         let policy = self.config.policy.load().map_err(|e| OpError(ErrorKind::Denied, e.to_string()))?;
-        let g = grant(&policy, &self.config.policy.describe(), &valid, memory_mib, image)
+        let g = grant(&policy, &self.config.policy.describe(), &valid, *memory_mib, image.as_deref())
             .map_err(|e| OpError(ErrorKind::Denied, e.to_string()))?;
+        let sized =
+            disks.iter().map(|d| disk_size(name, d).map(|size| (d.clone(), size))).collect::<Result<Vec<_>, _>>()?;
+        g.check_disks(name, &sized).map_err(|e| OpError(ErrorKind::Denied, e.to_string()))?;
         if ward_images::image(&g.image).is_none() {
             return Err(OpError(ErrorKind::Denied, format!("no image called {:?}", g.image)));
         }
@@ -219,7 +232,7 @@ impl Supervisor {
             role,
             image: g.image,
             memory_mib: g.memory_mib,
-            cmdline: String::new(),
+            cmdline: cmdline.clone(),
             restart,
             disposable,
             state: State::Created,
@@ -232,9 +245,14 @@ impl Supervisor {
             created_at_ms: now_ms(),
             ended_at_ms: None,
             devices: Granted { console: g.console, rng: g.rng },
+            disks: disks.clone(),
         };
         self.store.put(&record)?;
-        self.store.audit("create", name, &format!("image {} memory {} MiB", record.image, record.memory_mib))?;
+        let mut what = format!("image {} memory {} MiB", record.image, record.memory_mib);
+        for d in disks {
+            what.push_str(&format!(" disk {}{}", d.path.display(), if d.read_only { " (read-only)" } else { "" }));
+        }
+        self.store.audit("create", name, &what)?;
         Ok(())
     }
 
@@ -267,6 +285,7 @@ impl Supervisor {
             jail: self.config.jail,
             console: rec.devices.console,
             rng: rec.devices.rng,
+            disks: rec.disks.clone(),
         };
         let spec_path = paths.spec(&rec.name);
         let json = serde_json::to_vec_pretty(&spec).map_err(|e| OpError(ErrorKind::Internal, e.to_string()))?;
@@ -548,7 +567,7 @@ impl Supervisor {
         let mut started = Vec::new();
         for (_, name) in names {
             if self.store.get(&name)?.is_none() {
-                self.create(&name, None, None, false)?;
+                self.create(&CreateArgs::from_policy(&name))?;
             }
             if matches!(self.state_of(&name)?, Some((State::Created | State::Stopped, _))) {
                 self.start(&name)?;

@@ -229,7 +229,7 @@ mod tests {
 
     #[test]
     fn too_many_disks_are_refused_before_any_file_is_opened() {
-        let disk = DiskConfig { path: "/nonexistent".into(), read_only: true };
+        let disk = DiskConfig::at("/nonexistent", true);
         let config = VirtioConfig { console: None, rng: true, disks: vec![disk; MAX_DEVICES] };
         assert!(matches!(build("t", &config, None), Err(VirtioError::TooManyDevices(9))));
     }

@@ -16,6 +16,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use vm_memory::{Bytes, GuestMemoryMmap, VolatileSlice};
 use ward_abi::virtio::{blk, device_id, feature};
@@ -33,12 +34,23 @@ pub const REQUESTQ: usize = 0;
 const CONFIG_LEN: u64 = 0x3c;
 
 /// A disk the guest asked for.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct DiskConfig {
     /// The host file holding it.
     pub path: PathBuf,
     /// The guest may only read it.
     pub read_only: bool,
+    /// The file, already open (read-write unless `read_only`): a jailed VMM
+    /// opens its disks before the jail hides the host's files, and `path`
+    /// then only names the disk in messages.
+    pub opened: Option<Arc<File>>,
+}
+
+impl DiskConfig {
+    /// A disk opened from `path` when the VM is built.
+    pub fn at(path: impl Into<PathBuf>, read_only: bool) -> Self {
+        Self { path: path.into(), read_only, opened: None }
+    }
 }
 
 /// A disk file could not be used.
@@ -90,7 +102,11 @@ impl Block {
     /// compartment's disks (the guest sees it in the device id).
     pub fn open(compartment: &str, index: usize, config: &DiskConfig) -> Result<Self, DiskError> {
         let path = &config.path;
-        let mut file = OpenOptions::new().read(true).write(!config.read_only).open(path).map_err(|source| {
+        let opened = match &config.opened {
+            Some(file) => file.try_clone(),
+            None => OpenOptions::new().read(true).write(!config.read_only).open(path),
+        };
+        let mut file = opened.map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
                 DiskError::Missing(path.clone())
             } else {
@@ -327,7 +343,7 @@ mod tests {
             file.write_all(&[n; 512]).unwrap();
         }
         drop(file);
-        let dev = Block::open("test", 0, &DiskConfig { path: temp.0.clone(), read_only }).unwrap();
+        let dev = Block::open("test", 0, &DiskConfig::at(temp.0.clone(), read_only)).unwrap();
         (dev, temp)
     }
 
@@ -457,7 +473,7 @@ mod tests {
         use crate::devices::virtio::testing::logged;
         let temp = tempfile_path::TempFile::new();
         std::fs::write(&temp.0, [0u8; 1024]).unwrap();
-        let mut dev = Block::open("blk-log-once", 0, &DiskConfig { path: temp.0.clone(), read_only: false }).unwrap();
+        let mut dev = Block::open("blk-log-once", 0, &DiskConfig::at(temp.0.clone(), false)).unwrap();
         let mem = memory();
         let (mut queues, irq) = active_queues(&mem, 1, 0);
         logged("compartment blk-log-once");
@@ -494,13 +510,23 @@ mod tests {
     fn disk_files_of_partial_sectors_or_missing_are_refused_by_name() {
         let temp = tempfile_path::TempFile::new();
         std::fs::write(&temp.0, [0u8; 1000]).unwrap();
-        let err = Block::open("test", 0, &DiskConfig { path: temp.0.clone(), read_only: false }).unwrap_err();
+        let err = Block::open("test", 0, &DiskConfig::at(temp.0.clone(), false)).unwrap_err();
         assert!(matches!(err, DiskError::PartialSector { size: 1000, .. }));
         assert!(err.to_string().contains(&temp.0.display().to_string()), "{err}");
         let missing = std::path::PathBuf::from("/nonexistent/ward-disk.img");
-        let err = Block::open("test", 0, &DiskConfig { path: missing.clone(), read_only: true }).unwrap_err();
+        let err = Block::open("test", 0, &DiskConfig::at(missing.clone(), true)).unwrap_err();
         assert!(matches!(&err, DiskError::Missing(p) if *p == missing));
         assert_eq!(err.to_string(), "disk file /nonexistent/ward-disk.img does not exist");
+    }
+
+    #[test]
+    fn an_already_open_file_is_used_whatever_its_path_says() {
+        let temp = tempfile_path::TempFile::new();
+        std::fs::write(&temp.0, [0u8; 2048]).unwrap();
+        let file = OpenOptions::new().read(true).write(true).open(&temp.0).unwrap();
+        let config = DiskConfig { opened: Some(Arc::new(file)), ..DiskConfig::at("/jailed/away/disk.img", false) };
+        let dev = Block::open("test", 0, &config).unwrap();
+        assert_eq!(dev.capacity(), 4);
     }
 
     #[test]
