@@ -125,4 +125,6 @@ fn ad_hoc_app_runs_from_the_template_of_the_built_in_policy() {
     let out = ward(&["run", "scratch-app", "--image", "badptr-demo"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("| memory 64 MiB |"), "{}", text(&out.stdout));
+    // Through the virtio console too, every bad pointer and length is refused.
+    assert!(text(&out.stdout).contains("badptr: still running as process 1; all refused"), "{}", text(&out.stdout));
 }

@@ -90,6 +90,7 @@ fn bad_pointers_and_lengths_get_error_codes_and_the_kernel_runs_on() {
         ("write from kernel memory", "bad address"),
         ("write from unmapped memory", "bad address"),
         ("write with a huge length", "bad argument"),
+        ("write one byte over the most", "bad argument"),
         ("write wrapping the address space", "bad address"),
         ("spawn with a kernel name pointer", "bad address"),
         ("meminfo into read-only code", "bad address"),

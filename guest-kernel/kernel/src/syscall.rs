@@ -361,6 +361,12 @@ fn sys_io(k: &mut Kernel, frame: &mut TrapFrame, io: Io, addr: u64, len: u64) {
         frame.rax = 0;
         return;
     }
+    // A write is at most what the console device takes in one buffer, as
+    // with the debug console: more would be cut short by the device.
+    if io == Io::ConsoleWrite && len > abi::MAX_WRITE_LEN as u64 {
+        frame.rax = Error::BadArgument.to_return();
+        return;
+    }
     let pinned = match user_buffers(k, addr, len, io != Io::ConsoleWrite, max_pieces, 1) {
         Ok(p) => p,
         Err(e) => {

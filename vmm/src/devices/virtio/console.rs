@@ -29,8 +29,9 @@ pub const RECEIVEQ: usize = 0;
 pub const TRANSMITQ: usize = 1;
 
 /// Most bytes taken from one transmit chain (the rest is dropped and
-/// logged): bounds what one guest request costs the device thread.
-pub const MAX_TRANSMIT: usize = 64 * 1024;
+/// logged): bounds what one guest request costs the device thread. The
+/// kernel refuses larger writes, so its programs never lose bytes here.
+pub const MAX_TRANSMIT: usize = ward_abi::syscall::MAX_WRITE_LEN;
 
 /// The compartment's console output, shared by the debug console and the
 /// virtio console (each writes whole chunks under the lock).
