@@ -229,6 +229,11 @@ fn a_daemon_killed_mid_start_finds_every_compartment_again() {
         }
     }
     assert!(d.vmms().is_empty(), "stray VMMs: {:?}", d.vmms());
+    // Adopted or not, each compartment's cgroup went with its VMM.
+    for n in &names {
+        let left = ward_compartments::jail::Cgroup::open(n).map(|c| c.paths().len()).unwrap_or(0);
+        assert_eq!(left, 0, "cgroup ward/{n} is left behind");
+    }
 }
 
 #[test]
@@ -278,6 +283,15 @@ fn sigterm_stops_every_compartment_and_the_daemon() {
         d.ok(&["start", n]);
     }
     wait_until("three VMMs", Duration::from_secs(10), || d.vmms().len() == 3);
+    // A stop is a signal to the jailed VMM, which records how it ended.
+    d.ok(&["stop", "t1"]);
+    assert!(
+        d.ok(&["audit"]).contains("exit t1 stopped by a signal before the guest powered off"),
+        "{}",
+        d.ok(&["audit"])
+    );
+    d.ok(&["start", "t1"]);
+    wait_until("three VMMs again", Duration::from_secs(10), || d.vmms().len() == 3);
     d.kill_daemon(15);
     assert!(d.vmms().is_empty(), "stray VMMs after SIGTERM: {:?}", d.vmms());
     d.spawn();

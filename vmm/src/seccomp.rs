@@ -5,7 +5,7 @@
 //! | --- | --- | --- |
 //! | vCPU | `KVM_RUN`, MMIO exits, debug console, page service | `ioctl` (`KVM_RUN`, `KVM_GET_REGS` only), `write` |
 //! | device loop | epoll, queue I/O, disk files, entropy, console in/out | `epoll_wait`/`epoll_pwait`/`epoll_ctl`, `read`, `write`, `pread64`/`pwrite64`/`preadv`/`pwritev`, `fdatasync`/`fsync` |
-//! | main (the caller of `Vm::run`) | waits for the vCPU, stops the device loop, tears the VM down, prints, exits | `write`, `exit_group` |
+//! | main (the caller of `Vm::run`) | waits for the vCPU, stops the device loop, tears the VM down, prints, exits | `write` |
 //!
 //! The common set is what any Rust thread needs to live and end:
 //! `futex`, memory (`mmap` and `mprotect` never with `PROT_EXEC`,
@@ -59,11 +59,12 @@ pub enum SeccompMode {
     /// No filters: for tests that run VMs inside a test harness, whose own
     /// threads must stay unfiltered.
     Off,
-    /// The vCPU and device threads only; the caller's thread stays free (a
-    /// process that builds several VMs in turn, like `ward bench`).
+    /// The vCPU and device threads only; the caller's thread stays free
+    /// for work after the run (`ward-vmm` writes its exit record), so it
+    /// must be confined otherwise (the jail).
     VmmThreads,
     /// The vCPU and device threads, and the thread that calls `Vm::run`,
-    /// for the rest of its life: what a real `ward run` wants.
+    /// for the rest of its life: `ward run` in its own process.
     #[default]
     AllThreads,
 }
@@ -110,6 +111,9 @@ const COMMON: &[i64] = &[
     libc::SYS_rt_sigprocmask,
     libc::SYS_sigaltstack,
     libc::SYS_exit,
+    // Ending the whole process is no escalation, and a signal handler that
+    // ends it may run on any thread.
+    libc::SYS_exit_group,
     libc::SYS_clock_gettime,
     libc::SYS_clock_nanosleep,
     libc::SYS_restart_syscall,
@@ -132,7 +136,7 @@ fn plain_calls(role: ThreadRole) -> &'static [i64] {
             libc::SYS_fdatasync,
             libc::SYS_fsync,
         ],
-        ThreadRole::Main => &[libc::SYS_write, libc::SYS_exit_group],
+        ThreadRole::Main => &[libc::SYS_write],
     }
 }
 

@@ -53,9 +53,10 @@ pub struct VmConfig {
     pub kvm_fd: Option<Arc<std::os::fd::OwnedFd>>,
     /// The virtio devices (console, entropy, disks); none by default.
     pub virtio: VirtioConfig,
-    /// Which threads get a seccomp filter. Real runs want
-    /// [`SeccompMode::AllThreads`]; tests inside a test harness
-    /// [`SeccompMode::Off`].
+    /// Which threads get a seccomp filter: [`SeccompMode::AllThreads`] for
+    /// a process that only runs this VM, [`SeccompMode::VmmThreads`] for a
+    /// jailed one with work after the run, [`SeccompMode::Off`] inside a
+    /// test harness.
     pub seccomp: SeccompMode,
 }
 

@@ -23,6 +23,7 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use ward_compartments::console_log::{CappedLog, spawn_writer};
@@ -58,10 +59,11 @@ fn main() -> ExitCode {
     if spec.jail {
         match jail::enter_pid_namespace() {
             Ok(PidNamespace::Parent { child }) => jail::wait_and_exit(child),
-            Ok(PidNamespace::Child) => exit_on_signals(),
+            Ok(PidNamespace::Child) => {}
             Err(e) => eprintln!("ward-vmm: compartment {}: no PID namespace: {e}", spec.name),
         }
     }
+    exit_on_signals();
     let opened = match Opened::open(&spec) {
         Ok(o) => o,
         Err(e) => {
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    record_signal_exits_in(&opened.exit);
     if spec.jail {
         let jail = JailSpec::new(&spec.name, spec.memory_mib << 20, opened.keep_fds());
         match jail::enter(&jail) {
@@ -84,6 +87,8 @@ fn main() -> ExitCode {
     }
     let Opened { kvm, log, mut exit, disks } = opened;
     let (record, code) = run(&spec, kvm, log, disks, started);
+    // From here the run's own record is written; a late signal leaves it.
+    SIGNAL_EXIT_FD.store(-1, Ordering::Release);
     let json = serde_json::to_vec(&record).unwrap_or_default();
     if let Err(e) = exit.write_all(&json) {
         eprintln!("ward-vmm: compartment {}: cannot write its exit record: {e}", spec.name);
@@ -91,18 +96,42 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-/// As PID 1 of its namespace the process ignores signals it has no handler
-/// for; the waiter forwards `wardd`'s SIGTERM here, so end on it.
+/// The exit file and the record a signal leaves in it, for the handler:
+/// set once, before any thread starts, and never freed.
+static SIGNAL_EXIT_FD: AtomicI32 = AtomicI32::new(-1);
+static SIGNAL_RECORD: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+static SIGNAL_RECORD_LEN: AtomicUsize = AtomicUsize::new(0);
+
+/// Ends the process on SIGTERM and SIGINT (`wardd`'s stop, forwarded by the
+/// waiter), leaving an exit record that says so. As PID 1 of its namespace
+/// the process would otherwise ignore them.
 fn exit_on_signals() {
     extern "C" fn end(signal: libc::c_int) {
+        let fd = SIGNAL_EXIT_FD.load(Ordering::Acquire);
+        let record = SIGNAL_RECORD.load(Ordering::Acquire);
+        let len = SIGNAL_RECORD_LEN.load(Ordering::Acquire);
+        if fd >= 0 && !record.is_null() {
+            // SAFETY: `record` points to `len` bytes leaked for the life of
+            // the process; `pwrite` and `_exit` are async-signal-safe.
+            unsafe { libc::pwrite(fd, record.cast(), len, 0) };
+        }
         // SAFETY: `_exit` is async-signal-safe and ends the process at once.
         unsafe { libc::_exit(128 + signal) }
     }
     for signal in [libc::SIGTERM, libc::SIGINT] {
-        // SAFETY: installing a handler that only calls an async-signal-safe
-        // function; no other thread exists yet.
+        // SAFETY: installing a handler that only calls async-signal-safe
+        // functions; no other thread exists yet.
         unsafe { libc::signal(signal, end as *const () as libc::sighandler_t) };
     }
+}
+
+/// Prepares the record a stopping signal leaves in `exit`.
+fn record_signal_exits_in(exit: &File) {
+    let record = ExitRecord { exit_code: None, reason: "stopped by a signal before the guest powered off".into() };
+    let bytes: &'static mut [u8] = Box::leak(serde_json::to_vec(&record).unwrap_or_default().into_boxed_slice());
+    SIGNAL_RECORD_LEN.store(bytes.len(), Ordering::Release);
+    SIGNAL_RECORD.store(bytes.as_mut_ptr(), Ordering::Release);
+    SIGNAL_EXIT_FD.store(exit.as_raw_fd(), Ordering::Release);
 }
 
 /// Everything the process needs after the jail closes the world.

@@ -302,8 +302,17 @@ impl Supervisor {
         let mut command = Command::new(&self.config.vmm_binary);
         command.arg("--spec").arg(&spec_path).stdin(Stdio::null()).stdout(Stdio::null()).stderr(errors);
         let cgroup = self.config.jail.then(|| self.cgroup_for(rec, &mut command)).flatten();
-        let child =
-            command.spawn().map_err(|e| internal(&format!("starting {}", self.config.vmm_binary.display()), e))?;
+        let child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                if let Some(cgroup) = cgroup {
+                    let _ = cgroup.remove();
+                }
+                rec.state = State::Stopped;
+                self.store.put(rec)?;
+                return Err(internal(&format!("starting {} in its cgroup", self.config.vmm_binary.display()), e));
+            }
+        };
         if let Some(cgroup) = cgroup {
             lock(&self.cgroups).insert(rec.name.clone(), cgroup);
         }
@@ -331,6 +340,11 @@ impl Supervisor {
                 return None;
             }
         };
+        let missing: Vec<String> =
+            cgroup.report().iter().filter(|m| !m.applied).map(|m| format!("{} ({})", m.name, m.detail)).collect();
+        if !missing.is_empty() {
+            let _ = self.store.audit("cgroup-partial", &rec.name, &missing.join("; "));
+        }
         let procs: Vec<std::ffi::CString> = cgroup
             .paths()
             .iter()
@@ -340,14 +354,21 @@ impl Supervisor {
             .collect();
         // SAFETY: runs in the forked child before exec; it only calls
         // open/write/close (async-signal-safe) on paths allocated before the
-        // fork, and allocates nothing.
+        // fork, and allocates nothing (an OS error is a plain code). A VMM
+        // that cannot join its group does not start: wardd must not believe
+        // a compartment limited that is not.
         unsafe {
             command.pre_exec(move || {
                 for path in &procs {
                     let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                    if fd >= 0 {
-                        libc::write(fd, c"0".as_ptr().cast(), 1);
-                        libc::close(fd);
+                    if fd < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    let written = libc::write(fd, c"0".as_ptr().cast(), 1);
+                    let error = std::io::Error::last_os_error();
+                    libc::close(fd);
+                    if written != 1 {
+                        return Err(error);
                     }
                 }
                 Ok(())
@@ -476,7 +497,11 @@ impl Supervisor {
 
     /// Records the end of `rec`'s run and decides what comes next.
     fn finish(&self, rec: &mut Record, how: &str) -> Result<(), StoreError> {
-        if let Some(cgroup) = lock(&self.cgroups).remove(&rec.name)
+        // A compartment adopted after a daemon restart has its group on the
+        // host but not in this daemon's memory.
+        let cgroup = lock(&self.cgroups).remove(&rec.name);
+        let cgroup = cgroup.or_else(|| self.config.jail.then(|| Cgroup::open(&rec.name).ok()).flatten());
+        if let Some(cgroup) = cgroup
             && let Err(e) = cgroup.remove()
         {
             log::warn!("compartment {}: {e}", rec.name);

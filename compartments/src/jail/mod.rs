@@ -12,12 +12,13 @@
 //!
 //! ```text
 //! main (single-threaded, root, started by wardd)
-//! ├─ [wardd has already moved this pid into its cgroup: cgroup_limit]
+//! ├─ [already in its cgroup: wardd made it (Cgroup::create) and the
+//! │   process joined it in pre_exec, before its first instruction]
 //! ├─ enter_pid_namespace()
 //! │   ├─ Parent { child } → wait_and_exit(child)      (never returns)
 //! │   └─ Child (PID 1 of a new PID namespace):
 //! ├─ install SIGTERM/SIGINT handlers (PID 1 ignores signals it has no handler for)
-//! ├─ open /dev/kvm, disk images, console log, control pipe
+//! ├─ open /dev/kvm, the console log files, the exit-record file, the disks
 //! ├─ enter(&JailSpec { keep_fds: those descriptors, .. })  → JailReport: log it once
 //! └─ build the VM (guest RAM mmap, vCPU thread, devices) and run it
 //! ```
@@ -29,11 +30,9 @@
 //! - `enter` comes before the VM is built: no guest code ever runs outside
 //!   the jail, and the guest RAM mapping counts against `RLIMIT_AS` from
 //!   the start.
-//! - `wardd` applies the cgroup before `ward-vmm` forks (children inherit
-//!   their parent's cgroup): create the group with `Cgroup::create` and move
-//!   the child in from `pre_exec` (write `0` to each `cgroup.procs` listed
-//!   by `Cgroup::paths`), or have `ward-vmm` wait on its control pipe until
-//!   `cgroup_limit` is done.
+//! - The cgroup is applied before `ward-vmm` forks, so the child inherits
+//!   it. (`cgroup_limit` moves a running process in instead, for callers
+//!   that start the process first.)
 //!
 //! # What is required and what is best effort
 //!

@@ -15,7 +15,12 @@ fn main(_args: &[u8]) -> i32 {
         ("write from kernel memory", abi::WRITE, [0xffff_ffff_8010_0000, 16, 0, 0, 0], Error::BadAddress),
         ("write from unmapped memory", abi::WRITE, [0x5000_0000, 16, 0, 0, 0], Error::BadAddress),
         ("write with a huge length", abi::WRITE, [text, u64::MAX, 0, 0, 0], Error::BadArgument),
-        ("write one byte over the most", abi::WRITE, [text, abi::MAX_WRITE_LEN as u64 + 1, 0, 0, 0], Error::BadArgument),
+        (
+            "write one byte over the most",
+            abi::WRITE,
+            [text, abi::MAX_WRITE_LEN as u64 + 1, 0, 0, 0],
+            Error::BadArgument,
+        ),
         ("write wrapping the address space", abi::WRITE, [u64::MAX - 8, 64, 0, 0, 0], Error::BadAddress),
         ("spawn with a kernel name pointer", abi::SPAWN, [0xffff_8000_0000_1000, 4, 0, 0, 0xff], Error::BadAddress),
         ("meminfo into read-only code", abi::MEMINFO, [text, 0, 0, 0, 0], Error::BadAddress),
