@@ -320,12 +320,16 @@ impl Kernel {
     /// A device interrupted: finishes the transfers it completed and wakes
     /// the processes that wait for them.
     pub fn device_interrupt(&mut self, vector: u8) {
-        for done in self.devices.interrupt(vector) {
+        // The list is the devices' own, lent out so waking needs `self`.
+        let mut finished = core::mem::take(&mut self.devices.done);
+        self.devices.interrupt(vector, &mut finished);
+        for done in finished.drain(..) {
             if self.procs.get(&done.pid).is_some_and(|p| p.state == State::Io) {
                 self.set_return(done.pid, done.result);
                 self.wake(done.pid);
             }
         }
+        self.devices.done = finished;
     }
 
     /// Marks, once, that program output is about to reach the host.

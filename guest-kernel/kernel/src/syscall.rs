@@ -17,7 +17,7 @@ use crate::mem::user::{Access, UserRange, Want};
 use crate::proc::spawn::spawn;
 use crate::proc::{MAILBOX_CAPACITY, Message, Pid, State};
 use crate::traps::TrapFrame;
-use crate::virtio::Pinned;
+use crate::virtio::IoBuffer;
 use ward_abi::virtio::blk;
 
 /// Handles the system call in `frame` for the running process.
@@ -319,8 +319,9 @@ enum Io {
     Random,
 }
 
-/// Checks the running process's `addr..addr + len` for a device and returns
-/// it as descriptor-ready pieces (at most `max_pieces`, whole `granule`s).
+/// Checks the running process's `addr..addr + len` for a device and
+/// resolves it into `k.devices.io` (at most `max_pieces` pieces, whole
+/// `granule`s); returns the bytes covered.
 fn user_buffers(
     k: &mut Kernel,
     addr: u64,
@@ -328,21 +329,26 @@ fn user_buffers(
     device_writes: bool,
     max_pieces: usize,
     granule: u64,
-) -> Result<Pinned, Error> {
+) -> Result<u64, Error> {
     let access = if device_writes { Access::Write } else { Access::Read };
     let pid = k.current.ok_or(Error::NoSuchProcess)?;
-    let Kernel { mem, procs, .. } = &mut *k;
+    let Kernel { mem, procs, devices, .. } = &mut *k;
     let space = procs.get(&pid).and_then(|p| p.space.as_ref()).ok_or(Error::NoSuchProcess)?;
     let want = Want { addr, len, max_len: abi::MAX_IO_LEN as u64, access, max_pieces, granule };
-    let r = UserRange::resolve(mem, space, &want)?;
-    Ok(Pinned::from_pieces(&r.pieces, r.len, device_writes))
+    UserRange::resolve_into(mem, space, &want, &mut devices.io)?;
+    Ok(devices.io.len)
+}
+
+/// The buffer [`user_buffers`] resolved last.
+fn resolved(io: &crate::mem::user::Resolved, device_writes: bool) -> IoBuffer<'_> {
+    IoBuffer { pieces: &io.pieces, len: io.len, device_writes }
 }
 
 /// Blocks the caller until the device finishes, or fails the call at once.
-fn wait_for_device(k: &mut Kernel, frame: &mut TrapFrame, queued: Result<(), (Error, Pinned)>) {
+fn wait_for_device(k: &mut Kernel, frame: &mut TrapFrame, queued: Result<(), Error>) {
     match queued {
         Ok(()) => k.block_current(State::Io),
-        Err((e, _)) => frame.rax = e.to_return(),
+        Err(e) => frame.rax = e.to_return(),
     }
 }
 
@@ -367,20 +373,20 @@ fn sys_io(k: &mut Kernel, frame: &mut TrapFrame, io: Io, addr: u64, len: u64) {
         frame.rax = Error::BadArgument.to_return();
         return;
     }
-    let pinned = match user_buffers(k, addr, len, io != Io::ConsoleWrite, max_pieces, 1) {
-        Ok(p) => p,
-        Err(e) => {
-            frame.rax = e.to_return();
-            return;
-        }
-    };
+    let device_writes = io != Io::ConsoleWrite;
+    if let Err(e) = user_buffers(k, addr, len, device_writes, max_pieces, 1) {
+        frame.rax = e.to_return();
+        return;
+    }
+    if io == Io::ConsoleWrite {
+        k.mark_user_output();
+    }
+    let crate::virtio::Devices { console, rng, io: resolved_io, .. } = &mut k.devices;
+    let buf = resolved(resolved_io, device_writes);
     let queued = match io {
-        Io::ConsoleWrite => {
-            k.mark_user_output();
-            k.devices.console.as_mut().map(|c| c.write(pid, pinned))
-        }
-        Io::ConsoleRead => k.devices.console.as_mut().map(|c| c.read(pid, pinned)),
-        Io::Random => k.devices.rng.as_mut().map(|r| r.fill(pid, pinned)),
+        Io::ConsoleWrite => console.as_mut().map(|c| c.write(pid, buf)),
+        Io::ConsoleRead => console.as_mut().map(|c| c.read(pid, buf)),
+        Io::Random => rng.as_mut().map(|r| r.fill(pid, buf)),
     };
     if let Some(queued) = queued {
         wait_for_device(k, frame, queued);
@@ -415,20 +421,20 @@ fn sys_blk_rw(k: &mut Kernel, frame: &mut TrapFrame, a: [u64; 5]) {
         frame.rax = checked.err().unwrap_or(Error::NoSuchDevice).to_return();
         return;
     };
-    let pinned = match user_buffers(k, addr, len, !write, max_pieces, sector_size) {
-        Ok(p) if p.len > 0 => p,
-        Ok(_) => {
-            frame.rax = Error::BadArgument.to_return();
-            return;
-        }
+    let done = match user_buffers(k, addr, len, !write, max_pieces, sector_size) {
+        Ok(0) => Err(Error::BadArgument),
+        result => result,
+    };
+    let done = match done {
+        Ok(done) => done,
         Err(e) => {
             frame.rax = e.to_return();
             return;
         }
     };
     let kind = if write { blk::T_OUT } else { blk::T_IN };
-    let done = pinned.len;
-    let queued = k.devices.blocks[d].submit(pid, kind, sector, pinned, done);
+    let crate::virtio::Devices { blocks, io, .. } = &mut k.devices;
+    let queued = blocks[d].submit(pid, kind, sector, resolved(io, !write), done);
     wait_for_device(k, frame, queued);
 }
 
@@ -439,11 +445,9 @@ fn sys_blk_simple(k: &mut Kernel, frame: &mut TrapFrame, dev: u64, kind: u32, ad
         frame.rax = Error::NoSuchDevice.to_return();
         return;
     };
-    let pinned = if len == 0 {
-        Pinned::default()
-    } else {
+    if len > 0 {
         match user_buffers(k, addr, len, true, 2, 1) {
-            Ok(p) if p.len == len => p,
+            Ok(got) if got == len => {}
             Ok(_) => {
                 frame.rax = Error::BadArgument.to_return();
                 return;
@@ -453,7 +457,9 @@ fn sys_blk_simple(k: &mut Kernel, frame: &mut TrapFrame, dev: u64, kind: u32, ad
                 return;
             }
         }
-    };
-    let queued = k.devices.blocks[d].submit(pid, kind, 0, pinned, len);
+    }
+    let crate::virtio::Devices { blocks, io, .. } = &mut k.devices;
+    let data = if len == 0 { IoBuffer::default() } else { resolved(io, true) };
+    let queued = blocks[d].submit(pid, kind, 0, data, len);
     wait_for_device(k, frame, queued);
 }

@@ -133,51 +133,97 @@ impl UserRange {
     }
 
     /// The range as physical pieces, checked for `access` and merged where
-    /// physically contiguous, in one pass: one table walk per 2 MiB and one
-    /// entry read per page (each a few emulated instructions). At most
-    /// `max_pieces` pieces; the length is cut to a multiple of `granule`.
+    /// physically contiguous: one table walk per 2 MiB, then a tight loop
+    /// over that table's entries (a handful of emulated instructions per
+    /// page). At most `max_pieces` pieces; the length is cut to a multiple
+    /// of `granule`.
     pub fn resolve(mem: &mut impl PhysMemory, space: &AddressSpace, want: &Want) -> Result<Resolved, Error> {
+        let mut out = Resolved::default();
+        Self::resolve_into(mem, space, want, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Self::resolve`] into `out`, whose allocation is reused: the I/O
+    /// path allocates nothing.
+    pub fn resolve_into(
+        mem: &mut impl PhysMemory,
+        space: &AddressSpace,
+        want: &Want,
+        out: &mut Resolved,
+    ) -> Result<(), Error> {
         let Want { addr, len, max_len, access, max_pieces, granule } = *want;
-        if len > max_len {
+        out.pieces.clear();
+        out.len = 0;
+        // Under 4 GiB, so no piece can outgrow a descriptor's length.
+        if len > max_len.min(u64::from(u32::MAX)) {
             return Err(Error::BadArgument);
         }
         let end = addr.checked_add(len).ok_or(Error::BadAddress)?;
         if end > USER_END {
             return Err(Error::BadAddress);
         }
+        if max_pieces == 0 {
+            return Ok(());
+        }
         let need = match access {
-            Access::Read => USER,
-            Access::Write => USER | WRITABLE,
+            Access::Read => USER | PRESENT,
+            Access::Write => USER | WRITABLE | PRESENT,
         };
-        let mut out = Resolved::default();
-        let mut table: Option<(u64, u64, u64)> = None; // (region, table, allowed)
+        // The piece being built, as physical start and end; the first page
+        // never continues the (empty) sentinel piece.
+        let (mut run_start, mut run_end) = (u64::MAX, u64::MAX);
         let mut at = addr;
-        while at < end {
-            let region = at >> 21;
-            let (pt, allowed) = match table {
-                Some((r, pt, allowed)) if r == region => (pt, allowed),
-                _ => {
-                    let (pt, allowed) = paging::leaf_table(mem, space.root(), at).ok_or(Error::BadAddress)?;
-                    table = Some((region, pt, allowed));
-                    (pt, allowed)
-                }
-            };
-            let entry = mem.read_u64(pt + 8 * paging::index(at, 1));
-            if entry & PRESENT == 0 || (entry & allowed) & need != need {
+        'tables: while at < end {
+            let (pt, allowed) = paging::leaf_table(mem, space.root(), at).ok_or(Error::BadAddress)?;
+            if (allowed | PRESENT) & need != need {
                 return Err(Error::BadAddress);
             }
-            let piece_end = ((at & !(PAGE_SIZE - 1)) + PAGE_SIZE).min(end);
-            let phys = (entry & paging::ADDR_MASK) | (at & (PAGE_SIZE - 1));
-            let n = piece_end - at;
-            let count = out.pieces.len();
-            match out.pieces.last_mut() {
-                Some(last) if last.0 + last.1 == phys && last.1 + n <= u64::from(u32::MAX) => last.1 += n,
-                _ if count < max_pieces => out.pieces.push((phys, n)),
-                _ => break,
+            let stop = end.min(((at >> 21) + 1) << 21);
+            let mut slot = pt + 8 * paging::index(at, 1);
+            while at < stop {
+                // Whole pages that continue the piece: every instruction
+                // here is emulated, once per page, so this loop is only a
+                // read, a check and a comparison. Anything else (a new
+                // piece, a bad entry, a partial page) takes the path below.
+                if at & (PAGE_SIZE - 1) == 0 {
+                    while at + PAGE_SIZE <= stop {
+                        let entry = mem.read_u64(slot);
+                        if entry & need != need || entry & paging::ADDR_MASK != run_end {
+                            break;
+                        }
+                        run_end += PAGE_SIZE;
+                        at += PAGE_SIZE;
+                        slot += 8;
+                    }
+                    if at >= stop {
+                        break;
+                    }
+                }
+                let entry = mem.read_u64(slot);
+                if entry & need != need {
+                    return Err(Error::BadAddress);
+                }
+                let phys = (entry & paging::ADDR_MASK) | (at & (PAGE_SIZE - 1));
+                if phys != run_end {
+                    if run_end != run_start {
+                        if out.pieces.len() + 1 >= max_pieces {
+                            // The piece being built is the last one allowed.
+                            break 'tables;
+                        }
+                        out.pieces.push((run_start, run_end - run_start));
+                    }
+                    (run_start, run_end) = (phys, phys);
+                }
+                let next = ((at | (PAGE_SIZE - 1)) + 1).min(stop);
+                run_end += next - at;
+                at = next;
+                slot += 8;
             }
-            out.len += n;
-            at = piece_end;
         }
+        if run_end != run_start {
+            out.pieces.push((run_start, run_end - run_start));
+        }
+        out.len = at - addr;
         // Whole granules only (block sectors).
         let mut excess = out.len % granule.max(1);
         out.len -= excess;
@@ -190,7 +236,7 @@ impl UserRange {
                 out.pieces.pop();
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The bytes, read in place.
@@ -306,6 +352,41 @@ mod tests {
         assert_eq!(r.pieces.len(), 1);
         assert_eq!(r.len % 512, 0);
         assert!(r.len >= 0x1000);
+    }
+
+    #[test]
+    fn resolve_crosses_page_tables_and_splits_where_frames_are_apart() {
+        let (mut mem, mut alloc, mut space) = setup();
+        // Three pages around a 2 MiB boundary (two leaf tables), the third
+        // frame set apart from the second by a frame taken in between.
+        space.map_zeroed(&mut mem, &mut alloc, 0x5f_f000, WRITABLE | NO_EXECUTE).unwrap();
+        space.map_zeroed(&mut mem, &mut alloc, 0x60_0000, WRITABLE | NO_EXECUTE).unwrap();
+        alloc.alloc_zeroed(&mut mem).unwrap();
+        space.map_zeroed(&mut mem, &mut alloc, 0x60_1000, WRITABLE | NO_EXECUTE).unwrap();
+        let phys = |mem: &mut FakeMemory, v: u64| space.translate(mem, v).unwrap().phys;
+        let expected: Vec<(u64, u64)> = {
+            let mut pieces: Vec<(u64, u64)> = Vec::new();
+            for page in [0x5f_f000, 0x60_0000, 0x60_1000] {
+                let p = phys(&mut mem, page);
+                match pieces.last_mut() {
+                    Some(last) if last.0 + last.1 == p => last.1 += 0x1000,
+                    _ => pieces.push((p, 0x1000)),
+                }
+            }
+            pieces
+        };
+        assert!(expected.len() >= 2, "the frame taken in between splits the run: {expected:x?}");
+        let all = UserRange::resolve(&mut mem, &space, &want(0x5f_f000, 0x3000, Access::Write, 8, 1)).unwrap();
+        assert_eq!(all.pieces, expected);
+        assert_eq!(all.len, 0x3000);
+        // One piece fewer than needed: the range stops where the budget does.
+        let cut = UserRange::resolve(&mut mem, &space, &want(0x5f_f000, 0x3000, Access::Write, expected.len() - 1, 1))
+            .unwrap();
+        assert_eq!(cut.pieces, expected[..expected.len() - 1]);
+        assert_eq!(cut.len, expected[..expected.len() - 1].iter().map(|p| p.1).sum::<u64>());
+        // No budget at all: nothing.
+        let none = UserRange::resolve(&mut mem, &space, &want(0x5f_f000, 0x3000, Access::Write, 0, 1)).unwrap();
+        assert_eq!((none.pieces.len(), none.len), (0, 0));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use ward_abi::syscall::{BlockInfo, Error};
 use ward_abi::virtio::{blk, feature};
 
 use super::queue::{Buffer, RingMemory, Virtqueue};
-use super::{DirectRings, Done, InFlight, InFlightTable, InitError, Pinned, Transport};
+use super::{DirectRings, Done, InFlight, InFlightTable, InitError, IoBuffer, Transport};
 use crate::mem::frame::FrameAllocator;
 use crate::mem::phys::PhysMemory;
 use crate::proc::Pid;
@@ -85,7 +85,7 @@ impl Block {
 
     /// Queues a request of `kind` at `sector` with `data` on behalf of
     /// `pid`; `len` is what a successful request returns.
-    pub fn submit(&mut self, pid: Pid, kind: u32, sector: u64, data: Pinned, len: u64) -> Result<(), (Error, Pinned)> {
+    pub fn submit(&mut self, pid: Pid, kind: u32, sector: u64, data: IoBuffer<'_>, len: u64) -> Result<(), Error> {
         let head = self.queue.next_head();
         let header = self.headers + SLOT * u64::from(head);
         let status = self.statuses + SLOT * u64::from(head);
@@ -94,19 +94,14 @@ impl Block {
         mem.write32(header + 4, 0);
         mem.write64(header + 8, sector);
         mem.write32(status, 0xff);
-        let mut chain = Vec::with_capacity(data.bufs.len() + 2);
-        chain.push(Buffer { phys: header, len: 16, device_writes: false });
-        chain.extend_from_slice(&data.bufs);
-        chain.push(Buffer { phys: status, len: 1, device_writes: true });
-        match self.queue.push(&mut mem, &chain) {
-            Ok(head) => {
-                self.kinds[usize::from(head)] = kind;
-                self.wait.insert(head, InFlight { pid, len });
-                self.transport.notify(0);
-                Ok(())
-            }
-            Err(_) => Err((Error::Busy, data)),
-        }
+        let chain = core::iter::once(Buffer { phys: header, len: 16, device_writes: false })
+            .chain(data.descriptors())
+            .chain(core::iter::once(Buffer { phys: status, len: 1, device_writes: true }));
+        let head = self.queue.push_chain(&mut mem, data.pieces.len() + 2, chain).map_err(|_| Error::Busy)?;
+        self.kinds[usize::from(head)] = kind;
+        self.wait.insert(head, InFlight { pid, len });
+        self.transport.notify(0);
+        Ok(())
     }
 
     /// Collects finished requests.

@@ -8,7 +8,7 @@ use alloc::vec::Vec;
 use ward_abi::syscall::Error;
 
 use super::queue::Virtqueue;
-use super::{DirectRings, Done, InFlight, InFlightTable, InitError, Pinned, Transport};
+use super::{DirectRings, Done, InFlight, InFlightTable, InitError, IoBuffer, Transport};
 use crate::mem::frame::FrameAllocator;
 use crate::mem::phys::PhysMemory;
 use crate::proc::Pid;
@@ -48,12 +48,12 @@ impl Console {
     }
 
     /// Queues `buf` (device reads it) for output on behalf of `pid`.
-    pub fn write(&mut self, pid: Pid, buf: Pinned) -> Result<(), (Error, Pinned)> {
+    pub fn write(&mut self, pid: Pid, buf: IoBuffer<'_>) -> Result<(), Error> {
         submit(&mut self.tx, &mut self.tx_wait, &self.transport, TRANSMIT, pid, buf)
     }
 
     /// Queues `buf` (device writes it) for input on behalf of `pid`.
-    pub fn read(&mut self, pid: Pid, buf: Pinned) -> Result<(), (Error, Pinned)> {
+    pub fn read(&mut self, pid: Pid, buf: IoBuffer<'_>) -> Result<(), Error> {
         submit(&mut self.rx, &mut self.rx_wait, &self.transport, RECEIVE, pid, buf)
     }
 
@@ -81,14 +81,10 @@ fn submit(
     transport: &Transport,
     index: u32,
     pid: Pid,
-    buf: Pinned,
-) -> Result<(), (Error, Pinned)> {
-    match queue.push(&mut DirectRings, &buf.bufs) {
-        Ok(head) => {
-            wait.insert(head, InFlight { pid, len: buf.len });
-            transport.notify(index);
-            Ok(())
-        }
-        Err(_) => Err((Error::Busy, buf)),
-    }
+    buf: IoBuffer<'_>,
+) -> Result<(), Error> {
+    let head = queue.push_chain(&mut DirectRings, buf.pieces.len(), buf.descriptors()).map_err(|_| Error::Busy)?;
+    wait.insert(head, InFlight { pid, len: buf.len });
+    transport.notify(index);
+    Ok(())
 }

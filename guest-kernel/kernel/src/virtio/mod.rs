@@ -226,21 +226,25 @@ impl InFlightTable {
     }
 }
 
-/// A program's buffer made ready for a device: descriptor-ready pieces
-/// (physically contiguous runs merged) and the bytes they cover.
-#[derive(Debug, Default)]
-pub struct Pinned {
-    /// Descriptor-ready pieces.
-    pub bufs: Vec<Buffer>,
+/// A program's buffer made ready for a device: physical pieces
+/// (contiguous runs merged), borrowed from the resolver's reusable list,
+/// and the bytes they cover. Nothing is pinned: a process waiting in
+/// `State::Io` cannot run, unmap or exit.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IoBuffer<'a> {
+    /// (physical address, length), each under 4 GiB.
+    pub pieces: &'a [(u64, u64)],
     /// Bytes covered (may be less than asked if the piece budget ran out).
     pub len: u64,
+    /// The device writes it (the program reads).
+    pub device_writes: bool,
 }
 
-impl Pinned {
-    /// Descriptors for resolved pieces, written by the device or not.
-    pub fn from_pieces(pieces: &[(u64, u64)], len: u64, device_writes: bool) -> Self {
-        let bufs = pieces.iter().map(|&(phys, n)| Buffer { phys, len: n as u32, device_writes }).collect();
-        Self { bufs, len }
+impl IoBuffer<'_> {
+    /// The pieces as descriptors.
+    pub fn descriptors(&self) -> impl Iterator<Item = Buffer> + '_ {
+        let device_writes = self.device_writes;
+        self.pieces.iter().map(move |&(phys, n)| Buffer { phys, len: n as u32, device_writes })
     }
 }
 
@@ -253,6 +257,11 @@ pub struct Devices {
     pub rng: Option<rng::Rng>,
     /// Block devices, in boot-info order.
     pub blocks: Vec<blk::Block>,
+    /// The program buffer of the request being made, resolved in place:
+    /// kept so the I/O path reuses its allocation.
+    pub io: crate::mem::user::Resolved,
+    /// Requests finished by the interrupt being handled (likewise kept).
+    pub done: Vec<Done>,
 }
 
 impl Devices {
@@ -260,6 +269,10 @@ impl Devices {
     /// APIC. A device that fails to start is reported and left alone.
     pub fn probe(mem: &mut impl PhysMemory, frames: &mut FrameAllocator, infos: &[DeviceInfo]) -> Self {
         let mut devices = Self::default();
+        // The most pieces and completions a request or interrupt can have:
+        // reserved now, so no request allocates.
+        devices.io.pieces.reserve(usize::from(queue::MAX_QUEUE_SIZE));
+        devices.done.reserve(usize::from(queue::MAX_QUEUE_SIZE));
         for transport in infos.iter().filter_map(Transport::from_info) {
             let started = match transport.device_id() {
                 Some(abi::device_id::CONSOLE) if devices.console.is_none() => {
@@ -293,18 +306,16 @@ impl Devices {
 
     /// Handles the interrupt of the device on `vector`; returns the
     /// requests it finished.
-    pub fn interrupt(&mut self, vector: u8) -> Vec<Done> {
-        let mut done = Vec::new();
+    pub fn interrupt(&mut self, vector: u8, done: &mut Vec<Done>) {
         if let Some(c) = self.console.as_mut().filter(|c| c.transport.vector == vector) {
-            c.interrupt(&mut done);
+            c.interrupt(done);
         }
         if let Some(r) = self.rng.as_mut().filter(|r| r.transport.vector == vector) {
-            r.interrupt(&mut done);
+            r.interrupt(done);
         }
         for b in self.blocks.iter_mut().filter(|b| b.transport.vector == vector) {
-            b.interrupt(&mut done);
+            b.interrupt(done);
         }
-        done
     }
 }
 
@@ -314,15 +325,15 @@ mod tests {
 
     #[test]
     fn resolved_pieces_become_descriptors() {
-        let p = Pinned::from_pieces(&[(0x20_0800, 0x1800), (0x50_0000, 0x200)], 0x1a00, true);
+        let pieces = [(0x20_0800, 0x1800), (0x50_0000, 0x200)];
+        let io = IoBuffer { pieces: &pieces, len: 0x1a00, device_writes: true };
         assert_eq!(
-            p.bufs,
+            io.descriptors().collect::<Vec<_>>(),
             [
                 Buffer { phys: 0x20_0800, len: 0x1800, device_writes: true },
                 Buffer { phys: 0x50_0000, len: 0x200, device_writes: true }
             ]
         );
-        assert_eq!(p.len, 0x1a00);
     }
 
     #[test]

@@ -122,7 +122,20 @@ impl Virtqueue {
     /// Makes `chain` available to the device; returns its head. The caller
     /// then notifies the device.
     pub fn push(&mut self, mem: &mut impl RingMemory, chain: &[Buffer]) -> Result<u16, QueueError> {
-        let n = u16::try_from(chain.len()).map_err(|_| QueueError::BadChain)?;
+        self.push_chain(mem, chain.len(), chain.iter().copied())
+    }
+
+    /// [`Self::push`] for a chain of `len` buffers given as an iterator
+    /// (header, the program's pieces, status), so a request needs no
+    /// allocation. Fewer than `len` buffers is an error and publishes
+    /// nothing.
+    pub fn push_chain(
+        &mut self,
+        mem: &mut impl RingMemory,
+        len: usize,
+        chain: impl IntoIterator<Item = Buffer>,
+    ) -> Result<u16, QueueError> {
+        let n = u16::try_from(len).map_err(|_| QueueError::BadChain)?;
         if n == 0 || n > self.size {
             return Err(QueueError::BadChain);
         }
@@ -131,10 +144,12 @@ impl Virtqueue {
         }
         let head = self.free_head;
         let mut index = head;
-        for (i, buf) in chain.iter().enumerate() {
+        let mut written = 0;
+        for (i, buf) in chain.into_iter().take(len).enumerate() {
+            written += 1;
             let at = self.desc + 16 * u64::from(index);
             let next_free = mem.read16(at + 14);
-            let last = i + 1 == chain.len();
+            let last = i + 1 == len;
             let mut flags = if buf.device_writes { desc::WRITE } else { 0 };
             if !last {
                 flags |= desc::NEXT;
@@ -148,6 +163,10 @@ impl Virtqueue {
                 // `next` already names the following free descriptor.
                 index = next_free;
             }
+        }
+        if written != len {
+            // The free list is untouched until the last buffer is written.
+            return Err(QueueError::BadChain);
         }
         self.free_count -= n;
         self.chain_len[usize::from(head)] = n;
@@ -306,6 +325,9 @@ pub(crate) mod tests {
         let buf = Buffer { phys: 0x9000, len: 8, device_writes: false };
         assert_eq!(q.push(&mut mem, &[]), Err(QueueError::BadChain));
         assert_eq!(q.push(&mut mem, &[buf; 5]), Err(QueueError::BadChain));
+        // A chain shorter than it claims publishes nothing and frees all.
+        assert_eq!(q.push_chain(&mut mem, 3, [buf; 2]), Err(QueueError::BadChain));
+        assert_eq!(q.free(), 4);
         q.push(&mut mem, &[buf; 3]).unwrap();
         assert_eq!(q.push(&mut mem, &[buf; 2]), Err(QueueError::Full));
     }

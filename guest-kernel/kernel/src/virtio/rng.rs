@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 use ward_abi::syscall::Error;
 
 use super::queue::Virtqueue;
-use super::{DirectRings, Done, InFlight, InFlightTable, InitError, Pinned, Transport};
+use super::{DirectRings, Done, InFlight, InFlightTable, InitError, IoBuffer, Transport};
 use crate::mem::frame::FrameAllocator;
 use crate::mem::phys::PhysMemory;
 use crate::proc::Pid;
@@ -40,15 +40,12 @@ impl Rng {
     }
 
     /// Asks for `buf` to be filled on behalf of `pid`.
-    pub fn fill(&mut self, pid: Pid, buf: Pinned) -> Result<(), (Error, Pinned)> {
-        match self.queue.push(&mut DirectRings, &buf.bufs) {
-            Ok(head) => {
-                self.wait.insert(head, InFlight { pid, len: buf.len });
-                self.transport.notify(0);
-                Ok(())
-            }
-            Err(_) => Err((Error::Busy, buf)),
-        }
+    pub fn fill(&mut self, pid: Pid, buf: IoBuffer<'_>) -> Result<(), Error> {
+        let head =
+            self.queue.push_chain(&mut DirectRings, buf.pieces.len(), buf.descriptors()).map_err(|_| Error::Busy)?;
+        self.wait.insert(head, InFlight { pid, len: buf.len });
+        self.transport.notify(0);
+        Ok(())
     }
 
     /// Collects filled buffers: the result is the bytes written.
