@@ -36,6 +36,9 @@ pub struct VmmSpec {
     /// Disks: host files the process opens before its jail.
     #[serde(default)]
     pub disks: Vec<DiskRequest>,
+    /// The uid and gid the jailed process runs as (`None`: `nobody`).
+    #[serde(default)]
+    pub uid: Option<u32>,
 }
 
 /// What the exit file holds.

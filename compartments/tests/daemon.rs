@@ -387,3 +387,42 @@ fn a_jailed_compartment_reads_and_writes_its_disk_and_the_policy_bounds_it() {
     assert!(d.table().is_empty(), "{:?}", d.table());
     assert!(d.vmms().is_empty());
 }
+
+/// The real uid of the jailed VMM under waiter `pid` (its child).
+fn jailed_uid(waiter: u32) -> Option<u32> {
+    let child = std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.rfind(')').and_then(|i| stat.get(i + 2..)?.split(' ').nth(1)?.parse::<u32>().ok()) == Some(waiter)
+        })?;
+    let status = std::fs::read_to_string(format!("/proc/{child}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Uid:")?.split_whitespace().next()?.parse().ok())
+}
+
+#[test]
+fn each_compartment_runs_as_its_own_unprivileged_uid() {
+    let d = Daemon::start("uids", POLICY, &[]);
+    for n in ["u1", "u2"] {
+        d.ok(&["create", n]);
+        d.ok(&["start", n]);
+    }
+    wait_until("both sleep", Duration::from_secs(20), || {
+        ["u1", "u2"].iter().all(|n| String::from_utf8_lossy(&d.ward(&["logs", n]).stdout).contains("sleeper: sleeping"))
+    });
+    let uids: Vec<u32> = d.vmms().into_iter().map(|waiter| jailed_uid(waiter).expect("a jailed child")).collect();
+    assert_eq!(uids.len(), 2);
+    assert_ne!(uids[0], uids[1], "compartments share no uid: {uids:?}");
+    assert!(uids.iter().all(|&u| u != 0 && u != 65534), "{uids:?}");
+    // The identity is the compartment's for good: a restart keeps it.
+    d.ok(&["stop", "u1"]);
+    d.ok(&["start", "u1"]);
+    let audit = d.ok(&["audit"]);
+    let starts: Vec<&str> =
+        audit.lines().filter(|l| l.contains(" start u1 ")).filter_map(|l| l.rsplit(' ').next()).collect();
+    assert_eq!(starts.len(), 2, "{audit}");
+    assert_eq!(starts[0], starts[1], "{audit}");
+    d.ok(&["stop", "u1"]);
+    d.ok(&["stop", "u2"]);
+}

@@ -73,7 +73,12 @@ fn main() -> ExitCode {
     };
     record_signal_exits_in(&opened.exit);
     if spec.jail {
-        let jail = JailSpec::new(&spec.name, spec.memory_mib << 20, opened.keep_fds());
+        let mut jail = JailSpec::new(&spec.name, spec.memory_mib << 20, opened.keep_fds());
+        if let Some(uid) = spec.uid {
+            // Its own identity: the task limit counts this compartment only.
+            (jail.uid, jail.gid) = (uid, uid);
+            jail.limits.processes = jail.limits.processes.min(COMPARTMENT_TASKS);
+        }
         match jail::enter(&jail) {
             Ok(report) if report.is_complete() => {}
             Ok(report) => {
@@ -95,6 +100,10 @@ fn main() -> ExitCode {
     }
     ExitCode::from(code)
 }
+
+/// Most tasks (threads) a compartment with its own uid may have: the VMM
+/// has four or five.
+const COMPARTMENT_TASKS: u64 = 64;
 
 /// The exit file and the record a signal leaves in it, for the handler:
 /// set once, before any thread starts, and never freed.

@@ -82,6 +82,11 @@ pub struct Record {
     /// policy's volumes when it was created).
     #[serde(default)]
     pub disks: Vec<DiskRequest>,
+    /// The uid (and gid) its jailed VMM runs as: its own, so compartments
+    /// share no identity and each has its own task limit. Given at the
+    /// first start.
+    #[serde(default)]
+    pub uid: Option<u32>,
 }
 
 /// Devices the policy granted a compartment (its disks are in
@@ -199,6 +204,7 @@ mod tests {
             ended_at_ms: None,
             devices: Granted::default(),
             disks: Vec::new(),
+            uid: None,
         }
     }
 

@@ -25,6 +25,13 @@ use crate::name::CompartmentName;
 use crate::policy_source::PolicySource;
 use crate::vmm_spec::{ExitRecord, VmmSpec};
 
+/// The first uid (and gid) a compartment's VMM runs as; each compartment
+/// has its own, from this range. Far above login users (1000..) and the
+/// usual subordinate-id ranges of user namespaces (100000 + 65536·n).
+pub const COMPARTMENT_UID_BASE: u32 = 2_100_000_000;
+/// How many compartment uids there are.
+pub const COMPARTMENT_UIDS: u32 = 1_000_000;
+
 /// How long `stop` waits after SIGTERM before SIGKILL, by default.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait between restarts.
@@ -246,6 +253,7 @@ impl Supervisor {
             ended_at_ms: None,
             devices: Granted { console: g.console, rng: g.rng },
             disks: disks.clone(),
+            uid: None,
         };
         self.store.put(&record)?;
         let mut what = format!("image {} memory {} MiB", record.image, record.memory_mib);
@@ -274,6 +282,9 @@ impl Supervisor {
     fn spawn(&self, rec: &mut Record) -> Result<(), OpError> {
         let paths = &self.config.paths;
         let internal = |what: &str, e: std::io::Error| OpError(ErrorKind::Internal, format!("{what}: {e}"));
+        if rec.uid.is_none() {
+            rec.uid = Some(self.free_uid()?);
+        }
         let spec = VmmSpec {
             name: rec.name.clone(),
             image: rec.image.clone(),
@@ -286,6 +297,7 @@ impl Supervisor {
             console: rec.devices.console,
             rng: rec.devices.rng,
             disks: rec.disks.clone(),
+            uid: rec.uid,
         };
         let spec_path = paths.spec(&rec.name);
         let json = serde_json::to_vec_pretty(&spec).map_err(|e| OpError(ErrorKind::Internal, e.to_string()))?;
@@ -323,8 +335,17 @@ impl Supervisor {
         rec.started_at_ms = Some(now_ms());
         rec.restart_at_ms = None;
         self.store.put(rec)?;
-        self.store.audit("start", &rec.name, &format!("pid {pid}"))?;
+        let uid = rec.uid.filter(|_| self.config.jail).map(|uid| format!(" uid {uid}")).unwrap_or_default();
+        self.store.audit("start", &rec.name, &format!("pid {pid}{uid}"))?;
         Ok(())
+    }
+
+    /// The lowest compartment uid no compartment has (the ops lock is held).
+    fn free_uid(&self) -> Result<u32, OpError> {
+        let taken: std::collections::HashSet<u32> = self.store.all()?.iter().filter_map(|r| r.uid).collect();
+        (COMPARTMENT_UID_BASE..COMPARTMENT_UID_BASE.saturating_add(COMPARTMENT_UIDS))
+            .find(|uid| !taken.contains(uid))
+            .ok_or_else(|| OpError(ErrorKind::Internal, format!("all {COMPARTMENT_UIDS} compartment uids are in use")))
     }
 
     /// Makes the compartment's cgroup (memory, CPU, task limits) and has the
