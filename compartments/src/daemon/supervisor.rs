@@ -468,13 +468,16 @@ impl Supervisor {
     }
 
     /// Reaps our child `name` if it exited (so it is not left a zombie).
-    fn reap(&self, name: &str) -> Option<std::process::ExitStatus> {
+    /// Whether `name`'s VMM is this daemon's child, and its exit status if
+    /// it has ended.
+    fn reap(&self, name: &str) -> (bool, Option<std::process::ExitStatus>) {
         let mut children = lock(&self.children);
-        let status = children.get_mut(name)?.try_wait().ok().flatten();
+        let Some(child) = children.get_mut(name) else { return (false, None) };
+        let status = child.try_wait().ok().flatten();
         if status.is_some() {
             children.remove(name);
         }
-        status
+        (true, status)
     }
 
     /// One supervision pass: records VMMs that ended, applies restart
@@ -486,8 +489,12 @@ impl Supervisor {
         for mut rec in records {
             match rec.state {
                 State::Running | State::Stopping | State::Starting => {
-                    let status = self.reap(&rec.name);
-                    let gone = rec.pid.is_none_or(|pid| !is_our_vmm(pid, &self.config.paths.spec(&rec.name)));
+                    // A child's end shows in `waitpid`; only a VMM adopted
+                    // after a restart needs a look in `/proc` (a few file
+                    // reads, which add up over thousands of compartments).
+                    let (child, status) = self.reap(&rec.name);
+                    let gone = !child
+                        && rec.pid.is_none_or(|pid| !is_our_vmm(pid, &self.config.paths.spec(&rec.name)));
                     if status.is_some() || gone {
                         let how = status.map_or_else(|| "exited".to_owned(), |s| s.to_string());
                         if let Err(e) = self.finish(&mut rec, &how) {
