@@ -102,6 +102,21 @@ impl Daemon {
     }
 
     /// Live ward-vmm processes started for this daemon.
+    /// Children of the daemon that ended and were never reaped.
+    fn zombies(&self) -> Vec<u32> {
+        let Some(daemon) = self.child.as_ref().map(Child::id) else { return Vec::new() };
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let fields: Vec<&str> =
+                    stat.rfind(')').and_then(|i| stat.get(i + 2..)).unwrap_or("").split(' ').collect();
+                fields.first() == Some(&"Z") && fields.get(1) == Some(&daemon.to_string().as_str())
+            })
+            .collect()
+    }
+
     fn vmms(&self) -> Vec<u32> {
         let marker = self.dir.join("state").to_string_lossy().into_owned();
         std::fs::read_dir("/proc")
@@ -178,6 +193,10 @@ fn twenty_compartments_start_at_once_and_stop() {
     assert_eq!(table.len(), 20);
     assert!(table.iter().all(|r| r.1 == "stopped"), "{table:?}");
     assert!(d.vmms().is_empty(), "stray VMMs: {:?}", d.vmms());
+    for name in &names {
+        d.ok(&["rm", name]);
+    }
+    assert!(d.zombies().is_empty(), "unreaped VMMs: {:?}", d.zombies());
 }
 
 #[test]

@@ -467,9 +467,8 @@ impl Supervisor {
         self.store.audit("remove", name, "")
     }
 
-    /// Reaps our child `name` if it exited (so it is not left a zombie).
     /// Whether `name`'s VMM is this daemon's child, and its exit status if
-    /// it has ended.
+    /// it has ended (then it is reaped, not left a zombie).
     fn reap(&self, name: &str) -> (bool, Option<std::process::ExitStatus>) {
         let mut children = lock(&self.children);
         let Some(child) = children.get_mut(name) else { return (false, None) };
@@ -489,12 +488,12 @@ impl Supervisor {
         for mut rec in records {
             match rec.state {
                 State::Running | State::Stopping | State::Starting => {
-                    // A child's end shows in `waitpid`; only a VMM adopted
-                    // after a restart needs a look in `/proc` (a few file
-                    // reads, which add up over thousands of compartments).
+                    // A child's end shows in `waitpid`, and only there: a
+                    // look in `/proc` could see it end between the two and
+                    // record the end without reaping it (a zombie for good).
+                    // Only a VMM adopted after a restart needs `/proc`.
                     let (child, status) = self.reap(&rec.name);
-                    let gone = !child
-                        && rec.pid.is_none_or(|pid| !is_our_vmm(pid, &self.config.paths.spec(&rec.name)));
+                    let gone = !child && rec.pid.is_none_or(|pid| !is_our_vmm(pid, &self.config.paths.spec(&rec.name)));
                     if status.is_some() || gone {
                         let how = status.map_or_else(|| "exited".to_owned(), |s| s.to_string());
                         if let Err(e) = self.finish(&mut rec, &how) {
