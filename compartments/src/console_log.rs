@@ -111,6 +111,7 @@ impl Write for LogSender {
 pub fn spawn_writer(mut log: CappedLog) -> io::Result<(LogSender, std::thread::JoinHandle<()>)> {
     let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
     let thread = std::thread::Builder::new().name("console-log".into()).spawn(move || {
+        ward_vmm::signals::leave_stop_signals_to_main();
         for chunk in rx {
             if let Err(e) = log.write_all(&chunk).and_then(|()| log.flush()) {
                 log::warn!("console history {}: {e}", log.path.display());

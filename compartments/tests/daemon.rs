@@ -396,6 +396,15 @@ fn a_jailed_compartment_reads_and_writes_its_disk_and_the_policy_bounds_it() {
     let at = 16256 * 512;
     assert!(bytes[at..at + 64 * 1024].iter().enumerate().all(|(i, &b)| b == (i * 31 % 251).to_le_bytes()[0]));
 
+    // A link is followed once, at create: the record keeps the real file.
+    let link = d.dir.join("link.img");
+    std::os::unix::fs::symlink(&path, &link).unwrap();
+    d.ok(&["create", "linked", "--image", "disk", "--disk", link.to_str().unwrap()]);
+    let record = d.ok(&["inspect", "linked"]);
+    assert!(record.contains(&format!("{:?}", path.canonicalize().unwrap())), "{record}");
+    assert!(!record.contains("link.img"), "{record}");
+    d.ok(&["rm", "linked"]);
+
     // Larger than the volume, or a second disk: refused before anything runs.
     std::fs::File::create(&path).unwrap().set_len(32 << 20).unwrap();
     let out = d.ward(&["create", "too-big", "--image", "disk", "--disk", path.to_str().unwrap()]);

@@ -26,6 +26,7 @@ pub mod kvm;
 pub mod loader;
 pub mod memory;
 pub mod seccomp;
+pub mod signals;
 pub mod vcpu;
 pub mod vm;
 

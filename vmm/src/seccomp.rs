@@ -11,7 +11,9 @@
 //! `futex`, memory (`mmap` and `mprotect` never with `PROT_EXEC`,
 //! `munmap`, `mremap`, `brk`, `madvise`), `close` (and `fcntl(F_GETFD)`,
 //! which debug builds of std call before it), `getrandom` (hash map keys),
-//! `sched_yield`, `rt_sigprocmask`, `sigaltstack`, `exit`, and the clock
+//! `sched_yield`, `rt_sigprocmask`, `sigaltstack`, `exit`, `exit_group`
+//! (ending the process is no escalation, and an ending signal's handler
+//! may run on any thread), and the clock
 //! calls the vDSO may fall back to. Nothing opens a file, makes a
 //! socket, maps executable memory, creates a process or a thread, or
 //! changes credentials: a guest that took over a VMM thread gets no new

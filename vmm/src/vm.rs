@@ -299,6 +299,7 @@ impl Vm {
                     let thread = std::thread::Builder::new()
                         .name(format!("virtio-{name}"))
                         .spawn_scoped(scope, move || {
+                            crate::signals::leave_stop_signals_to_main();
                             if filtered {
                                 seccomp::install(ThreadRole::DeviceLoop)?;
                             }
@@ -310,6 +311,7 @@ impl Vm {
                 None => (None, None),
             };
             let vcpu_thread = std::thread::Builder::new().name(format!("vcpu0-{name}")).spawn_scoped(scope, || {
+                crate::signals::leave_stop_signals_to_main();
                 if filtered {
                     seccomp::install(ThreadRole::Vcpu)?;
                 }

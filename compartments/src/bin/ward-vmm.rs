@@ -21,6 +21,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicUsize, Ordering};
@@ -86,6 +87,9 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("ward-vmm: compartment {}: cannot enter the jail: {e}", spec.name);
+                // The exit file is closed on return; a late signal must not
+                // write to whatever reuses its number.
+                SIGNAL_EXIT_FD.store(-1, Ordering::Release);
                 return ExitCode::FAILURE;
             }
         }
@@ -171,9 +175,11 @@ impl Opened {
             .disks
             .iter()
             .map(|d| {
+                // wardd resolved the path; a link put there since is refused.
                 OpenOptions::new()
                     .read(true)
                     .write(!d.read_only)
+                    .custom_flags(libc::O_NOFOLLOW)
                     .open(&d.path)
                     .map_err(|e| format!("cannot open disk {}: {e}", d.path.display()))
             })

@@ -132,15 +132,18 @@ fn running_vmms() -> Vec<(u32, PathBuf)> {
         .collect()
 }
 
-/// The size of a disk file a compartment asks for, in bytes. The daemon
-/// has its own working directory, so only absolute paths are taken.
-fn disk_size(name: &str, disk: &DiskRequest) -> Result<u64, OpError> {
+/// A disk file a compartment asks for, by its real path, and its size in
+/// bytes. The daemon has its own working directory, so only absolute paths
+/// are taken.
+fn disk_size(name: &str, disk: &DiskRequest) -> Result<(DiskRequest, u64), OpError> {
     let path = disk.path.display();
     if !disk.path.is_absolute() {
         return Err(OpError(ErrorKind::Denied, format!("compartment {name}: disk {path} is not an absolute path")));
     }
-    match std::fs::metadata(&disk.path) {
-        Ok(m) if m.is_file() => Ok(m.len()),
+    let real = std::fs::canonicalize(&disk.path)
+        .map_err(|e| OpError(ErrorKind::Denied, format!("compartment {name}: disk file {path}: {e}")))?;
+    match std::fs::metadata(&real) {
+        Ok(m) if m.is_file() => Ok((DiskRequest { path: real, read_only: disk.read_only }, m.len())),
         Ok(_) => Err(OpError(ErrorKind::Denied, format!("compartment {name}: disk {path} is not a regular file"))),
         Err(e) => Err(OpError(ErrorKind::Denied, format!("compartment {name}: disk file {path}: {e}"))),
     }
@@ -224,8 +227,10 @@ impl Supervisor {
         let policy = self.config.policy.load().map_err(|e| OpError(ErrorKind::Denied, e.to_string()))?;
         let g = grant(&policy, &self.config.policy.describe(), &valid, *memory_mib, image.as_deref())
             .map_err(|e| OpError(ErrorKind::Denied, e.to_string()))?;
-        let sized =
-            disks.iter().map(|d| disk_size(name, d).map(|size| (d.clone(), size))).collect::<Result<Vec<_>, _>>()?;
+        // Kept by their real paths: the VMM opens them without following
+        // links, so a path swapped for a link later is refused.
+        let sized = disks.iter().map(|d| disk_size(name, d)).collect::<Result<Vec<_>, _>>()?;
+        let disks: &Vec<DiskRequest> = &sized.iter().map(|(d, _)| d.clone()).collect();
         g.check_disks(name, &sized).map_err(|e| OpError(ErrorKind::Denied, e.to_string()))?;
         if ward_images::image(&g.image).is_none() {
             return Err(OpError(ErrorKind::Denied, format!("no image called {:?}", g.image)));
@@ -320,9 +325,11 @@ impl Supervisor {
                 if let Some(cgroup) = cgroup {
                     let _ = cgroup.remove();
                 }
-                rec.state = State::Stopped;
-                self.store.put(rec)?;
-                return Err(internal(&format!("starting {} in its cgroup", self.config.vmm_binary.display()), e));
+                // A run that never began: a failure like any other, so the
+                // restart policy and its backoff apply.
+                let error = internal(&format!("starting {} in its cgroup", self.config.vmm_binary.display()), e);
+                self.finish_with(rec, format!("not started: {}", error.1))?;
+                return Err(error);
             }
         };
         if let Some(cgroup) = cgroup {
@@ -386,7 +393,11 @@ impl Supervisor {
                         return Err(std::io::Error::last_os_error());
                     }
                     let written = libc::write(fd, c"0".as_ptr().cast(), 1);
-                    let error = std::io::Error::last_os_error();
+                    let error = if written < 0 {
+                        std::io::Error::last_os_error()
+                    } else {
+                        std::io::Error::from_raw_os_error(libc::EIO)
+                    };
                     libc::close(fd);
                     if written != 1 {
                         return Err(error);
@@ -472,11 +483,18 @@ impl Supervisor {
     fn reap(&self, name: &str) -> (bool, Option<std::process::ExitStatus>) {
         let mut children = lock(&self.children);
         let Some(child) = children.get_mut(name) else { return (false, None) };
-        let status = child.try_wait().ok().flatten();
-        if status.is_some() {
-            children.remove(name);
+        match child.try_wait() {
+            Ok(None) => (true, None),
+            Ok(Some(status)) => {
+                children.remove(name);
+                (true, Some(status))
+            }
+            // Not waitable after all: forget the handle and judge by `/proc`.
+            Err(_) => {
+                children.remove(name);
+                (false, None)
+            }
         }
-        (true, status)
     }
 
     /// One supervision pass: records VMMs that ended, applies restart
@@ -524,6 +542,16 @@ impl Supervisor {
 
     /// Records the end of `rec`'s run and decides what comes next.
     fn finish(&self, rec: &mut Record, how: &str) -> Result<(), StoreError> {
+        let without_record = if rec.state == State::Stopping {
+            format!("stopped ({how})")
+        } else {
+            format!("killed or crashed ({how})")
+        };
+        self.finish_with(rec, without_record)
+    }
+
+    /// [`Self::finish`], with the reason to record if the VMM left none.
+    fn finish_with(&self, rec: &mut Record, without_record: String) -> Result<(), StoreError> {
         // A compartment adopted after a daemon restart has its group on the
         // host but not in this daemon's memory.
         let cgroup = lock(&self.cgroups).remove(&rec.name);
@@ -540,11 +568,7 @@ impl Supervisor {
         rec.ended_at_ms = Some(now_ms());
         let stopped_by_user = rec.state == State::Stopping;
         let failed = rec.exit_code != Some(0);
-        let reason = match exit {
-            Some(e) => e.reason,
-            None if stopped_by_user => format!("stopped ({how})"),
-            None => format!("killed or crashed ({how})"),
-        };
+        let reason = exit.map_or(without_record, |e| e.reason);
         self.store.audit("exit", &rec.name, &reason)?;
         let restart = !stopped_by_user
             && match rec.restart {

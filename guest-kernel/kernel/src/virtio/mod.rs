@@ -244,7 +244,11 @@ impl IoBuffer<'_> {
     /// The pieces as descriptors.
     pub fn descriptors(&self) -> impl Iterator<Item = Buffer> + '_ {
         let device_writes = self.device_writes;
-        self.pieces.iter().map(move |&(phys, n)| Buffer { phys, len: n as u32, device_writes })
+        self.pieces.iter().map(move |&(phys, n)| {
+            // `UserRange::resolve` refuses ranges of 4 GiB or more.
+            debug_assert!(n <= u64::from(u32::MAX));
+            Buffer { phys, len: n as u32, device_writes }
+        })
     }
 }
 
@@ -272,7 +276,8 @@ impl Devices {
         // The most pieces and completions a request or interrupt can have:
         // reserved now, so no request allocates.
         devices.io.pieces.reserve(usize::from(queue::MAX_QUEUE_SIZE));
-        devices.done.reserve(usize::from(queue::MAX_QUEUE_SIZE));
+        // The console has two queues; one interrupt drains both.
+        devices.done.reserve(2 * usize::from(queue::MAX_QUEUE_SIZE));
         for transport in infos.iter().filter_map(Transport::from_info) {
             let started = match transport.device_id() {
                 Some(abi::device_id::CONSOLE) if devices.console.is_none() => {

@@ -145,7 +145,9 @@ impl Virtqueue {
         let head = self.free_head;
         let mut index = head;
         let mut written = 0;
-        for (i, buf) in chain.into_iter().take(len).enumerate() {
+        let mut after = head;
+        let mut chain = chain.into_iter();
+        for (i, buf) in chain.by_ref().take(len).enumerate() {
             written += 1;
             let at = self.desc + 16 * u64::from(index);
             let next_free = mem.read16(at + 14);
@@ -158,16 +160,18 @@ impl Virtqueue {
             mem.write32(at + 8, buf.len);
             mem.write16(at + 12, flags);
             if last {
-                self.free_head = next_free;
+                after = next_free;
             } else {
                 // `next` already names the following free descriptor.
                 index = next_free;
             }
         }
-        if written != len {
-            // The free list is untouched until the last buffer is written.
+        if written != len || chain.next().is_some() {
+            // Nothing is taken from the free list (its `next` links are
+            // intact) until the chain is exactly as long as it says.
             return Err(QueueError::BadChain);
         }
+        self.free_head = after;
         self.free_count -= n;
         self.chain_len[usize::from(head)] = n;
         let slot = self.avail + 4 + 2 * u64::from(self.avail_idx % self.size);
@@ -327,6 +331,7 @@ pub(crate) mod tests {
         assert_eq!(q.push(&mut mem, &[buf; 5]), Err(QueueError::BadChain));
         // A chain shorter than it claims publishes nothing and frees all.
         assert_eq!(q.push_chain(&mut mem, 3, [buf; 2]), Err(QueueError::BadChain));
+        assert_eq!(q.push_chain(&mut mem, 2, [buf; 3]), Err(QueueError::BadChain));
         assert_eq!(q.free(), 4);
         q.push(&mut mem, &[buf; 3]).unwrap();
         assert_eq!(q.push(&mut mem, &[buf; 2]), Err(QueueError::Full));
