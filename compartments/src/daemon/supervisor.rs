@@ -444,9 +444,11 @@ impl Supervisor {
             }
         }
         // The supervision pass records the exit; wait for it.
+        // The end is recorded by a supervision pass; run this compartment's
+        // part of one (a whole pass per stop makes stopping n compartments
+        // cost n²).
         for _ in 0..500 {
-            self.supervise();
-            if !matches!(self.store.get(name)?.map(|r| r.state), Some(State::Stopping)) {
+            if self.supervise_one(name)? != Some(State::Stopping) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -503,40 +505,51 @@ impl Supervisor {
     pub fn supervise(&self) {
         let _guard = lock(&self.ops);
         let Ok(records) = self.store.all() else { return };
-        for mut rec in records {
-            match rec.state {
-                State::Running | State::Stopping | State::Starting => {
-                    // A child's end shows in `waitpid`, and only there: a
-                    // look in `/proc` could see it end between the two and
-                    // record the end without reaping it (a zombie for good).
-                    // Only a VMM adopted after a restart needs `/proc`.
-                    let (child, status) = self.reap(&rec.name);
-                    let gone = !child && rec.pid.is_none_or(|pid| !is_our_vmm(pid, &self.config.paths.spec(&rec.name)));
-                    if status.is_some() || gone {
-                        let how = status.map_or_else(|| "exited".to_owned(), |s| s.to_string());
-                        if let Err(e) = self.finish(&mut rec, &how) {
-                            log::warn!("compartment {}: {e}", rec.name);
-                        }
-                    }
-                }
-                // A disposable compartment goes once its end was seen
-                // (`ward run --disposable` removes it at once; this catches
-                // a client that went away).
-                State::Stopped
-                    if rec.disposable && rec.ended_at_ms.is_some_and(|t| now_ms() > t + DISPOSABLE_GRACE_MS) =>
-                {
-                    if let Err(e) = self.forget(&rec.name) {
+        for rec in records {
+            self.supervise_record(rec);
+        }
+    }
+
+    /// The supervision pass for `name` alone; returns its state after.
+    fn supervise_one(&self, name: &str) -> Result<Option<State>, OpError> {
+        let _guard = lock(&self.ops);
+        let Some(rec) = self.store.get(name)? else { return Ok(None) };
+        self.supervise_record(rec);
+        Ok(self.store.get(name)?.map(|r| r.state))
+    }
+
+    /// One compartment's part of a supervision pass (the ops lock is held).
+    fn supervise_record(&self, mut rec: Record) {
+        match rec.state {
+            State::Running | State::Stopping | State::Starting => {
+                // A child's end shows in `waitpid`, and only there: a
+                // look in `/proc` could see it end between the two and
+                // record the end without reaping it (a zombie for good).
+                // Only a VMM adopted after a restart needs `/proc`.
+                let (child, status) = self.reap(&rec.name);
+                let gone = !child && rec.pid.is_none_or(|pid| !is_our_vmm(pid, &self.config.paths.spec(&rec.name)));
+                if status.is_some() || gone {
+                    let how = status.map_or_else(|| "exited".to_owned(), |s| s.to_string());
+                    if let Err(e) = self.finish(&mut rec, &how) {
                         log::warn!("compartment {}: {e}", rec.name);
                     }
                 }
-                State::Restarting if rec.restart_at_ms.is_none_or(|at| at <= now_ms()) => {
-                    rec.restarts += 1;
-                    if let Err(e) = self.spawn(&mut rec) {
-                        log::warn!("compartment {}: restart failed: {}", rec.name, e.1);
-                    }
-                }
-                _ => {}
             }
+            // A disposable compartment goes once its end was seen
+            // (`ward run --disposable` removes it at once; this catches
+            // a client that went away).
+            State::Stopped if rec.disposable && rec.ended_at_ms.is_some_and(|t| now_ms() > t + DISPOSABLE_GRACE_MS) => {
+                if let Err(e) = self.forget(&rec.name) {
+                    log::warn!("compartment {}: {e}", rec.name);
+                }
+            }
+            State::Restarting if rec.restart_at_ms.is_none_or(|at| at <= now_ms()) => {
+                rec.restarts += 1;
+                if let Err(e) = self.spawn(&mut rec) {
+                    log::warn!("compartment {}: restart failed: {}", rec.name, e.1);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -663,15 +676,18 @@ impl Supervisor {
             .filter(|r| matches!(r.state, State::Running | State::Starting | State::Restarting))
             .map(|r| r.name)
             .collect();
-        std::thread::scope(|s| {
-            for name in &running {
-                s.spawn(move || {
-                    if let Err(e) = self.stop(name, timeout, false) {
-                        log::warn!("stopping {name}: {}", e.1);
-                    }
-                });
-            }
-        });
+        // In parallel, a bounded number at a time.
+        for batch in running.chunks(64) {
+            std::thread::scope(|s| {
+                for name in batch {
+                    s.spawn(move || {
+                        if let Err(e) = self.stop(name, timeout, false) {
+                            log::warn!("stopping {name}: {}", e.1);
+                        }
+                    });
+                }
+            });
+        }
     }
 }
 
