@@ -33,6 +33,29 @@ pub fn simple(socket: &Path, request: &Request) -> Result<(), ManageError> {
     expect_ok(Client::connect(socket)?.request(request)?)
 }
 
+/// Largest piece of console input in one request: as JSON numbers it stays
+/// well under the protocol's line limit.
+pub const INPUT_CHUNK: usize = 8 * 1024;
+
+/// Forwards `input` to compartment `name`'s console through wardd until it
+/// ends (then the compartment's input ends too) or the compartment is gone.
+pub fn forward_input(socket: &Path, name: &str, mut input: impl std::io::Read) -> Result<(), ManageError> {
+    let mut buf = vec![0u8; INPUT_CHUNK];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // Unreadable input ends like empty input.
+            Err(_) => 0,
+        };
+        let request = Request::Input { name: name.to_owned(), data: buf[..n].to_vec(), end: n == 0 };
+        simple(socket, &request)?;
+        if n == 0 {
+            return Ok(());
+        }
+    }
+}
+
 /// `ward ls`.
 pub fn list(socket: &Path) -> Result<String, ManageError> {
     match Client::connect(socket)?.request(&Request::List)? {

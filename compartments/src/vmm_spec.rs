@@ -27,9 +27,13 @@ pub struct VmmSpec {
     pub exit_file: PathBuf,
     /// Jail the process before the VM starts.
     pub jail: bool,
-    /// A virtio console for programs (output to the history; no input).
+    /// A virtio console for programs (output to the history).
     #[serde(default)]
     pub console: bool,
+    /// The console's input is the process's standard input (a socket whose
+    /// other end wardd writes `ward run`'s input to); else it has none.
+    #[serde(default)]
+    pub console_input: bool,
     /// A virtio entropy device.
     #[serde(default)]
     pub rng: bool,

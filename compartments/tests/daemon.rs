@@ -454,3 +454,26 @@ fn each_compartment_runs_as_its_own_unprivileged_uid() {
     d.ok(&["stop", "u1"]);
     d.ok(&["stop", "u2"]);
 }
+
+#[test]
+fn standard_input_of_ward_run_reaches_a_compartment_in_the_daemon() {
+    use std::io::Write;
+    let d = Daemon::start("input", POLICY, &[]);
+    let mut run = Command::new(bin("ward"))
+        .arg("--socket")
+        .arg(d.socket())
+        .args(["run", "echoer", "--disposable", "--image", "echo"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = run.stdin.take().unwrap();
+    stdin.write_all(b"first line\nsecond line\n").unwrap();
+    drop(stdin); // end of input
+    let out = run.wait_with_output().unwrap();
+    let console = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{console}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(console.contains("echo: first line\necho: second line\necho: input ended"), "{console}");
+    assert!(d.table().is_empty(), "the disposable compartment is gone: {:?}", d.table());
+}

@@ -32,7 +32,7 @@ use ward_compartments::jail::{self, JailSpec, PidNamespace};
 use ward_compartments::run::{EXIT_CRASHED, exit_code};
 use ward_compartments::vmm_spec::{ExitRecord, VmmSpec};
 use ward_vmm::boot::ModuleSpec;
-use ward_vmm::{ConsoleConfig, DiskConfig, SeccompMode, VirtioConfig, VmConfig};
+use ward_vmm::{ConsoleConfig, ConsoleInput, DiskConfig, SeccompMode, VirtioConfig, VmConfig};
 
 fn main() -> ExitCode {
     let started = Instant::now();
@@ -215,7 +215,9 @@ fn run(spec: &VmmSpec, kvm: OwnedFd, log: CappedLog, disks: Vec<File>, started: 
         kvm_path: ward_vmm::kvm::DEFAULT_KVM_PATH.into(),
         kvm_fd: Some(Arc::new(kvm)),
         virtio: VirtioConfig {
-            console: spec.console.then(|| ConsoleConfig { input: None }),
+            console: spec
+                .console
+                .then(|| ConsoleConfig { input: spec.console_input.then(ConsoleInput::stdin).and_then(Result::ok) }),
             rng: spec.rng,
             disks: spec
                 .disks

@@ -109,6 +109,10 @@ fn run_in_daemon(
     });
     manage::simple(socket, &create)?;
     manage::simple(socket, &Request::Start { name: name.clone() })?;
+    // Standard input goes to the compartment's console, as in a run of our
+    // own; the thread dies with the process when the compartment ends.
+    let (input_socket, input_name) = (socket.to_owned(), name.clone());
+    std::thread::spawn(move || manage::forward_input(&input_socket, &input_name, std::io::stdin()));
     let code = manage::logs(socket, &name, true, &mut std::io::stdout())?;
     if args.disposable {
         manage::simple(socket, &Request::Remove { name })?;

@@ -100,6 +100,17 @@ pub enum Request {
         /// Keep streaming.
         follow: bool,
     },
+    /// Bytes for a running compartment's console input; `end` then closes
+    /// the input (its programs see end of input).
+    Input {
+        /// Its name.
+        name: String,
+        /// The bytes (a few KiB at a time: a request line is at most
+        /// [`MAX_LINE`]).
+        data: Vec<u8>,
+        /// Close the input after them.
+        end: bool,
+    },
     /// The audit log, newest last.
     Audit {
         /// At most this many entries.
@@ -295,6 +306,7 @@ mod tests {
             }),
             Request::Stop { name: "mail".into(), timeout_ms: Some(500) },
             Request::Logs { name: "mail".into(), from: 10, follow: true },
+            Request::Input { name: "mail".into(), data: b"hi\n".to_vec(), end: true },
         ] {
             let line = encode_request(&request);
             assert!(line.ends_with('\n'));

@@ -138,6 +138,7 @@ pub fn handle(sup: &Supervisor, request: Request) -> Reply {
         }
         Request::Kill { name } => sup.stop(&name, Duration::ZERO, true).map(|()| Reply::ok()),
         Request::Remove { name } => sup.remove(&name).map(|()| Reply::ok()),
+        Request::Input { name, data, end } => sup.input(&name, &data, end).map(|()| Reply::ok()),
         Request::List => sup.list().map(|compartments| Reply::List { version: VERSION, compartments }),
         Request::Inspect { name } => sup.inspect(&name).map(|record| Reply::Inspect { version: VERSION, record }),
         Request::Audit { limit } => {

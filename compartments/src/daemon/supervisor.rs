@@ -32,6 +32,9 @@ pub const COMPARTMENT_UID_BASE: u32 = 2_100_000_000;
 /// How many compartment uids there are.
 pub const COMPARTMENT_UIDS: u32 = 1_000_000;
 
+/// How long console input waits for a guest that does not read.
+const INPUT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long `stop` waits after SIGTERM before SIGKILL, by default.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait between restarts.
@@ -82,6 +85,8 @@ pub struct Supervisor {
     children: Mutex<HashMap<String, Child>>,
     /// The cgroup of each running compartment, removed when it ends.
     cgroups: Mutex<HashMap<String, Cgroup>>,
+    /// The daemon's end of each running compartment's console input.
+    inputs: Mutex<HashMap<String, std::os::unix::net::UnixStream>>,
 }
 
 /// Backoff before restart number `failures` (1 s, 2 s, 4 s ... 30 s).
@@ -167,6 +172,7 @@ impl Supervisor {
             ops: Mutex::new(()),
             children: Mutex::new(HashMap::new()),
             cgroups: Mutex::new(HashMap::new()),
+            inputs: Mutex::new(HashMap::new()),
         };
         sup.recover()?;
         Ok(sup)
@@ -303,6 +309,7 @@ impl Supervisor {
             rng: rec.devices.rng,
             disks: rec.disks.clone(),
             uid: rec.uid,
+            console_input: rec.devices.console,
         };
         let spec_path = paths.spec(&rec.name);
         let json = serde_json::to_vec_pretty(&spec).map_err(|e| OpError(ErrorKind::Internal, e.to_string()))?;
@@ -316,8 +323,17 @@ impl Supervisor {
             .append(true)
             .open(paths.vmm_errors(&rec.name))
             .map_err(|e| internal("opening the VMM error log", e))?;
+        // Console input: the VMM reads its standard input, one end of a
+        // socket pair; `input` writes to the other.
+        let (input, vmm_input) =
+            std::os::unix::net::UnixStream::pair().map_err(|e| internal("making the console input", e))?;
         let mut command = Command::new(&self.config.vmm_binary);
-        command.arg("--spec").arg(&spec_path).stdin(Stdio::null()).stdout(Stdio::null()).stderr(errors);
+        command
+            .arg("--spec")
+            .arg(&spec_path)
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(vmm_input)))
+            .stdout(Stdio::null())
+            .stderr(errors);
         let cgroup = self.config.jail.then(|| self.cgroup_for(rec, &mut command)).flatten();
         let child = match command.spawn() {
             Ok(child) => child,
@@ -335,8 +351,10 @@ impl Supervisor {
         if let Some(cgroup) = cgroup {
             lock(&self.cgroups).insert(rec.name.clone(), cgroup);
         }
+        drop(command); // closes the VMM's end of the input here
         let pid = child.id();
         lock(&self.children).insert(rec.name.clone(), child);
+        lock(&self.inputs).insert(rec.name.clone(), input);
         rec.state = State::Running;
         rec.pid = Some(pid);
         rec.started_at_ms = Some(now_ms());
@@ -456,6 +474,32 @@ impl Supervisor {
         Err(OpError(ErrorKind::Internal, format!("compartment {name} did not stop")))
     }
 
+    /// Passes `data` to a running compartment's console input; `end`
+    /// closes the input after it. Waits at most a few seconds for a guest
+    /// that reads nothing.
+    pub fn input(&self, name: &str, data: &[u8], end: bool) -> Result<(), OpError> {
+        use std::io::Write;
+        let stream = lock(&self.inputs).get(name).map(std::os::unix::net::UnixStream::try_clone);
+        let stream = match stream {
+            Some(Ok(stream)) => stream,
+            Some(Err(e)) => return Err(OpError(ErrorKind::Internal, format!("console input of {name}: {e}"))),
+            None => {
+                return Err(OpError(
+                    ErrorKind::WrongState,
+                    format!("compartment {name} is not running with a console input from this daemon"),
+                ));
+            }
+        };
+        let refused = |e: std::io::Error| OpError(ErrorKind::WrongState, format!("console input of {name}: {e}"));
+        stream.set_write_timeout(Some(INPUT_TIMEOUT)).map_err(refused)?;
+        (&stream).write_all(data).map_err(refused)?;
+        if end {
+            stream.shutdown(std::net::Shutdown::Write).map_err(refused)?;
+            lock(&self.inputs).remove(name);
+        }
+        Ok(())
+    }
+
     /// Removes a stopped compartment and its files.
     pub fn remove(&self, name: &str) -> Result<(), OpError> {
         let _guard = lock(&self.ops);
@@ -555,6 +599,7 @@ impl Supervisor {
 
     /// Records the end of `rec`'s run and decides what comes next.
     fn finish(&self, rec: &mut Record, how: &str) -> Result<(), StoreError> {
+        lock(&self.inputs).remove(&rec.name);
         let without_record = if rec.state == State::Stopping {
             format!("stopped ({how})")
         } else {
