@@ -19,3 +19,4 @@ pub mod layout;
 pub mod pages;
 pub mod syscall;
 pub mod virtio;
+pub mod vsock;

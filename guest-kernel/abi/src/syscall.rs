@@ -76,6 +76,25 @@ pub const BLK_WRITE: u64 = 20;
 pub const BLK_FLUSH: u64 = 21;
 /// `blk_id(dev, buf)`: fills 20 bytes of `buf` with the device's id.
 pub const BLK_ID: u64 = 22;
+/// `vsock_attach(info)`: makes the caller the owner of the compartment's
+/// vsock device (until it exits) and fills `info` with one
+/// [`crate::vsock::VsockInfo`]: the CID and the receive area, mapped
+/// read-only into the caller, whose buffers the device fills. Fails with
+/// [`Error::NoSuchDevice`] without the device, [`Error::Busy`] if another
+/// process owns it.
+pub const VSOCK_ATTACH: u64 = 23;
+/// `vsock_recv(done, timeout_ns) -> (index << 32) | len`: gives receive
+/// buffer `done` back to the device (or none:
+/// [`crate::vsock::NO_BUFFER`]), then blocks until the device fills one
+/// (or the timeout passes: [`Error::TimedOut`]) and returns its index and
+/// the bytes written (header included). Returns
+/// [`crate::vsock::RECV_TRANSPORT_RESET`] once after the device dropped
+/// every connection. Owner only.
+pub const VSOCK_RECV: u64 = 24;
+/// `vsock_send(buf, len) -> len`: sends one packet, a
+/// [`crate::vsock::Header`] followed by its payload, from the caller's
+/// memory (no copy); returns when the device has taken it. Owner only.
+pub const VSOCK_SEND: u64 = 25;
 
 /// [`SPAWN`] priority meaning "the caller's".
 pub const PRIORITY_INHERIT: u64 = 0xff;
