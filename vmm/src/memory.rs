@@ -22,6 +22,14 @@ pub enum MemoryError {
         /// The error.
         source: vm_memory::mmap::FromRangesError,
     },
+    /// The memfd behind shared guest memory could not be made.
+    #[error("cannot create a memfd of {mib} MiB for shared guest memory: {source}")]
+    Memfd {
+        /// Size asked for.
+        mib: u64,
+        /// The error.
+        source: std::io::Error,
+    },
     /// More reserved ranges than the boot info can describe.
     #[error("the memory map needs more than {MAX_MEMORY_REGIONS} regions")]
     TooManyRegions,
@@ -43,6 +51,34 @@ pub fn checked_size(mib: u64) -> Result<u64, MemoryError> {
 pub fn create(mib: u64) -> Result<GuestMemoryMmap, MemoryError> {
     let size = usize::try_from(checked_size(mib)?).map_err(|_| MemoryError::TooLarge(mib))?;
     GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size)]).map_err(|source| MemoryError::Map { mib, source })
+}
+
+/// Maps `mib` MiB of guest RAM at guest-physical 0 backed by a memfd
+/// (shared), so a vhost-user backend can map the same pages from the file
+/// descriptor the VMM sends it. Like [`create`], pages cost host memory
+/// only once touched; the page service frees them with `MADV_REMOVE`.
+pub fn create_shared(name: &str, mib: u64) -> Result<GuestMemoryMmap, MemoryError> {
+    let size = usize::try_from(checked_size(mib)?).map_err(|_| MemoryError::TooLarge(mib))?;
+    let label = std::ffi::CString::new(format!("ward-guest-{name}"))
+        .map_err(|_| MemoryError::Memfd { mib, source: std::io::Error::from(std::io::ErrorKind::InvalidInput) })?;
+    // SAFETY: `label` is a NUL-terminated string alive for the call; the
+    // result is checked and owned below.
+    let fd = unsafe { libc::memfd_create(label.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(MemoryError::Memfd { mib, source: std::io::Error::last_os_error() });
+    }
+    // SAFETY: `fd` was just returned by memfd_create and nothing else owns it.
+    let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    file.set_len(size as u64).map_err(|source| MemoryError::Memfd { mib, source })?;
+    let ranges = [(GuestAddress(0), size, Some(vm_memory::FileOffset::new(file, 0)))];
+    GuestMemoryMmap::from_ranges_with_files(ranges).map_err(|source| MemoryError::Map { mib, source })
+}
+
+/// Whether `mem` is shared with another process (memfd-backed, see
+/// [`create_shared`]) rather than private anonymous memory.
+pub fn is_shared(mem: &GuestMemoryMmap) -> bool {
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+    mem.iter().any(|region| region.file_offset().is_some())
 }
 
 /// A range of guest memory that is not free, and what it holds.
@@ -102,6 +138,20 @@ fn region(base: u64, size: u64, kind: MemoryKind) -> MemoryRegion {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_memory_is_one_memfd_the_guest_sees_whole() {
+        use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion};
+        let mem = create_shared("test", 16).unwrap();
+        assert!(is_shared(&mem));
+        assert!(!is_shared(&create(16).unwrap()));
+        mem.write_obj(0x1234_5678_u32, GuestAddress(15 << 20)).unwrap();
+        let region = mem.iter().next().unwrap();
+        let file = region.file_offset().unwrap().file();
+        let mut word = [0u8; 4];
+        std::os::unix::fs::FileExt::read_exact_at(file, &mut word, 15 << 20).unwrap();
+        assert_eq!(u32::from_le_bytes(word), 0x1234_5678, "the file holds what the guest wrote");
+    }
 
     #[test]
     fn sizes_outside_the_limits_are_refused() {

@@ -16,6 +16,10 @@ use super::{BusDevice, WarnOnce};
 #[derive(Debug)]
 pub struct PageService {
     mem: GuestMemoryMmap,
+    /// Guest memory is a shared memfd mapping (a vhost-user backend maps
+    /// it too): freeing pages takes `MADV_REMOVE`, since `MADV_DONTNEED`
+    /// would only drop this process's view of the file's pages.
+    shared: bool,
     failed: u64,
     warned: WarnOnce,
     compartment: String,
@@ -26,7 +30,13 @@ const PAGE: u64 = 4096;
 impl PageService {
     /// A page service over `mem`.
     pub fn new(compartment: &str, mem: GuestMemoryMmap) -> Self {
-        Self { mem, failed: 0, warned: WarnOnce::default(), compartment: compartment.to_owned() }
+        Self {
+            shared: crate::memory::is_shared(&mem),
+            mem,
+            failed: 0,
+            warned: WarnOnce::default(),
+            compartment: compartment.to_owned(),
+        }
     }
 
     fn submit(&mut self, value: u64) {
@@ -85,8 +95,8 @@ impl PageService {
         self.mem.write_slice(&zeros, GuestAddress(addr)).is_ok()
     }
 
-    /// Drops whole pages from the private anonymous mapping: they read as
-    /// zero again and cost the host no memory until touched.
+    /// Drops whole pages from guest memory: they read as zero again and
+    /// cost the host no memory until touched.
     fn discard(&self, addr: u64, len: u64) -> bool {
         let Ok(host) = self.mem.get_host_address(GuestAddress(addr)) else { return false };
         let Ok(len) = usize::try_from(len) else { return false };
@@ -95,11 +105,13 @@ impl PageService {
         if end.ok() != Some(host as usize + len - 1) {
             return false;
         }
+        let advice = if self.shared { libc::MADV_REMOVE } else { libc::MADV_DONTNEED };
         // SAFETY: `host..host + len` is page aligned and inside the guest
-        // memory mapping (checked above), which is private and anonymous, so
-        // MADV_DONTNEED only makes those pages read as zero; nothing in the
+        // memory mapping (checked above). For private anonymous memory
+        // MADV_DONTNEED, for the shared memfd MADV_REMOVE (which frees the
+        // file's pages), only make those pages read as zero; nothing in the
         // VMM holds references into guest memory across this call.
-        unsafe { libc::madvise(host.cast(), len, libc::MADV_DONTNEED) == 0 }
+        unsafe { libc::madvise(host.cast(), len, advice) == 0 }
     }
 
     fn copy(&self, dst: u64, src: u64, len: u64) -> bool {
@@ -167,6 +179,19 @@ mod tests {
         assert_eq!(mem.read_obj::<u8>(GuestAddress(0x5000)).unwrap(), 0xaa);
         assert_eq!(mem.read_obj::<u64>(GuestAddress(0x5808)).unwrap(), 0);
         assert_eq!(mem.read_obj::<[u8; 5]>(GuestAddress(0x9000)).unwrap(), *b"hello");
+    }
+
+    #[test]
+    fn zeroing_shared_memory_frees_the_pages_of_the_file() {
+        // A zero on memfd-backed memory must reach the file: with
+        // MADV_DONTNEED the old bytes would come back from it.
+        let mem = crate::memory::create_shared("page-service", 16).unwrap();
+        let mut dev = PageService::new("test", mem.clone());
+        mem.write_slice(&[0xaa; 8192], GuestAddress(0x4000)).unwrap();
+        let ops = [PageOp { kind: OP_ZERO, dst: 0x4000, len: 0x2000, ..PageOp::default() }];
+        assert_eq!(submit(&mut dev, &mem, &ops), 0);
+        assert_eq!(mem.read_obj::<u64>(GuestAddress(0x4000)).unwrap(), 0);
+        assert_eq!(mem.read_obj::<u64>(GuestAddress(0x5ff8)).unwrap(), 0);
     }
 
     #[test]
