@@ -1,4 +1,7 @@
-//! The kernel command line: space-separated `key` and `key=value` words.
+//! The kernel command line: space-separated `key` and `key=value` words,
+//! then optionally a standalone `--` word after which everything is the
+//! boot programs' argument bytes (as Linux passes init its arguments); the
+//! kernel reads no flags there.
 
 /// A view of the command line the VMM passed.
 #[derive(Clone, Copy, Debug)]
@@ -17,9 +20,32 @@ impl<'a> Cmdline<'a> {
         self.raw
     }
 
-    /// The words, in order.
+    /// The kernel's words, in order (those before a `--` word).
     pub fn words(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.raw.split(|&b| b == b' ' || b == b'\t').filter(|w| !w.is_empty())
+        self.split().0.split(|&b| is_space(b)).filter(|w| !w.is_empty())
+    }
+
+    /// The boot programs' argument bytes: everything after the first
+    /// standalone `--` word, without the blanks around it (empty if none).
+    pub fn program_args(&self) -> &'a [u8] {
+        self.split().1
+    }
+
+    /// The kernel's part and the programs' part.
+    fn split(&self) -> (&'a [u8], &'a [u8]) {
+        let raw = self.raw;
+        let mut i = 0;
+        while i + 1 < raw.len() {
+            let standalone = raw[i] == b'-'
+                && raw[i + 1] == b'-'
+                && (i == 0 || is_space(raw[i - 1]))
+                && raw.get(i + 2).is_none_or(|&b| is_space(b));
+            if standalone {
+                return (&raw[..i], trim(&raw[i + 2..]));
+            }
+            i += 1;
+        }
+        (raw, &[])
     }
 
     /// Whether `key` is given, alone or as `key=...`.
@@ -36,6 +62,24 @@ impl<'a> Cmdline<'a> {
             })
             .last()
     }
+}
+
+fn is_space(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+fn trim(mut bytes: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = bytes
+        && is_space(*first)
+    {
+        bytes = rest;
+    }
+    while let [rest @ .., last] = bytes
+        && is_space(*last)
+    {
+        bytes = rest;
+    }
+    bytes
 }
 
 fn split_word(word: &[u8]) -> (&[u8], Option<&[u8]>) {
@@ -62,6 +106,21 @@ mod tests {
         let c = Cmdline::new(b"a=1  a=2\ta");
         assert_eq!(c.value("a"), Some(&b"2"[..]));
         assert_eq!(c.value("b"), None);
+    }
+
+    #[test]
+    fn words_after_a_standalone_double_dash_are_the_programs() {
+        let c = Cmdline::new(b"ward.stats --x a=1 --  call vault echo 10,ward.panic a=2 -- more  ");
+        assert!(c.has_flag("ward.stats"));
+        assert!(c.has_flag("--x"), "only a standalone -- ends the kernel's words");
+        assert!(!c.has_flag("ward.panic"), "the programs' words are not the kernel's flags");
+        assert_eq!(c.value("a"), Some(&b"1"[..]));
+        assert_eq!(c.program_args(), b"call vault echo 10,ward.panic a=2 -- more");
+        assert_eq!(Cmdline::new(b"--").program_args(), b"");
+        assert_eq!(Cmdline::new(b"--").words().count(), 0);
+        assert_eq!(Cmdline::new(b"a -- ").program_args(), b"");
+        assert_eq!(Cmdline::new(b"a b--c").program_args(), b"");
+        assert_eq!(Cmdline::new(b"a\t--\tx").program_args(), b"x");
     }
 
     #[test]

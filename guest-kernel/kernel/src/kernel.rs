@@ -195,7 +195,9 @@ impl Kernel {
         self.sched_dirty = true;
         if let Some(p) = self.procs.get_mut(&pid) {
             match p.state {
-                State::Sleeping { deadline } | State::Receiving { deadline: Some(deadline) } => {
+                State::Sleeping { deadline }
+                | State::Receiving { deadline: Some(deadline) }
+                | State::VsockRecv { deadline: Some(deadline) } => {
                     self.sleepers.remove(deadline, pid);
                 }
                 _ => {}
@@ -214,7 +216,9 @@ impl Kernel {
         if let Some(p) = self.procs.get_mut(&pid) {
             p.state = state;
             match state {
-                State::Sleeping { deadline } | State::Receiving { deadline: Some(deadline) } => {
+                State::Sleeping { deadline }
+                | State::Receiving { deadline: Some(deadline) }
+                | State::VsockRecv { deadline: Some(deadline) } => {
                     self.sleepers.insert(deadline, pid);
                 }
                 _ => {}
@@ -239,7 +243,10 @@ impl Kernel {
         if p.is_zombie() {
             return;
         }
-        if let State::Sleeping { deadline } | State::Receiving { deadline: Some(deadline) } = p.state {
+        if let State::Sleeping { deadline }
+        | State::Receiving { deadline: Some(deadline) }
+        | State::VsockRecv { deadline: Some(deadline) } = p.state
+        {
             self.sleepers.remove(deadline, pid);
         }
         p.state = State::Zombie { status };
@@ -256,6 +263,11 @@ impl Kernel {
             // One page-service exit zeroes (and hands back to the host)
             // everything the process had.
             self.frames.clean_dirty(&mut self.mem);
+        }
+        // Its receive area went with its address space; the buffers it
+        // held go back to the device.
+        if let Some(v) = self.devices.vsock.as_mut() {
+            v.release(pid);
         }
         self.run.remove(pid);
         if self.fpu_owner == Some(pid) {
@@ -330,6 +342,16 @@ impl Kernel {
             }
         }
         self.devices.done = finished;
+        // A vsock owner waiting in `vsock_recv` gets what just arrived.
+        let vsock = self.devices.vsock.as_mut().filter(|v| v.transport.vector == vector);
+        if let Some(v) = vsock
+            && let Some(owner) = v.owner_pid()
+            && self.procs.get(&owner).is_some_and(|p| matches!(p.state, State::VsockRecv { .. }))
+            && let Some(result) = v.next_ready()
+        {
+            self.set_return(owner, result);
+            self.wake(owner);
+        }
     }
 
     /// Marks, once, that program output is about to reach the host.
@@ -419,7 +441,10 @@ impl Kernel {
     pub fn timer(&mut self) {
         let now = arch::rdtsc();
         while let Some(pid) = self.sleepers.pop_due(now) {
-            let timed_out = self.procs.get(&pid).is_some_and(|p| matches!(p.state, State::Receiving { .. }));
+            let timed_out = self
+                .procs
+                .get(&pid)
+                .is_some_and(|p| matches!(p.state, State::Receiving { .. } | State::VsockRecv { .. }));
             if let Some(p) = self.procs.get_mut(&pid) {
                 // The deadline is already off the timeline.
                 p.state = State::Runnable;

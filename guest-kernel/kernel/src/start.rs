@@ -176,8 +176,12 @@ pub(crate) unsafe fn start(boot_info_phys: u64) -> ! {
         if devices.console.is_some() { "virtio console, " } else { "" },
         if devices.rng.is_some() { "virtio rng, " } else { "" },
         devices.blocks.len(),
-        " virtio block"
+        " virtio block",
+        if devices.vsock.is_some() { ", virtio vsock" } else { "" }
     );
+    if let Some(v) = &devices.vsock {
+        kprintln!("[boot]   vsock: cid ", v.guest_cid);
+    }
     for (i, b) in devices.blocks.iter().enumerate() {
         kprintln!("[boot]   block ", i, ": ", b.sectors, " sectors", if b.read_only { ", read-only" } else { "" });
     }
@@ -217,8 +221,10 @@ pub(crate) unsafe fn start(boot_info_phys: u64) -> ! {
     let Some(k) = (unsafe { KERNEL.get() }) else { fail("kernel state missing") };
 
     kprintln!("[boot] programs: ", k.modules.len(), " modules, ", boot_programs.len(), " to start at boot");
+    // Like Linux's init, boot programs get the words after ` -- `.
+    let args = cmdline.program_args();
     for module in &boot_programs {
-        match crate::proc::spawn::spawn(k, module.name(), &[], PRIORITY_DEFAULT, 0) {
+        match crate::proc::spawn::spawn(k, module.name(), args, PRIORITY_DEFAULT, 0) {
             Ok(pid) => kprintln!("[boot] started ", Bytes(module.name()), " as process ", pid),
             Err(e) => {
                 kprintln!("ward-kernel: cannot start boot program ", Bytes(module.name()), ": ", e.as_str());

@@ -19,6 +19,9 @@ use crate::proc::{MAILBOX_CAPACITY, Message, Pid, State};
 use crate::traps::TrapFrame;
 use crate::virtio::IoBuffer;
 use ward_abi::virtio::blk;
+use ward_abi::vsock::{HEADER_SIZE, MAX_PAYLOAD, NO_BUFFER, VsockInfo};
+
+use crate::virtio::vsock::{Owner, RX_BUFFER_SIZE, RX_BUFFERS};
 
 /// Handles the system call in `frame` for the running process.
 pub fn dispatch(k: &mut Kernel, frame: &mut TrapFrame) {
@@ -59,6 +62,9 @@ pub fn dispatch(k: &mut Kernel, frame: &mut TrapFrame) {
         abi::PS => sys_ps(k, args[0], args[1]),
         abi::MEMINFO => sys_meminfo(k, args[0]),
         abi::NULL => Ok(0),
+        abi::VSOCK_ATTACH => sys_vsock_attach(k, pid, args[0]),
+        abi::VSOCK_RECV => return sys_vsock_recv(k, pid, frame, args[0], args[1]),
+        abi::VSOCK_SEND => return sys_vsock_send(k, pid, frame, args[0], args[1]),
         _ => Err(Error::BadSyscall),
     };
     frame.rax = match result {
@@ -461,5 +467,118 @@ fn sys_blk_simple(k: &mut Kernel, frame: &mut TrapFrame, dev: u64, kind: u32, ad
     let crate::virtio::Devices { blocks, io, .. } = &mut k.devices;
     let data = if len == 0 { IoBuffer::default() } else { resolved(io, true) };
     let queued = blocks[d].submit(pid, kind, 0, data, len);
+    wait_for_device(k, frame, queued);
+}
+
+/// `vsock_attach`: the caller becomes the device's owner and gets the
+/// receive area mapped read-only (each frame gains a reference, so the
+/// area outlives the owner's address space and stays the device's).
+fn sys_vsock_attach(k: &mut Kernel, pid: Pid, info_addr: u64) -> Result<u64, Error> {
+    let size = core::mem::size_of::<VsockInfo>() as u64;
+    // Checked before anything is mapped, so a bad pointer changes nothing.
+    let range = user_range(k, info_addr, size, size, Access::Write)?;
+    let v = k.devices.vsock.as_ref().ok_or(Error::NoSuchDevice)?;
+    let area = match v.owner {
+        Some(o) if o.pid == pid => o.area,
+        Some(_) => return Err(Error::Busy),
+        None => {
+            let Kernel { mem, frames, procs, devices, .. } = &mut *k;
+            let v = devices.vsock.as_mut().ok_or(Error::NoSuchDevice)?;
+            let p = procs.get_mut(&pid).ok_or(Error::NoSuchProcess)?;
+            let pages = v.rings.pages();
+            let base = p.share_next;
+            let end = base + pages.len() as u64 * PAGE_SIZE;
+            if end > USER_STACK_TOP - abi::MAX_MAP_PAGES * PAGE_SIZE {
+                return Err(Error::NoMemory);
+            }
+            let space = p.space.as_mut().ok_or(Error::NoSuchProcess)?;
+            for (i, &phys) in pages.iter().enumerate() {
+                let virt = base + i as u64 * PAGE_SIZE;
+                let mapped = frames.share(mem, phys).map_err(|_| Error::NoMemory).and_then(|()| {
+                    space.map(mem, frames, virt, phys, NO_EXECUTE).map_err(|_| {
+                        let _ = frames.release(mem, phys);
+                        Error::NoMemory
+                    })
+                });
+                if let Err(e) = mapped {
+                    for j in 0..i as u64 {
+                        space.unmap(mem, frames, base + j * PAGE_SIZE);
+                    }
+                    return Err(e);
+                }
+            }
+            // Share addresses only grow: the area's range is never reused.
+            p.share_next = end;
+            v.owner = Some(Owner { pid, area: base });
+            base
+        }
+    };
+    let guest_cid = k.devices.vsock.as_ref().map_or(0, |v| v.guest_cid);
+    let info = VsockInfo { guest_cid, area, buffers: RX_BUFFERS as u32, buffer_size: RX_BUFFER_SIZE as u32 };
+    // SAFETY: checked writable in the current address space above; mapping
+    // the area added pages elsewhere and removed none.
+    unsafe { range.as_mut_slice() }.copy_from_slice(info.as_bytes());
+    Ok(0)
+}
+
+/// The vsock device, if `pid` owns it.
+fn owned_vsock(k: &mut Kernel, pid: Pid) -> Result<&mut crate::virtio::vsock::Vsock, Error> {
+    k.devices.vsock.as_mut().filter(|v| v.owner_pid() == Some(pid)).ok_or(Error::NoSuchDevice)
+}
+
+/// `vsock_recv`: gives a buffer back, then returns the next filled one or
+/// blocks for it.
+fn sys_vsock_recv(k: &mut Kernel, pid: Pid, frame: &mut TrapFrame, done: u64, timeout_ns: u64) {
+    let v = match owned_vsock(k, pid) {
+        Ok(v) => v,
+        Err(e) => {
+            frame.rax = e.to_return();
+            return;
+        }
+    };
+    if done != NO_BUFFER
+        && let Err(e) = v.give_back(done)
+    {
+        frame.rax = e.to_return();
+        return;
+    }
+    if let Some(result) = v.next_ready() {
+        frame.rax = result;
+        return;
+    }
+    if timeout_ns == 0 {
+        frame.rax = Error::TimedOut.to_return();
+        return;
+    }
+    let deadline = (timeout_ns != abi::WAIT_FOREVER).then(|| k.deadline_in(timeout_ns));
+    k.block_current(State::VsockRecv { deadline });
+}
+
+/// `vsock_send`: one packet from the owner's memory, in place.
+fn sys_vsock_send(k: &mut Kernel, pid: Pid, frame: &mut TrapFrame, addr: u64, len: u64) {
+    let max_pieces = match owned_vsock(k, pid) {
+        Ok(v) => v.rings.max_tx_pieces(),
+        Err(e) => {
+            frame.rax = e.to_return();
+            return;
+        }
+    };
+    if len < HEADER_SIZE as u64 || len > (HEADER_SIZE + MAX_PAYLOAD) as u64 {
+        frame.rax = Error::BadArgument.to_return();
+        return;
+    }
+    match user_buffers(k, addr, len, false, max_pieces, 1) {
+        Ok(got) if got == len => {}
+        Ok(_) => {
+            frame.rax = Error::BadArgument.to_return();
+            return;
+        }
+        Err(e) => {
+            frame.rax = e.to_return();
+            return;
+        }
+    }
+    let crate::virtio::Devices { vsock, io, .. } = &mut k.devices;
+    let queued = vsock.as_mut().map_or(Err(Error::NoSuchDevice), |v| v.send(pid, resolved(io, false)));
     wait_for_device(k, frame, queued);
 }

@@ -59,6 +59,12 @@ pub enum State {
     },
     /// Waiting for a device to finish a transfer.
     Io,
+    /// In `vsock_recv`, until the vsock device fills a buffer (or reports
+    /// a transport reset) or the TSC reaches `deadline`.
+    VsockRecv {
+        /// TSC deadline, if any.
+        deadline: Option<u64>,
+    },
     /// Ended with `status`; its parent has not reaped it yet.
     Zombie {
         /// Exit status (see `ward_abi::syscall::STATUS_KILLED`).
@@ -74,7 +80,7 @@ impl State {
             Self::Sleeping { .. } => ProcessState::Sleeping,
             Self::Waiting { .. } => ProcessState::Waiting,
             Self::Receiving { .. } => ProcessState::Receiving,
-            Self::Io => ProcessState::Io,
+            Self::Io | Self::VsockRecv { .. } => ProcessState::Io,
             Self::Zombie { .. } => ProcessState::Zombie,
         }
     }

@@ -1,5 +1,5 @@
 //! Virtio drivers: the virtio-mmio transport, split virtqueues, and the
-//! console, entropy and block devices the VMM gives a compartment.
+//! console, entropy, block and vsock devices the VMM gives a compartment.
 //!
 //! Every buffer a device reads or writes is a program's own memory: the
 //! kernel checks the range (one table walk per 2 MiB, one entry per page)
@@ -15,6 +15,7 @@ pub mod blk;
 pub mod console;
 pub mod queue;
 pub mod rng;
+pub mod vsock;
 
 use alloc::vec::Vec;
 
@@ -261,6 +262,8 @@ pub struct Devices {
     pub rng: Option<rng::Rng>,
     /// Block devices, in boot-info order.
     pub blocks: Vec<blk::Block>,
+    /// The vsock device (inter-compartment IPC), if the compartment has one.
+    pub vsock: Option<vsock::Vsock>,
     /// The program buffer of the request being made, resolved in place:
     /// kept so the I/O path reuses its allocation.
     pub io: crate::mem::user::Resolved,
@@ -285,6 +288,9 @@ impl Devices {
                 }
                 Some(abi::device_id::RNG) if devices.rng.is_none() => {
                     rng::Rng::start(transport, mem, frames).map(|d| devices.rng = Some(d))
+                }
+                Some(abi::device_id::VSOCK) if devices.vsock.is_none() => {
+                    vsock::Vsock::start(transport, mem, frames).map(|d| devices.vsock = Some(d))
                 }
                 Some(abi::device_id::BLOCK) => {
                     blk::Block::start(transport, mem, frames).map(|d| devices.blocks.push(d))
@@ -320,6 +326,9 @@ impl Devices {
         }
         for b in self.blocks.iter_mut().filter(|b| b.transport.vector == vector) {
             b.interrupt(done);
+        }
+        if let Some(v) = self.vsock.as_mut().filter(|v| v.transport.vector == vector) {
+            v.interrupt(done);
         }
     }
 }
