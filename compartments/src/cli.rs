@@ -109,6 +109,19 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// List the calls between compartments waiting for your answer (the
+    /// policy says `ask`).
+    Pending,
+    /// Let a pending call through.
+    Allow {
+        /// Its id, from `ward pending`.
+        id: u64,
+    },
+    /// Refuse a pending call.
+    Deny {
+        /// Its id, from `ward pending`.
+        id: u64,
+    },
 
     /// Check, show, explain and compare the policy (docs/POLICY.md).
     #[command(subcommand)]

@@ -17,6 +17,8 @@ pub struct Grant {
     pub console: bool,
     /// Whether it gets an entropy device.
     pub rng: bool,
+    /// Whether it gets a vsock device (IPC through wardd's router).
+    pub vsock: bool,
     /// Block volumes it may attach, in order.
     pub volumes: Vec<ward_policy::BlockVolume>,
     /// Whether it is an ad-hoc app made from the app template.
@@ -205,6 +207,7 @@ pub fn grant(
         image,
         console: spec.devices.console,
         rng: spec.devices.rng,
+        vsock: spec.devices.vsock,
         volumes: spec.devices.block.clone(),
         ad_hoc,
     })

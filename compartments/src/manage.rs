@@ -108,6 +108,25 @@ pub fn audit(socket: &Path, limit: usize) -> Result<String, ManageError> {
     }
 }
 
+/// `ward pending`.
+pub fn pending(socket: &Path) -> Result<String, ManageError> {
+    match Client::connect(socket)?.request(&Request::Pending)? {
+        Reply::Pending { asks, .. } if asks.is_empty() => Ok("no calls are waiting for an answer\n".to_owned()),
+        Reply::Pending { asks, .. } => {
+            let mut out = format!("{:>6} {:<20} {:<20} {:<32} {:>7}\n", "ID", "FROM", "TO", "SERVICE", "WAITING");
+            for a in asks {
+                out.push_str(&format!(
+                    "{:>6} {:<20} {:<20} {:<32} {:>6}s\n",
+                    a.id, a.from, a.to, a.service, a.waited_s
+                ));
+            }
+            Ok(out)
+        }
+        Reply::Error { message, .. } => Err(ManageError::Refused(message)),
+        other => Err(ManageError::Unexpected(Box::new(other))),
+    }
+}
+
 /// `ward logs`: writes the history (and, following, new output) to `out`;
 /// returns the exit code when following ends.
 pub fn logs(socket: &Path, name: &str, follow: bool, out: &mut dyn Write) -> Result<Option<i32>, ManageError> {

@@ -104,6 +104,9 @@ pub fn run(
             console: grant.console.then(|| ConsoleConfig { input: Some(input) }),
             rng: grant.rng,
             disks: args.disks.iter().map(|d| DiskConfig::at(&d.path, d.read_only)).collect(),
+            // IPC goes through wardd's router (docs/IPC.md); a compartment
+            // run on its own has no peer to reach.
+            vsock: None,
         },
         seccomp: SeccompMode::AllThreads,
         modules,

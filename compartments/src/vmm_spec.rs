@@ -43,6 +43,23 @@ pub struct VmmSpec {
     /// The uid and gid the jailed process runs as (`None`: `nobody`).
     #[serde(default)]
     pub uid: Option<u32>,
+    /// A vsock device served by wardd's IPC router.
+    #[serde(default)]
+    pub vsock: Option<VsockSpec>,
+}
+
+/// The vsock device of a compartment: its CID and the descriptors wardd
+/// leaves open in the VMM process for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VsockSpec {
+    /// The compartment's CID.
+    pub cid: u64,
+    /// The vhost-user stream to the router (inherited descriptor number).
+    pub backend_fd: i32,
+    /// The `SOCK_SEQPACKET` socket new router connections arrive on after
+    /// the router restarted (inherited descriptor number).
+    pub reconnect_fd: i32,
 }
 
 /// What the exit file holds.

@@ -33,5 +33,6 @@ pub mod vm;
 pub use devices::virtio::block::DiskConfig;
 pub use devices::virtio::console::{ConsoleConfig, ConsoleInput};
 pub use devices::virtio::setup::VirtioConfig;
+pub use devices::virtio::vsock::VsockConfig;
 pub use seccomp::SeccompMode;
 pub use vm::{BootTimings, GuestExit, Vm, VmConfig, VmError, VmOutcome};

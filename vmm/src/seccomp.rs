@@ -3,8 +3,8 @@
 //!
 //! | thread | does | allowed beyond the common set |
 //! | --- | --- | --- |
-//! | vCPU | `KVM_RUN`, MMIO exits, debug console, page service | `ioctl` (`KVM_RUN`, `KVM_GET_REGS` only), `write` |
-//! | device loop | epoll, queue I/O, disk files, entropy, console in/out | `epoll_wait`/`epoll_pwait`/`epoll_ctl`, `read`, `write`, `pread64`/`pwrite64`/`preadv`/`pwritev`, `fdatasync`/`fsync` |
+//! | vCPU | `KVM_RUN`, MMIO exits, debug console, page service, handing a vhost-user backend its queues at DRIVER_OK | `ioctl` (`KVM_RUN`, `KVM_GET_REGS` only), `write`, `sendmsg`/`recvmsg` |
+//! | device loop | epoll, queue I/O, disk files, entropy, console in/out, a new vhost-user connection after the backend restarted | `epoll_wait`/`epoll_pwait`/`epoll_ctl`, `read`, `write`, `pread64`/`pwrite64`/`preadv`/`pwritev`, `fdatasync`/`fsync`, `sendmsg`/`recvmsg`, `setsockopt` |
 //! | main (the caller of `Vm::run`) | waits for the vCPU, stops the device loop, tears the VM down, prints, exits | `write` |
 //!
 //! The common set is what any Rust thread needs to live and end:
@@ -124,7 +124,9 @@ const COMMON: &[i64] = &[
 /// System calls allowed with any arguments, per role, beyond [`COMMON`].
 fn plain_calls(role: ThreadRole) -> &'static [i64] {
     match role {
-        ThreadRole::Vcpu => &[libc::SYS_write],
+        // vhost-user messages go over sockets already open; nothing makes
+        // or connects one.
+        ThreadRole::Vcpu => &[libc::SYS_write, libc::SYS_sendmsg, libc::SYS_recvmsg],
         ThreadRole::DeviceLoop => &[
             libc::SYS_epoll_wait,
             libc::SYS_epoll_pwait,
@@ -137,6 +139,9 @@ fn plain_calls(role: ThreadRole) -> &'static [i64] {
             libc::SYS_pwritev,
             libc::SYS_fdatasync,
             libc::SYS_fsync,
+            libc::SYS_sendmsg,
+            libc::SYS_recvmsg,
+            libc::SYS_setsockopt,
         ],
         ThreadRole::Main => &[libc::SYS_write],
     }

@@ -199,7 +199,7 @@ impl Vm {
             (console, None)
         };
         // Disk files are opened and checked before KVM is touched.
-        let virtio_devices = setup::build(&config.name, &config.virtio, virtio_sink.as_ref())?;
+        let mut virtio_devices = setup::build(&config.name, &config.virtio, virtio_sink.as_ref())?;
 
         let kvm = match &config.kvm_fd {
             Some(fd) => kvm::from_fd(fd, &config.kvm_path)?,
@@ -208,8 +208,14 @@ impl Vm {
         let vm = kvm.create_vm().map_err(VmError::CreateVm)?;
         vm.set_tss_address(KVM_TSS_ADDRESS).map_err(VmError::TssAddress)?;
         vm.create_irq_chip().map_err(VmError::Irqchip)?;
-        let mem = memory::create(config.memory_mib)?;
+        // A vhost-user backend maps guest memory too: then it is a memfd.
+        let mem = if config.virtio.vsock.is_some() {
+            memory::create_shared(&config.name, config.memory_mib)?
+        } else {
+            memory::create(config.memory_mib)?
+        };
         register_memory(&vm, &mem)?;
+        virtio_devices.extend(setup::build_vsock(&config.name, &config.virtio, &mem)?);
         let vm_created = started.elapsed();
 
         let kernel = loader::load(&mem, &config.kernel, memory_size)?;
@@ -425,7 +431,8 @@ mod tests {
 
     #[test]
     fn virtio_devices_follow_the_debug_console_and_page_service_in_the_boot_info() {
-        let virtio = VirtioConfig { console: Some(ConsoleConfig::default()), rng: true, disks: Vec::new() };
+        let virtio =
+            VirtioConfig { console: Some(ConsoleConfig::default()), rng: true, disks: Vec::new(), vsock: None };
         let vm = Vm::new(&config(virtio), Box::new(std::io::sink()), Instant::now()).unwrap();
         let mut bytes = vec![0u8; std::mem::size_of::<BootInfo>()];
         vm._memory.read_slice(&mut bytes, GuestAddress(BOOT_INFO_ADDR)).unwrap();
@@ -445,7 +452,8 @@ mod tests {
 
     #[test]
     fn a_vm_with_devices_runs_and_stops_its_device_thread() {
-        let virtio = VirtioConfig { console: Some(ConsoleConfig::default()), rng: true, disks: Vec::new() };
+        let virtio =
+            VirtioConfig { console: Some(ConsoleConfig::default()), rng: true, disks: Vec::new(), vsock: None };
         let mut config = config(virtio);
         // The threads Vm::run starts are its own: filter them, not the harness.
         config.seccomp = SeccompMode::VmmThreads;

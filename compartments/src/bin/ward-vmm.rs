@@ -32,7 +32,7 @@ use ward_compartments::jail::{self, JailSpec, PidNamespace};
 use ward_compartments::run::{EXIT_CRASHED, exit_code};
 use ward_compartments::vmm_spec::{ExitRecord, VmmSpec};
 use ward_vmm::boot::ModuleSpec;
-use ward_vmm::{ConsoleConfig, ConsoleInput, DiskConfig, SeccompMode, VirtioConfig, VmConfig};
+use ward_vmm::{ConsoleConfig, ConsoleInput, DiskConfig, SeccompMode, VirtioConfig, VmConfig, VsockConfig};
 
 fn main() -> ExitCode {
     let started = Instant::now();
@@ -94,8 +94,8 @@ fn main() -> ExitCode {
             }
         }
     }
-    let Opened { kvm, log, mut exit, disks } = opened;
-    let (record, code) = run(&spec, kvm, log, disks, started);
+    let Opened { kvm, log, mut exit, disks, vsock } = opened;
+    let (record, code) = run(&spec, kvm, log, disks, vsock, started);
     // From here the run's own record is written; a late signal leaves it.
     SIGNAL_EXIT_FD.store(-1, Ordering::Release);
     let json = serde_json::to_vec(&record).unwrap_or_default();
@@ -154,6 +154,8 @@ struct Opened {
     exit: File,
     /// The spec's disks, in order.
     disks: Vec<File>,
+    /// The vsock device's sockets (backend, reconnect), inherited.
+    vsock: Option<(OwnedFd, OwnedFd)>,
 }
 
 impl Opened {
@@ -184,18 +186,55 @@ impl Opened {
                     .map_err(|e| format!("cannot open disk {}: {e}", d.path.display()))
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self { kvm: kvm.into(), log, exit, disks })
+        let vsock = spec
+            .vsock
+            .map(|v| {
+                Ok::<_, String>((
+                    inherited(v.backend_fd, "vsock backend")?,
+                    inherited(v.reconnect_fd, "vsock reconnect")?,
+                ))
+            })
+            .transpose()?;
+        Ok(Self { kvm: kvm.into(), log, exit, disks, vsock })
     }
 
     fn keep_fds(&self) -> Vec<std::os::fd::RawFd> {
         let mut fds = vec![self.kvm.as_raw_fd(), self.exit.as_raw_fd()];
         fds.extend(self.log.fds());
         fds.extend(self.disks.iter().map(AsRawFd::as_raw_fd));
+        if let Some((backend, reconnect)) = &self.vsock {
+            fds.extend([backend.as_raw_fd(), reconnect.as_raw_fd()]);
+        }
         fds
     }
 }
 
-fn run(spec: &VmmSpec, kvm: OwnedFd, log: CappedLog, disks: Vec<File>, started: Instant) -> (ExitRecord, u8) {
+/// Takes ownership of descriptor `fd` that wardd left open for us, after
+/// checking it is open (a wrong number in the spec must not adopt, and
+/// later close, a descriptor that belongs to something else).
+fn inherited(fd: i32, what: &str) -> Result<OwnedFd, String> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(format!("the {what} descriptor {fd} is not open"));
+    }
+    // SAFETY: wardd passed `fd` to this process for this purpose; nothing
+    // else in the process uses it, so it is owned from here on. Close it
+    // on exec: the VMM starts no programs.
+    unsafe {
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+fn run(
+    spec: &VmmSpec,
+    kvm: OwnedFd,
+    log: CappedLog,
+    disks: Vec<File>,
+    vsock: Option<(OwnedFd, OwnedFd)>,
+    started: Instant,
+) -> (ExitRecord, u8) {
     let fail = |reason: String| {
         eprintln!("ward-vmm: compartment {}: {reason}", spec.name);
         (ExitRecord { exit_code: None, reason }, 1)
@@ -225,6 +264,11 @@ fn run(spec: &VmmSpec, kvm: OwnedFd, log: CappedLog, disks: Vec<File>, started: 
                 .zip(disks)
                 .map(|(d, file)| DiskConfig { opened: Some(Arc::new(file)), ..DiskConfig::at(&d.path, d.read_only) })
                 .collect(),
+            vsock: spec.vsock.zip(vsock).map(|(v, (backend, reconnect))| VsockConfig {
+                cid: v.cid,
+                backend: Arc::new(backend),
+                reconnect: Some(Arc::new(reconnect)),
+            }),
         },
         // This thread writes the exit record after the run: only the VMM's
         // own threads are filtered.

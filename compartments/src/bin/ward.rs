@@ -73,6 +73,13 @@ fn main() -> ExitCode {
         Command::Ls => done(manage::list(&socket)),
         Command::Inspect { name } => done(manage::inspect(&socket, &name)),
         Command::Audit { limit } => done(manage::audit(&socket, limit)),
+        Command::Pending => done(manage::pending(&socket)),
+        Command::Allow { id } => {
+            done(manage::simple(&socket, &Request::Answer { id, allow: true }).map(|()| format!("call {id} allowed\n")))
+        }
+        Command::Deny { id } => {
+            done(manage::simple(&socket, &Request::Answer { id, allow: false }).map(|()| format!("call {id} denied\n")))
+        }
         Command::Logs { name, follow } => match manage::logs(&socket, &name, follow, &mut std::io::stdout()) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => fail(&e),

@@ -38,6 +38,10 @@ struct Args {
     /// Do not jail VMM processes (for debugging only).
     #[arg(long)]
     no_jail: bool,
+    /// Seconds an IPC call the policy says to `ask` about waits for
+    /// `ward allow` or `ward deny` before it is denied.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    ask_timeout: u64,
 }
 
 fn main() -> ExitCode {
@@ -53,16 +57,21 @@ fn main() -> ExitCode {
         eprintln!("wardd: error: cannot create {}: {e}", paths.state_dir.display());
         return ExitCode::FAILURE;
     }
-    let vmm_binary = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join("ward-vmm")))
-        .unwrap_or_else(|| PathBuf::from("ward-vmm"));
+    let sibling = |name: &str| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|dir| dir.join(name)))
+            .unwrap_or_else(|| PathBuf::from(name))
+    };
+    let vmm_binary = sibling("ward-vmm");
     let config = Config {
         paths: paths.clone(),
         policy: PolicySource::resolve(args.policy.as_deref()),
         vmm_binary,
         log_cap: args.log_cap,
         jail: !args.no_jail,
+        ipc_binary: sibling("ward-ipc"),
+        ask_timeout: Duration::from_secs(args.ask_timeout),
     };
     let listener = match server::bind(&paths.socket) {
         Ok(l) => l,
@@ -104,6 +113,7 @@ fn main() -> ExitCode {
     log::info!("stopping every compartment");
     let _ = supervisor.join();
     sup.stop_all(Duration::from_secs(5));
+    sup.stop_ipc();
     let _ = std::fs::remove_file(&paths.socket);
     ExitCode::SUCCESS
 }

@@ -3,6 +3,7 @@
 //! a control socket.
 
 pub mod client;
+pub mod ipc;
 pub mod paths;
 pub mod proto;
 pub mod server;

@@ -116,6 +116,15 @@ pub enum Request {
         /// At most this many entries.
         limit: usize,
     },
+    /// The IPC calls waiting for the user's answer (the policy said `ask`).
+    Pending,
+    /// The user's answer to a pending call.
+    Answer {
+        /// Its id (from [`Request::Pending`]).
+        id: u64,
+        /// Let it through, or deny it.
+        allow: bool,
+    },
 }
 
 /// A compartment's lifecycle state.
@@ -208,6 +217,13 @@ pub enum Reply {
         version: u32,
         /// One line each.
         entries: Vec<String>,
+    },
+    /// The IPC calls waiting for an answer.
+    Pending {
+        /// [`VERSION`].
+        version: u32,
+        /// Oldest first.
+        asks: Vec<super::ipc::PendingAsk>,
     },
     /// The request failed.
     Error {

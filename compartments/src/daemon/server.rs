@@ -145,6 +145,8 @@ pub fn handle(sup: &Supervisor, request: Request) -> Reply {
             sup.store().audit_tail(limit).map(|entries| Reply::Audit { version: VERSION, entries }).map_err(Into::into)
         }
         Request::Logs { .. } => Ok(Reply::error(ErrorKind::Malformed, "logs is streamed")),
+        Request::Pending => Ok(Reply::Pending { version: VERSION, asks: sup.pending() }),
+        Request::Answer { id, allow } => sup.answer(id, allow).map(|()| Reply::ok()),
     };
     result.unwrap_or_else(Reply::from)
 }

@@ -97,6 +97,9 @@ pub struct Granted {
     pub console: bool,
     /// A virtio entropy device.
     pub rng: bool,
+    /// A vsock device: IPC with other compartments through the router.
+    #[serde(default)]
+    pub vsock: bool,
 }
 
 /// The store.

@@ -8,6 +8,7 @@
 //! it left.
 
 use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use ward_policy::{Lookup, Role};
 
+use super::ipc::{IpcRouter, PendingAsk};
 use super::paths::Paths;
 use super::proto::{CreateArgs, ErrorKind, Reply, State, Status};
 use super::state::{Granted, Record, Restart, Store, StoreError, now_ms};
@@ -23,7 +25,7 @@ use crate::grant::{DiskRequest, grant};
 use crate::jail::{Cgroup, CgroupLimits};
 use crate::name::CompartmentName;
 use crate::policy_source::PolicySource;
-use crate::vmm_spec::{ExitRecord, VmmSpec};
+use crate::vmm_spec::{ExitRecord, VmmSpec, VsockSpec};
 
 /// The first uid (and gid) a compartment's VMM runs as; each compartment
 /// has its own, from this range. Far above login users (1000..) and the
@@ -55,6 +57,10 @@ pub struct Config {
     pub log_cap: u64,
     /// Jail VMM processes.
     pub jail: bool,
+    /// The `ward-ipc` executable (the IPC router).
+    pub ipc_binary: PathBuf,
+    /// How long a call the policy says to `ask` about waits for the user.
+    pub ask_timeout: Duration,
 }
 
 /// A lifecycle operation failed: the error reply.
@@ -87,6 +93,8 @@ pub struct Supervisor {
     cgroups: Mutex<HashMap<String, Cgroup>>,
     /// The daemon's end of each running compartment's console input.
     inputs: Mutex<HashMap<String, std::os::unix::net::UnixStream>>,
+    /// The IPC router, for compartments with a vsock device.
+    ipc: IpcRouter,
 }
 
 /// Backoff before restart number `failures` (1 s, 2 s, 4 s ... 30 s).
@@ -166,9 +174,18 @@ impl Supervisor {
     /// Opens the store and finds the compartments again.
     pub fn open(config: Config) -> Result<Self, StoreError> {
         let store = Store::open(&config.paths.db())?;
+        let ipc = IpcRouter::new(
+            config.ipc_binary.clone(),
+            &config.paths.state_dir,
+            config.policy.clone(),
+            config.jail,
+            config.ask_timeout,
+            store.clone(),
+        );
         let sup = Self {
             config,
             store,
+            ipc,
             ops: Mutex::new(()),
             children: Mutex::new(HashMap::new()),
             cgroups: Mutex::new(HashMap::new()),
@@ -262,7 +279,7 @@ impl Supervisor {
             restart_at_ms: None,
             created_at_ms: now_ms(),
             ended_at_ms: None,
-            devices: Granted { console: g.console, rng: g.rng },
+            devices: Granted { console: g.console, rng: g.rng, vsock: g.vsock },
             disks: disks.clone(),
             uid: None,
         };
@@ -310,6 +327,21 @@ impl Supervisor {
             disks: rec.disks.clone(),
             uid: rec.uid,
             console_input: rec.devices.console,
+            vsock: None,
+        };
+        // IPC: a connection to the router, and the socket a new one comes
+        // on if the router restarts; the VMM inherits both.
+        let mut spec = spec;
+        let vsock_fds = match (rec.devices.vsock, rec.uid) {
+            (true, Some(uid)) => {
+                let cid = ward_abi::vsock::FIRST_GUEST_CID + u64::from(uid.saturating_sub(COMPARTMENT_UID_BASE));
+                let (backend, reconnect) =
+                    self.ipc.attach(&rec.name, cid).map_err(|e| OpError(ErrorKind::Internal, e.to_string()))?;
+                spec.vsock =
+                    Some(VsockSpec { cid, backend_fd: backend.as_raw_fd(), reconnect_fd: reconnect.as_raw_fd() });
+                Some((backend, reconnect))
+            }
+            _ => None,
         };
         let spec_path = paths.spec(&rec.name);
         let json = serde_json::to_vec_pretty(&spec).map_err(|e| OpError(ErrorKind::Internal, e.to_string()))?;
@@ -334,6 +366,15 @@ impl Supervisor {
             .stdin(Stdio::from(std::os::fd::OwnedFd::from(vmm_input)))
             .stdout(Stdio::null())
             .stderr(errors);
+        if let Some((backend, reconnect)) = &vsock_fds {
+            let fds = [backend.as_raw_fd(), reconnect.as_raw_fd()];
+            // SAFETY: the closure only calls fcntl (async-signal-safe) in
+            // the child between fork and exec.
+            unsafe {
+                use std::os::unix::process::CommandExt;
+                command.pre_exec(move || super::ipc::inherit_in_child(&fds));
+            }
+        }
         let cgroup = self.config.jail.then(|| self.cgroup_for(rec, &mut command)).flatten();
         let child = match command.spawn() {
             Ok(child) => child,
@@ -352,6 +393,7 @@ impl Supervisor {
             lock(&self.cgroups).insert(rec.name.clone(), cgroup);
         }
         drop(command); // closes the VMM's end of the input here
+        drop(vsock_fds); // and of its IPC sockets
         let pid = child.id();
         lock(&self.children).insert(rec.name.clone(), child);
         lock(&self.inputs).insert(rec.name.clone(), input);
@@ -547,6 +589,7 @@ impl Supervisor {
     /// policies, starts restarts that are due. The daemon runs it every
     /// 100 ms, so a killed VMM is noticed well within a second.
     pub fn supervise(&self) {
+        self.ipc.supervise();
         let _guard = lock(&self.ops);
         let Ok(records) = self.store.all() else { return };
         for rec in records {
@@ -600,6 +643,7 @@ impl Supervisor {
     /// Records the end of `rec`'s run and decides what comes next.
     fn finish(&self, rec: &mut Record, how: &str) -> Result<(), StoreError> {
         lock(&self.inputs).remove(&rec.name);
+        self.ipc.detach(&rec.name);
         let without_record = if rec.state == State::Stopping {
             format!("stopped ({how})")
         } else {
@@ -709,6 +753,26 @@ impl Supervisor {
             }
         }
         Ok(started)
+    }
+
+    /// The IPC calls waiting for the user's answer.
+    pub fn pending(&self) -> Vec<PendingAsk> {
+        self.ipc.pending()
+    }
+
+    /// The user's answer to pending call `id`.
+    pub fn answer(&self, id: u64, allow: bool) -> Result<(), OpError> {
+        self.ipc.answer(id, allow).map_err(|e| OpError(ErrorKind::NotFound, e.to_string()))
+    }
+
+    /// The IPC router's process id, while it runs.
+    pub fn ipc_router_pid(&self) -> Option<u32> {
+        self.ipc.pid()
+    }
+
+    /// Stops the IPC router (daemon shutdown, after the compartments).
+    pub fn stop_ipc(&self) {
+        self.ipc.shutdown();
     }
 
     /// Stops every running compartment (daemon shutdown).

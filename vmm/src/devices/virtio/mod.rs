@@ -26,12 +26,14 @@ pub mod queue;
 pub mod rng;
 pub mod setup;
 pub mod transport;
+pub mod vsock;
 
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
 
 use self::queue::{ChainError, GuestChain};
 use super::WarnOnce;
@@ -67,6 +69,21 @@ pub trait VirtioDevice: Send + std::fmt::Debug {
     }
     /// The driver accepted `features` and is ready: queues are live.
     fn activate(&mut self, _features: u64) {}
+    /// As [`VirtioDevice::activate`], with the queues the driver set up (a
+    /// device whose queues another process serves passes them on).
+    fn activate_queues(&mut self, queues: &ActiveQueues) {
+        self.activate(queues.features());
+    }
+    /// Whether another process serves the device's queues (vhost-user):
+    /// the device thread then never watches them, and the device gets their
+    /// eventfds ([`VirtioDevice::set_eventfds`]) to hand that process.
+    fn queues_served_elsewhere(&self) -> bool {
+        false
+    }
+    /// For a device whose queues are served elsewhere: each queue's
+    /// notifier (its ioeventfd: the backend's kick) and the device's irqfd
+    /// (the backend's call).
+    fn set_eventfds(&mut self, _kicks: Vec<EventFd>, _call: EventFd) {}
     /// The driver reset the device.
     fn reset(&mut self) {}
     /// The driver made buffers available on queue `index`.
@@ -114,6 +131,11 @@ impl ActiveQueues {
     /// The negotiated features.
     pub fn features(&self) -> u64 {
         self.features
+    }
+
+    /// Queue `index` as the driver set it up.
+    pub fn queue(&self, index: usize) -> Option<&Queue> {
+        self.queues.get(index)
     }
 
     /// Whether queue `index` exists and the driver set it up.
@@ -228,7 +250,7 @@ impl DeviceState {
 
     /// Hands the device its queues.
     pub fn activate(&mut self, queues: ActiveQueues) {
-        self.device.activate(queues.features());
+        self.device.activate_queues(&queues);
         self.active = Some(queues);
     }
 

@@ -28,6 +28,7 @@ use super::console::{Console, ConsoleConfig, SharedSink};
 use super::event_loop::DeviceWorker;
 use super::rng::Rng;
 use super::transport::{MmioTransport, TransportError};
+use super::vsock::{VhostUserVsock, VsockConfig, VsockError};
 use crate::devices::{BusError, MmioBus};
 
 /// Input pins of the in-kernel I/O APIC (KVM's `KVM_IOAPIC_NUM_PINS`).
@@ -42,12 +43,15 @@ pub struct VirtioConfig {
     pub rng: bool,
     /// Disks, in the order the guest sees them.
     pub disks: Vec<DiskConfig>,
+    /// A vsock device served by a vhost-user backend (the IPC router); it
+    /// makes guest memory shared (memfd-backed). Last in slot order.
+    pub vsock: Option<VsockConfig>,
 }
 
 impl VirtioConfig {
     /// Whether it asks for no device at all.
     pub fn is_empty(&self) -> bool {
-        self.console.is_none() && !self.rng && self.disks.is_empty()
+        self.console.is_none() && !self.rng && self.disks.is_empty() && self.vsock.is_none()
     }
 }
 
@@ -57,6 +61,9 @@ pub enum VirtioError {
     /// A disk file cannot be used.
     #[error(transparent)]
     Disk(#[from] DiskError),
+    /// The vsock backend cannot be used.
+    #[error(transparent)]
+    Vsock(#[from] VsockError),
     /// More devices than MMIO slots.
     #[error("{0} virtio devices asked for; a compartment has at most {MAX_DEVICES}")]
     TooManyDevices(usize),
@@ -123,7 +130,10 @@ pub fn build(
     sink: Option<&SharedSink>,
 ) -> Result<Vec<NamedDevice>, VirtioError> {
     let mut devices: Vec<NamedDevice> = Vec::new();
-    let count = usize::from(config.console.is_some()) + usize::from(config.rng) + config.disks.len();
+    let count = usize::from(config.console.is_some())
+        + usize::from(config.rng)
+        + config.disks.len()
+        + usize::from(config.vsock.is_some());
     if count > MAX_DEVICES {
         return Err(VirtioError::TooManyDevices(count));
     }
@@ -139,6 +149,18 @@ pub fn build(
         devices.push(NamedDevice { name: format!("block {}", disk.path.display()), device: Box::new(device) });
     }
     Ok(devices)
+}
+
+/// Makes the vsock device `config` asks for, if any, over `mem` (which must
+/// be shared): it talks to its backend here, before the guest runs.
+pub fn build_vsock(
+    compartment: &str,
+    config: &VirtioConfig,
+    mem: &GuestMemoryMmap,
+) -> Result<Option<NamedDevice>, VirtioError> {
+    let Some(vsock) = &config.vsock else { return Ok(None) };
+    let device = VhostUserVsock::new(compartment, vsock, mem.clone())?;
+    Ok(Some(NamedDevice { name: "vsock".into(), device: Box::new(device) }))
 }
 
 /// The placed devices: boot-info entries and what the device thread runs.
@@ -230,7 +252,7 @@ mod tests {
     #[test]
     fn too_many_disks_are_refused_before_any_file_is_opened() {
         let disk = DiskConfig::at("/nonexistent", true);
-        let config = VirtioConfig { console: None, rng: true, disks: vec![disk; MAX_DEVICES] };
+        let config = VirtioConfig { console: None, rng: true, disks: vec![disk; MAX_DEVICES], vsock: None };
         assert!(matches!(build("t", &config, None), Err(VirtioError::TooManyDevices(9))));
     }
 
@@ -240,7 +262,8 @@ mod tests {
         let vm = kvm.create_vm().unwrap();
         vm.create_irq_chip().unwrap();
         let sink = SharedSink::new(Box::new(std::io::sink()));
-        let config = VirtioConfig { console: Some(ConsoleConfig::default()), rng: true, disks: Vec::new() };
+        let config =
+            VirtioConfig { console: Some(ConsoleConfig::default()), rng: true, disks: Vec::new(), vsock: None };
         let devices = build("t", &config, Some(&sink)).unwrap();
         let mut bus = MmioBus::new();
         let attached = attach(&vm, &mut bus, &memory(), "t", devices).unwrap();

@@ -58,6 +58,10 @@ pub enum TransportError {
 #[derive(Debug)]
 pub struct MmioInterrupt {
     status: AtomicU32,
+    /// Bits that stay set while the driver is ready: INT_USED_BUFFERS for a
+    /// device whose backend raises the irqfd itself (the VMM cannot know
+    /// when), so a driver that checks the status always finds a cause.
+    sticky: AtomicU32,
     needs_reset: AtomicBool,
     driver_ok: AtomicBool,
     irqfd: EventFd,
@@ -70,6 +74,7 @@ impl MmioInterrupt {
     pub fn new(irqfd: EventFd) -> Self {
         Self {
             status: AtomicU32::new(0),
+            sticky: AtomicU32::new(0),
             needs_reset: AtomicBool::new(false),
             driver_ok: AtomicBool::new(false),
             irqfd,
@@ -99,6 +104,7 @@ impl MmioInterrupt {
     }
 
     fn acknowledge(&self, bits: u32) {
+        let bits = bits & !self.sticky.load(Ordering::Acquire);
         self.status.fetch_and(!bits, Ordering::AcqRel);
     }
 
@@ -202,19 +208,26 @@ impl MmioTransport {
         let queue_count = device.queue_count();
         let notifiers = (0..queue_count).map(|_| eventfd()).collect::<Result<Vec<_>, _>>()?;
         let wakeup = eventfd()?;
+        let mut device = device;
+        let served_elsewhere = device.queues_served_elsewhere();
+        let interrupt = MmioInterrupt::new(duplicate(&irqfd)?);
+        // The device thread watches the queues unless another process does.
+        let mut watched = Vec::new();
+        if served_elsewhere {
+            device.set_eventfds(notifiers.iter().map(duplicate).collect::<Result<_, _>>()?, irqfd);
+            interrupt.sticky.store(INT_USED_BUFFERS, Ordering::Release);
+        } else {
+            watched = notifiers.iter().map(duplicate).collect::<Result<_, _>>()?;
+        }
         let state = Arc::new(Mutex::new(DeviceState::new(device)));
-        let channels = DeviceChannels {
-            state: state.clone(),
-            notifiers: notifiers.iter().map(duplicate).collect::<Result<_, _>>()?,
-            wakeup: duplicate(&wakeup)?,
-        };
+        let channels = DeviceChannels { state: state.clone(), notifiers: watched, wakeup: duplicate(&wakeup)? };
         let transport = Self {
             who: format!("compartment {compartment}: virtio {name}"),
             device_type,
             offered,
             queue_count,
             state,
-            interrupt: Arc::new(MmioInterrupt::new(irqfd)),
+            interrupt: Arc::new(interrupt),
             notifiers,
             wakeup,
             mem,
@@ -451,6 +464,7 @@ impl MmioTransport {
         let active = ActiveQueues::new(self.mem.clone(), queues, self.driver_features, interrupt);
         self.lock_state().activate(active);
         self.interrupt.driver_ok.store(true, Ordering::Release);
+        self.interrupt.status.fetch_or(self.interrupt.sticky.load(Ordering::Acquire), Ordering::AcqRel);
         self.wake_device_thread();
         Ok(())
     }

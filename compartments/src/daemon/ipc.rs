@@ -1,0 +1,439 @@
+//! wardd's side of inter-compartment IPC (docs/IPC.md): it runs the
+//! `ward-ipc` router, connects each vsock compartment's VMM to it, carries
+//! the router's audit lines into the audit log, keeps the calls waiting for
+//! the user (`ask`), and restarts a router that died, reconnecting every
+//! running compartment to the new one.
+//!
+//! The control socket to the router is `SOCK_SEQPACKET`: one JSON message
+//! each, an attach carrying the compartment's vhost-user listener as
+//! `SCM_RIGHTS`. Each vhost-user connection is made here: a listening socket
+//! bound in wardd's private `ipc/` directory, connected to once (the VMM's
+//! end), then unlinked, so the listener can only ever accept that one
+//! connection and neither side reaches any other socket by path.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+
+use super::state::Store;
+use crate::policy_source::PolicySource;
+
+/// How long an `ask` waits for the user by default.
+pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest control message (a policy), bytes.
+const MAX_MESSAGE: usize = 1 << 20;
+/// Longest wait between router restarts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Running the router or talking to it failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IpcError {
+    /// A socket could not be made.
+    #[error("IPC router: cannot make {what}: {source}")]
+    Socket {
+        /// Which.
+        what: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The router could not be started.
+    #[error("IPC router: cannot start {binary}: {source}")]
+    Spawn {
+        /// The executable.
+        binary: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The policy could not be read for the router.
+    #[error("IPC router: {0}")]
+    Policy(String),
+    /// The router is not running (it died and is being restarted).
+    #[error("IPC router is not running")]
+    NotRunning,
+    /// A message to the router failed.
+    #[error("IPC router: cannot send {what}: {source}")]
+    Send {
+        /// Which message.
+        what: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// No pending call has that id.
+    #[error("no pending call {0} (answered, timed out, or never asked)")]
+    NoSuchAsk(u64),
+}
+
+/// A message to the router.
+#[derive(Debug, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum ToRouter<'a> {
+    Policy { files: Vec<(String, String)> },
+    Attach { name: &'a str, cid: u64, fresh: bool },
+    Detach { name: &'a str },
+    Answer { id: u64, allow: bool },
+}
+
+/// A message from the router.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum FromRouter {
+    Ready,
+    Ask { id: u64, from: String, to: String, service: String },
+    Audit { line: String },
+}
+
+/// A call waiting for the user's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingAsk {
+    /// The id `ward allow` and `ward deny` take.
+    pub id: u64,
+    /// The caller.
+    pub from: String,
+    /// The compartment it asked for.
+    pub to: String,
+    /// The service (and argument).
+    pub service: String,
+    /// Seconds it has waited.
+    pub waited_s: u64,
+}
+
+/// A compartment connected to the router.
+#[derive(Debug)]
+struct Attached {
+    cid: u64,
+    /// wardd's end of the VMM's reconnect socket.
+    reconnect: UnixDatagram,
+}
+
+/// The running router.
+#[derive(Debug)]
+struct Running {
+    child: Child,
+    control: Arc<UnixDatagram>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    running: Option<Running>,
+    attached: HashMap<String, Attached>,
+    /// Asks by id, with the router generation that made them and when.
+    pending: BTreeMap<u64, (PendingAsk, u64, Instant)>,
+    generation: u64,
+    failures: u32,
+    restart_at: Option<Instant>,
+}
+
+/// wardd's handle on the IPC router.
+#[derive(Debug)]
+pub struct IpcRouter {
+    binary: PathBuf,
+    dir: PathBuf,
+    errors: PathBuf,
+    policy: PolicySource,
+    jail: bool,
+    ask_timeout: Duration,
+    store: Store,
+    inner: Arc<Mutex<Inner>>,
+    sequence: AtomicU64,
+}
+
+fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    inner.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A `SOCK_SEQPACKET` socket pair, close-on-exec, as datagram sockets
+/// (they keep message boundaries alike).
+pub fn seqpacket_pair() -> std::io::Result<(UnixDatagram, UnixDatagram)> {
+    let mut fds = [0; 2];
+    // SAFETY: socketpair writes two descriptors into `fds`; checked.
+    let rc = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just made and belong to nobody else.
+    let (a, b) = unsafe {
+        use std::os::fd::FromRawFd;
+        (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+    };
+    Ok((UnixDatagram::from(a), UnixDatagram::from(b)))
+}
+
+/// Clears close-on-exec of `fds` in a forked child before exec, so the
+/// program gets them under the same numbers.
+///
+/// # Safety
+/// Must only be called between fork and exec (it is async-signal-safe).
+pub unsafe fn inherit_in_child(fds: &[i32]) -> std::io::Result<()> {
+    for &fd in fds {
+        // SAFETY: fcntl on a descriptor of this (child) process; checked.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+impl IpcRouter {
+    /// The router `binary`, its listeners under `state_dir/ipc`, its
+    /// stderr in `state_dir/ipc-errors.log`; audit lines to `store`.
+    pub fn new(
+        binary: PathBuf,
+        state_dir: &std::path::Path,
+        policy: PolicySource,
+        jail: bool,
+        ask_timeout: Duration,
+        store: Store,
+    ) -> Self {
+        Self {
+            binary,
+            dir: state_dir.join("ipc"),
+            errors: state_dir.join("ipc-errors.log"),
+            policy,
+            jail,
+            ask_timeout,
+            store,
+            inner: Arc::new(Mutex::new(Inner::default())),
+            sequence: AtomicU64::new(0),
+        }
+    }
+
+    /// Connects compartment `name` (CID `cid`) to the router, starting it
+    /// if needed. Returns the VMM's ends: the vhost-user stream and the
+    /// reconnect socket.
+    pub fn attach(&self, name: &str, cid: u64) -> Result<(OwnedFd, OwnedFd), IpcError> {
+        let mut inner = lock(&self.inner);
+        if inner.running.is_none() {
+            self.start(&mut inner)?;
+        }
+        let (ours, theirs) =
+            seqpacket_pair().map_err(|source| IpcError::Socket { what: "a reconnect socket", source })?;
+        let stream = self.connect_one(&inner, name, cid, true)?;
+        inner.attached.insert(name.to_owned(), Attached { cid, reconnect: ours });
+        Ok((OwnedFd::from(stream), OwnedFd::from(theirs)))
+    }
+
+    /// Compartment `name` stopped: the router drops its connections.
+    pub fn detach(&self, name: &str) {
+        let mut inner = lock(&self.inner);
+        if inner.attached.remove(name).is_some()
+            && let Some(running) = &inner.running
+        {
+            let _ = send(&running.control, &ToRouter::Detach { name }, None, "a detach");
+        }
+    }
+
+    /// Makes one vhost-user connection for `name` and hands the router its
+    /// listening end; returns the VMM's end.
+    fn connect_one(&self, inner: &Inner, name: &str, cid: u64, fresh: bool) -> Result<UnixStream, IpcError> {
+        let running = inner.running.as_ref().ok_or(IpcError::NotRunning)?;
+        let socket = |source| IpcError::Socket { what: "a vhost-user connection", source };
+        std::fs::create_dir_all(&self.dir).map_err(socket)?;
+        let n = self.sequence.fetch_add(1, Ordering::Relaxed);
+        let path = self.dir.join(format!("{name}.{n}.sock"));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).map_err(socket)?;
+        let stream = UnixStream::connect(&path);
+        // From here nobody can connect: the listener holds one connection.
+        let _ = std::fs::remove_file(&path);
+        let stream = stream.map_err(socket)?;
+        send(&running.control, &ToRouter::Attach { name, cid, fresh }, Some(listener.as_raw_fd()), "an attach")?;
+        Ok(stream)
+    }
+
+    /// Starts the router and sends it the policy (the lock is held).
+    fn start(&self, inner: &mut Inner) -> Result<(), IpcError> {
+        let files = self
+            .policy
+            .read()
+            .map_err(|e| IpcError::Policy(e.to_string()))?
+            .into_iter()
+            .map(|(path, text)| (path.display().to_string(), text))
+            .collect();
+        std::fs::create_dir_all(&self.dir).map_err(|source| IpcError::Socket { what: "the ipc directory", source })?;
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700));
+        let (ours, theirs) =
+            seqpacket_pair().map_err(|source| IpcError::Socket { what: "the control socket", source })?;
+        let errors = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.errors)
+            .map_err(|source| IpcError::Spawn { binary: self.errors.clone(), source })?;
+        let fd = theirs.as_raw_fd();
+        let mut command = Command::new(&self.binary);
+        command.arg("--control-fd").arg(fd.to_string()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(errors);
+        if !self.jail {
+            command.arg("--no-jail");
+        }
+        // SAFETY: the closure only calls fcntl (async-signal-safe) in the
+        // child between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            command.pre_exec(move || inherit_in_child(&[fd]));
+        }
+        let child = command.spawn().map_err(|source| IpcError::Spawn { binary: self.binary.clone(), source })?;
+        drop(theirs);
+        let control = Arc::new(ours);
+        send(&control, &ToRouter::Policy { files }, None, "the policy")?;
+        inner.generation += 1;
+        let generation = inner.generation;
+        inner.running = Some(Running { child, control: control.clone() });
+        let _ = self.store.audit("ipc-router", "", &format!("started (generation {generation})"));
+        self.spawn_reader(control, generation);
+        Ok(())
+    }
+
+    /// Reads the router's messages until it goes away.
+    fn spawn_reader(&self, control: Arc<UnixDatagram>, generation: u64) {
+        let inner = Arc::clone(&self.inner);
+        let store = self.store.clone();
+        let spawned = std::thread::Builder::new().name("wardd-ipc".into()).spawn(move || {
+            let mut buf = vec![0u8; MAX_MESSAGE];
+            loop {
+                let n = match control.recv(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                match serde_json::from_slice::<FromRouter>(&buf[..n]) {
+                    Ok(FromRouter::Ready) => log::info!("IPC router ready"),
+                    Ok(FromRouter::Audit { line }) => {
+                        let (action, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+                        let _ = store.audit("ipc", action, rest);
+                    }
+                    Ok(FromRouter::Ask { id, from, to, service }) => {
+                        let ask = PendingAsk { id, from, to, service, waited_s: 0 };
+                        lock(&inner).pending.insert(id, (ask, generation, Instant::now()));
+                    }
+                    Err(e) => log::warn!("IPC router sent a message wardd does not understand: {e}"),
+                }
+            }
+            let mut inner = lock(&inner);
+            // Its asks die with it: the callers see their connection reset.
+            inner.pending.retain(|_, (_, made_by, _)| *made_by != generation);
+            if inner.generation == generation
+                && let Some(mut running) = inner.running.take()
+            {
+                let status = running.child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                log::warn!("IPC router ended ({status}); restarting it");
+                let _ = store.audit("ipc-router", "", &format!("ended: {status}"));
+                inner.failures += 1;
+                let backoff = Duration::from_millis(100 << inner.failures.min(6)).min(MAX_BACKOFF);
+                inner.restart_at = Some(Instant::now() + backoff);
+            }
+        });
+        if let Err(e) = spawned {
+            log::error!("cannot start the IPC reader thread: {e}");
+        }
+    }
+
+    /// One supervision step: restarts a dead router when its backoff has
+    /// passed (reconnecting every attached compartment) and denies asks
+    /// nobody answered in time.
+    pub fn supervise(&self) {
+        let mut inner = lock(&self.inner);
+        let now = Instant::now();
+        let expired: Vec<u64> = inner
+            .pending
+            .iter()
+            .filter(|(_, (_, _, since))| now.duration_since(*since) >= self.ask_timeout)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in expired {
+            if let Some((ask, _, _)) = inner.pending.remove(&id) {
+                let secs = self.ask_timeout.as_secs();
+                let _ = self.store.audit(
+                    "ipc",
+                    "deny",
+                    &format!("{} -> {} {}: no answer in {secs} s", ask.from, ask.to, ask.service),
+                );
+                if let Some(running) = &inner.running {
+                    let _ = send(&running.control, &ToRouter::Answer { id, allow: false }, None, "an answer");
+                }
+            }
+        }
+        let due = inner.restart_at.is_some_and(|at| now >= at);
+        if due && inner.running.is_none() {
+            inner.restart_at = None;
+            if let Err(e) = self.restart(&mut inner) {
+                log::warn!("{e}");
+                inner.failures += 1;
+                inner.restart_at = Some(now + Duration::from_millis(100 << inner.failures.min(6)).min(MAX_BACKOFF));
+            }
+        }
+    }
+
+    /// Starts a new router and gives every attached compartment's VMM a
+    /// connection to it (the lock is held).
+    fn restart(&self, inner: &mut Inner) -> Result<(), IpcError> {
+        self.start(inner)?;
+        let compartments: Vec<(String, u64)> = inner.attached.iter().map(|(n, a)| (n.clone(), a.cid)).collect();
+        for (name, cid) in compartments {
+            let stream = self.connect_one(inner, &name, cid, false)?;
+            if let Some(attached) = inner.attached.get(&name)
+                && let Err(e) = attached.reconnect.send_with_fd(&b"reconnect"[..], stream.as_raw_fd())
+            {
+                log::warn!("compartment {name}: cannot hand its VMM the new IPC router connection: {e}");
+            }
+        }
+        inner.failures = 0;
+        Ok(())
+    }
+
+    /// The calls waiting for the user, oldest first.
+    pub fn pending(&self) -> Vec<PendingAsk> {
+        let inner = lock(&self.inner);
+        inner
+            .pending
+            .values()
+            .map(|(ask, _, since)| PendingAsk { waited_s: since.elapsed().as_secs(), ..ask.clone() })
+            .collect()
+    }
+
+    /// The user's answer to ask `id`.
+    pub fn answer(&self, id: u64, allow: bool) -> Result<(), IpcError> {
+        let mut inner = lock(&self.inner);
+        let (ask, _, _) = inner.pending.remove(&id).ok_or(IpcError::NoSuchAsk(id))?;
+        let running = inner.running.as_ref().ok_or(IpcError::NotRunning)?;
+        send(&running.control, &ToRouter::Answer { id, allow }, None, "an answer")?;
+        let (action, how) = if allow { ("allow", "user allowed") } else { ("deny", "user denied") };
+        let _ = self.store.audit("ipc", action, &format!("{} -> {} {}: {how}", ask.from, ask.to, ask.service));
+        Ok(())
+    }
+
+    /// The router's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        lock(&self.inner).running.as_ref().map(|r| r.child.id())
+    }
+
+    /// Stops the router (daemon shutdown).
+    pub fn shutdown(&self) {
+        let mut inner = lock(&self.inner);
+        inner.generation += 1;
+        if let Some(mut running) = inner.running.take() {
+            let _ = running.child.kill();
+            let _ = running.child.wait();
+        }
+    }
+}
+
+/// Sends `message` (and `fd`, if any) on the control socket.
+fn send(control: &UnixDatagram, message: &ToRouter<'_>, fd: Option<i32>, what: &'static str) -> Result<(), IpcError> {
+    let mut bytes = Vec::new();
+    // Serialising our own message types cannot fail.
+    let _ = serde_json::to_writer(&mut bytes, message);
+    let _ = bytes.flush();
+    let result = match fd {
+        Some(fd) => control.send_with_fd(&bytes[..], fd).map(|_| ()).map_err(std::io::Error::from),
+        None => control.send(&bytes).map(|_| ()),
+    };
+    result.map_err(|source| IpcError::Send { what, source })
+}
