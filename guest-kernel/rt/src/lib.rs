@@ -9,7 +9,8 @@
 //! - a heap (`alloc` works; memory comes from the `map` system call);
 //! - [`print!`] and [`println!`] to the compartment's console, one system
 //!   call per line;
-//! - a panic handler that prints the message and exits with code 101.
+//! - a panic handler that prints the message and exits with code 101;
+//! - inter-compartment IPC over the vsock device ([`ipc`]).
 //!
 //! A program (built for the guest target, so not a host doctest):
 //!
@@ -31,6 +32,7 @@
 extern crate alloc;
 
 pub mod io;
+pub mod ipc;
 pub mod sys;
 
 #[cfg(feature = "guest")]

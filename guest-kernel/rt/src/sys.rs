@@ -238,3 +238,43 @@ pub fn blk_id(dev: u32) -> Result<[u8; 20], Error> {
     retry_busy(|| syscall5(abi::BLK_ID, u64::from(dev), id.as_mut_ptr() as u64, 20, 0, 0))?;
     Ok(id)
 }
+
+/// What [`vsock_recv`] got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VsockRecv {
+    /// Receive buffer `index` of the area holds a packet of `len` bytes
+    /// (header included); it is ours until given back.
+    Packet {
+        /// Buffer index.
+        index: u32,
+        /// Bytes the device wrote.
+        len: u32,
+    },
+    /// The device dropped every connection.
+    TransportReset,
+}
+
+/// Makes this process the owner of the vsock device; returns the CID and
+/// where the read-only receive area is mapped.
+pub fn vsock_attach() -> Result<ward_abi::vsock::VsockInfo, Error> {
+    let mut info = ward_abi::vsock::VsockInfo::default();
+    syscall5(abi::VSOCK_ATTACH, info.as_mut_bytes().as_mut_ptr() as u64, 0, 0, 0, 0)?;
+    Ok(info)
+}
+
+/// Gives receive buffer `done` back (if any), then waits at most
+/// `timeout_ns` (`None`: forever) for the next packet.
+pub fn vsock_recv(done: Option<u32>, timeout_ns: Option<u64>) -> Result<VsockRecv, Error> {
+    let done = done.map_or(ward_abi::vsock::NO_BUFFER, u64::from);
+    let got = syscall5(abi::VSOCK_RECV, done, timeout_ns.unwrap_or(abi::WAIT_FOREVER), 0, 0, 0)?;
+    if got == ward_abi::vsock::RECV_TRANSPORT_RESET {
+        return Ok(VsockRecv::TransportReset);
+    }
+    Ok(VsockRecv::Packet { index: (got >> 32) as u32, len: got as u32 })
+}
+
+/// Sends one packet (header and payload) from our memory; returns when the
+/// device has it.
+pub fn vsock_send(packet: &[u8]) -> Result<usize, Error> {
+    retry_busy(|| syscall5(abi::VSOCK_SEND, packet.as_ptr() as u64, packet.len() as u64, 0, 0, 0)).map(|n| n as usize)
+}
