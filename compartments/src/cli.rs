@@ -178,6 +178,27 @@ pub enum BenchCommand {
     /// 1 MiB requests over a fresh disk file) next to a host process doing
     /// the same reads and writes on the same file, as ratios.
     Disk(BenchDiskArgs),
+    /// IPC between two compartments (64-byte round trips, a bulk
+    /// transfer) next to two host processes over a UNIX socket, as ratios.
+    /// Starts a wardd of its own.
+    Ipc(BenchIpcArgs),
+    /// The host peer of `ward bench ipc` (on its standard input).
+    #[command(hide = true)]
+    UnixPeer,
+}
+
+/// Arguments of `ward bench ipc`.
+#[derive(Debug, Args)]
+pub struct BenchIpcArgs {
+    /// Request/response round trips of 64 bytes.
+    #[arg(long, default_value_t = 1000)]
+    pub rounds: u64,
+    /// Bytes of the one-way bulk transfer.
+    #[arg(long, default_value_t = 1 << 30)]
+    pub bytes: u64,
+    /// Seconds to wait for the compartments' figures.
+    #[arg(long, default_value_t = 1800)]
+    pub timeout: u64,
 }
 
 /// Arguments of `ward bench disk`.

@@ -94,6 +94,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Bench(BenchCommand::Fleet(args)) => done(fleet::fleet(&socket, &args)),
+        Command::Bench(BenchCommand::Ipc(args)) => done(ward_compartments::ipc_bench::ipc(&args)),
+        Command::Bench(BenchCommand::UnixPeer) => done(ward_compartments::ipc_bench::unix_peer()),
         Command::Bench(BenchCommand::Boot(args)) => done(bench::boot(&args)),
         Command::Bench(BenchCommand::Disk(args)) => done(bench::disk(&args)),
     }

@@ -149,7 +149,7 @@ impl VhostUserVsock {
         let regions = self
             .mem
             .iter()
-            .map(|region| VhostUserMemoryRegionInfo::from_guest_region(region))
+            .map(VhostUserMemoryRegionInfo::from_guest_region)
             .collect::<Result<Vec<_>, _>>()
             .map_err(step("describe guest memory"))?;
         frontend.set_mem_table(&regions).map_err(step("set the memory table"))?;

@@ -1,0 +1,287 @@
+//! Inter-compartment IPC with real processes on real KVM (docs/IPC.md):
+//! compartments of the `ipc-peer` image under wardd, calling each other
+//! through the `ward-ipc` router under a policy, with the user answering
+//! `ask`s, the router killed mid-transfer, and a guest flooding it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Three compartments that offer the same services; rules decide.
+const POLICY: &str = r#"
+[compartment.alpha]
+role = "app"
+image = "ipc-peer"
+memory = 32
+offers = ["echo", "sink", "asked", "secret"]
+devices = { vsock = true }
+
+[compartment.beta]
+role = "app"
+image = "ipc-peer"
+memory = 32
+offers = ["echo", "sink", "asked", "secret"]
+devices = { vsock = true }
+
+[compartment.gamma]
+role = "app"
+image = "ipc-peer"
+memory = 32
+offers = ["echo", "sink", "asked", "secret"]
+devices = { vsock = true }
+
+[compartment.loner]
+role = "app"
+image = "ipc-peer"
+memory = 32
+
+[[rule]]
+service = "echo"
+from = "@role:app"
+to = "@role:app"
+action = "allow"
+
+[[rule]]
+service = "asked"
+from = "alpha"
+to = "beta"
+action = "ask"
+
+[[rule]]
+service = "secret"
+from = "alpha"
+to = "gamma"
+action = "deny"
+"#;
+
+/// A wardd of its own, in a temporary directory.
+struct Daemon {
+    dir: PathBuf,
+    child: Child,
+}
+
+fn bin(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ward")).with_file_name(name)
+}
+
+impl Daemon {
+    fn start(test: &str, extra: &[&str]) -> Self {
+        assert!(Path::new("/dev/kvm").exists(), "/dev/kvm is missing: these tests need it and never skip");
+        let dir = std::env::temp_dir().join(format!("ward-ipc-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("policy.toml"), POLICY).unwrap();
+        let child = Command::new(bin("wardd"))
+            .arg("--socket")
+            .arg(dir.join("wardd.sock"))
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--policy")
+            .arg(dir.join("policy.toml"))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("wardd.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let daemon = Self { dir, child };
+        wait_until("wardd answers", Duration::from_secs(10), || daemon.ward(&["ls"]).status.success());
+        daemon
+    }
+
+    fn ward(&self, args: &[&str]) -> Output {
+        Command::new(bin("ward")).arg("--socket").arg(self.dir.join("wardd.sock")).args(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.ward(args);
+        assert!(out.status.success(), "ward {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Creates and starts `name` with `steps` for its ipc-peer program.
+    fn run(&self, name: &str, steps: &str) {
+        let cmdline = format!("-- {steps}");
+        self.ok(&["create", name, "--cmdline", &cmdline]);
+        self.ok(&["start", name]);
+    }
+
+    fn logs(&self, name: &str) -> String {
+        self.ok(&["logs", name])
+    }
+
+    /// Waits for a line of `name`'s console that starts with `prefix` and
+    /// returns it.
+    fn line(&self, name: &str, prefix: &str, timeout: Duration) -> String {
+        let mut found = None;
+        wait_until(&format!("{name} prints {prefix:?}"), timeout, || {
+            found = self.logs(name).lines().find(|l| l.starts_with(prefix)).map(str::to_owned);
+            found.is_some()
+        });
+        found.unwrap_or_default()
+    }
+
+    fn audit(&self) -> String {
+        self.ok(&["audit", "--limit", "1000"])
+    }
+
+    /// The running `ward-ipc` router of this daemon.
+    fn router(&self) -> Option<u32> {
+        let daemon = self.child.id().to_string();
+        std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()).find(
+            |pid| {
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let fields: Vec<&str> =
+                    stat.rfind(')').and_then(|i| stat.get(i + 2..)).unwrap_or("").split(' ').collect();
+                cmd.split(|&b| b == 0).next().unwrap_or_default().ends_with(b"ward-ipc")
+                    && fields.first() != Some(&"Z")
+                    && fields.get(1) == Some(&daemon.as_str())
+            },
+        )
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SIGTERM: the daemon stops its compartments and the router.
+        // SAFETY: signalling our own child.
+        unsafe { libc_kill(i32::try_from(self.child.id()).unwrap_or(0), 15) };
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+const MIB_10: &str = "10485760";
+
+#[test]
+fn allowed_calls_work_both_ways_with_ten_mib_intact() {
+    let d = Daemon::start("both-ways", &[]);
+    d.run("alpha", &format!("call beta echo {MIB_10}"));
+    d.run("beta", &format!("call alpha echo {MIB_10}"));
+    let there = d.line("alpha", "ipc: call beta echo", Duration::from_secs(180));
+    let back = d.line("beta", "ipc: call alpha echo", Duration::from_secs(180));
+    for line in [&there, &back] {
+        assert!(line.contains(&format!("{MIB_10}: ok checksum=")), "{line}");
+    }
+    let audit = d.audit();
+    assert!(audit.contains("ipc allow alpha -> beta echo"), "{audit}");
+    assert!(audit.contains("ipc allow beta -> alpha echo"), "{audit}");
+}
+
+#[test]
+fn a_denied_call_fails_at_once_with_a_clear_error_and_an_audit_line() {
+    let d = Daemon::start("denied", &[]);
+    d.run("gamma", "sleep 1");
+    d.run("alpha", "call gamma secret 100,call gamma sink 100");
+    let secret = d.line("alpha", "ipc: call gamma secret", Duration::from_secs(60));
+    assert!(secret.contains("failed: denied"), "{secret}");
+    // No rule at all denies too (default deny), and says so.
+    let sink = d.line("alpha", "ipc: call gamma sink", Duration::from_secs(60));
+    assert!(sink.contains("failed: denied"), "{sink}");
+    let audit = d.audit();
+    assert!(audit.contains("ipc deny alpha -> gamma secret"), "{audit}");
+    assert!(audit.contains("ipc deny alpha -> gamma sink"), "{audit}");
+}
+
+#[test]
+fn an_ask_is_answered_through_the_command_line() {
+    let d = Daemon::start("ask", &["--ask-timeout", "120"]);
+    d.run("beta", "sleep 1");
+    d.run("alpha", "call beta asked 1000,call beta asked 1000");
+    let answer = |allow: bool| {
+        let mut id = String::new();
+        wait_until("a call waits for an answer", Duration::from_secs(60), || {
+            let pending = d.ok(&["pending"]);
+            id = pending
+                .lines()
+                .find(|l| l.contains("alpha") && l.contains("beta") && l.contains("asked"))
+                .and_then(|l| l.split_whitespace().next())
+                .unwrap_or_default()
+                .to_owned();
+            !id.is_empty()
+        });
+        d.ok(&[if allow { "allow" } else { "deny" }, &id]);
+    };
+    answer(true);
+    let first = d.line("alpha", "ipc: call beta asked 1000: ok", Duration::from_secs(60));
+    assert!(first.contains("checksum="), "{first}");
+    answer(false);
+    let second = d.line("alpha", "ipc: call beta asked 1000: failed", Duration::from_secs(60));
+    assert!(second.contains("denied"), "{second}");
+    assert_eq!(d.ok(&["pending"]).trim(), "no calls are waiting for an answer");
+    let audit = d.audit();
+    assert!(audit.contains("alpha -> beta asked: user allowed"), "{audit}");
+    assert!(audit.contains("alpha -> beta asked: user denied"), "{audit}");
+    // An unknown id is an error, not a crash.
+    assert!(!d.ward(&["allow", "999999"]).status.success());
+}
+
+#[test]
+fn a_compartment_without_vsock_has_no_peer() {
+    let d = Daemon::start("no-vsock", &[]);
+    d.run("loner", "call alpha echo 10");
+    let line = d.line("loner", "ipc:", Duration::from_secs(60));
+    assert!(line.contains("no vsock device"), "{line}");
+}
+
+#[test]
+fn a_killed_router_resets_calls_and_comes_back() {
+    let d = Daemon::start("router-killed", &[]);
+    d.run("beta", "sleep 1");
+    // A transfer long enough to be cut, then a retry until it works.
+    d.run("alpha", "call beta echo 1073741824,retry beta echo 1048576");
+    wait_until("the router runs", Duration::from_secs(30), || d.router().is_some());
+    let first = d.router().unwrap();
+    // Let the transfer get going, then kill the router under it.
+    std::thread::sleep(Duration::from_secs(3));
+    // SAFETY: signalling a process of this test's daemon.
+    unsafe { libc_kill(i32::try_from(first).unwrap(), 9) };
+    let cut = d.line("alpha", "ipc: call beta echo 1073741824", Duration::from_secs(60));
+    assert!(cut.contains("failed"), "{cut}");
+    let retry = d.line("alpha", "ipc: retry beta echo 1048576", Duration::from_secs(120));
+    assert!(retry.contains(": ok"), "{retry}");
+    let second = d.router().unwrap();
+    assert_ne!(first, second, "wardd started a new router");
+    // Both compartments lived through it.
+    let ls = d.ok(&["ls"]);
+    assert_eq!(ls.lines().filter(|l| l.contains("running")).count(), 2, "{ls}");
+}
+
+#[test]
+fn a_flooding_guest_is_limited_and_hurts_nobody_else() {
+    let d = Daemon::start("flood", &[]);
+    d.run("gamma", "sleep 1");
+    d.run("beta", "sleep 3000,call gamma echo 1048576");
+    d.run("alpha", "flood-connect 200,flood-garbage 5000,call beta echo 1000");
+    let flood = d.line("alpha", "ipc: flood-connect 200", Duration::from_secs(120));
+    let accepted: u32 = flood
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("accepted="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u32::MAX);
+    assert!(accepted <= 64, "at most 64 connections per compartment: {flood}");
+    d.line("alpha", "ipc: flood-garbage 5000", Duration::from_secs(120));
+    // The flooder itself still works, and so do the others.
+    let own = d.line("alpha", "ipc: call beta echo 1000", Duration::from_secs(120));
+    assert!(own.contains(": ok"), "{own}");
+    let other = d.line("beta", "ipc: call gamma echo 1048576", Duration::from_secs(120));
+    assert!(other.contains(": ok"), "{other}");
+    assert_eq!(d.ok(&["ls"]).lines().filter(|l| l.contains("running")).count(), 3);
+}
