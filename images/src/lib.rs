@@ -75,6 +75,12 @@ pub static IMAGES: &[Image] = &[
         boot: &["ipc-ping"],
         also: &["ipc-pong"],
     },
+    Image {
+        name: "ipc-peer",
+        description: "inter-compartment IPC over vsock: serves echo and sink, runs the steps after -- (see ipc_peer.rs)",
+        boot: &["ipc-peer"],
+        also: &[],
+    },
     Image { name: "echo", description: "echoes the console's input (virtio console)", boot: &["echo"], also: &[] },
     Image { name: "entropy", description: "draws entropy from the host (virtio-rng)", boot: &["entropy"], also: &[] },
     Image {
