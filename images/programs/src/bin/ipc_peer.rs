@@ -1,9 +1,28 @@
 //! Inter-compartment IPC peer: serves `echo` and `sink` over the vsock
 //! device while it runs the steps its arguments name (the kernel command
-//! line's words after `--`), one output line per step. See `usage` below
-//! for the steps; after them it prints `ipc: steps done` and serves
-//! forever. Everything runs in one poll loop, so a compartment can call
-//! another that calls it back.
+//! line's words after `--`), one output line per step; after them it
+//! prints `ipc: steps done` and serves forever. Everything runs in one
+//! poll loop, so a compartment can call another that calls it back.
+//!
+//! Steps, separated by `,`:
+//! - `call TO SERVICE[+ARG] BYTES`: echo BYTES pseudo-random bytes through
+//!   TO's SERVICE; `ipc: call TO SERVICE BYTES: ok checksum=HEX ms=N` or
+//!   `... failed: CODE: MESSAGE` (the router's code, `reset`, `closed`,
+//!   `mismatch`, `timed-out`);
+//! - `retry TO SERVICE BYTES`: `call` every 200 ms until it works, at most
+//!   150 times; the final line ends in `attempts=K`;
+//! - `ping TO N`: N rounds of 64 bytes through TO's `echo`:
+//!   `ipc: ping TO 64 bytes x N: median_us=.. mean_us=.. min_us=..`;
+//! - `bulk TO BYTES`: BYTES to TO's `sink`, which answers `got BYTES`:
+//!   `ipc: bulk TO BYTES: ok ms=N mib_per_s=X.Y`;
+//! - `flood-connect N`: N connections to the router without a call line:
+//!   `ipc: flood-connect N: accepted=A refused=R` (refused counts `RST`s
+//!   and those our own 64-connection limit refused), then closes them;
+//! - `flood-garbage N`: N malformed packets straight to the device:
+//!   `ipc: flood-garbage N: sent=S errors=E` (E: refused by the kernel);
+//! - `sleep MS`: serves for MS milliseconds (no output).
+//!
+//! A step that fails as a whole prints `ipc: STEP: failed: CODE: MESSAGE`.
 
 #![no_std]
 #![no_main]
