@@ -161,14 +161,15 @@ pub enum UnknownError {
     Ask(u64),
 }
 
-/// How an ask ended, for its audit line.
+/// How an ask ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Answer {
     /// The user allowed the call.
     Allowed,
     /// The user denied it.
     Denied,
-    /// Nobody answered within this many seconds: denied.
+    /// Nobody answered within this many seconds: denied (and audited by
+    /// the router).
     NoAnswer(u64),
 }
 
@@ -842,6 +843,9 @@ impl Router {
                     return self.fail_call(key, reply::BUSY, "too many calls waiting for the user");
                 }
                 compartment.asks += 1;
+                // The decision to ask is audited here; wardd audits the
+                // user's answer.
+                self.audit(format!("ask {what}: {how}{redirect}"));
                 let id = self.next_ask;
                 self.next_ask += 1;
                 if let Some(leg) = self.legs.get_mut(&key) {
@@ -908,18 +912,16 @@ impl Router {
             // The caller went away meanwhile: nothing to continue.
             return Ok(());
         }
+        // wardd audits the answers it sends; the router only those it
+        // makes itself.
         match answer {
             Answer::Allowed => {
-                self.audit(format!("ask {what}: user allowed"));
                 let callee = ask.target.unwrap_or(ask.to);
                 self.connect(ask.caller, &from, &callee, &ask.call);
             }
-            Answer::Denied => {
-                self.audit(format!("ask {what}: user denied"));
-                self.fail_call(ask.caller, reply::DENIED, "by the user");
-            }
+            Answer::Denied => self.fail_call(ask.caller, reply::DENIED, "by the user"),
             Answer::NoAnswer(seconds) => {
-                self.audit(format!("ask {what}: no answer in {seconds} s"));
+                self.audit(format!("deny {what}: no answer in {seconds} s"));
                 self.fail_call(ask.caller, reply::DENIED, "no answer");
             }
         }
