@@ -6,7 +6,7 @@
 //! | --- | --- | --- |
 //! | worker (one per compartment) | epoll loop, queues, eventfds | `epoll_wait`/`epoll_pwait`, `read`, `write` |
 //! | vhost-user (one per compartment, and its starter) | the vhost-user protocol: messages with descriptors, mapping guest memory, kick registration | `recvmsg`, `sendmsg`, `accept4`, `poll`, `shutdown`, `epoll_ctl`, `read`, `write`, `fstat`, thread creation |
-//! | control | the control socket, starting each compartment's threads | everything the others need (threads inherit it) plus `eventfd2`, `epoll_create1`, `ppoll` |
+//! | control | the control socket, starting each compartment's threads | everything the others need (threads inherit it) plus `eventfd2`, `epoll_create1`, `seccomp` |
 //!
 //! The common set is what any Rust thread needs to live and end: `futex`,
 //! memory (`mmap` and `mprotect` never with `PROT_EXEC`, `munmap`,
@@ -125,8 +125,10 @@ const VHOST_USER: &[i64] = &[
     libc::SYS_tgkill,
 ];
 
-/// What only the control thread does beyond the others.
-const CONTROL: &[i64] = &[libc::SYS_eventfd2, libc::SYS_epoll_create1, libc::SYS_rt_sigaction];
+/// What only the control thread does beyond the others. `seccomp` lets
+/// the threads it starts add their own, narrower filters (a filter can
+/// only take away).
+const CONTROL: &[i64] = &[libc::SYS_eventfd2, libc::SYS_epoll_create1, libc::SYS_rt_sigaction, libc::SYS_seccomp];
 
 fn condition(role: ThreadRole, arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition, SeccompError> {
     SeccompCondition::new(arg, SeccompCmpArgLen::Qword, op, value)
