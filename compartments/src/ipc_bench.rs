@@ -145,10 +145,10 @@ fn guest_figures(args: &BenchIpcArgs) -> Result<Figures, ManageError> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    ward(&socket, &["create", "bench-b", "--cmdline", "-- sleep 1"])?;
+    ward(&socket, &["create", "bench-b", "--cmdline=-- sleep 1"])?;
     ward(&socket, &["start", "bench-b"])?;
-    let steps = format!("-- sleep 500,ping bench-b {},bulk bench-b {}", args.rounds, args.bytes);
-    ward(&socket, &["create", "bench-a", "--cmdline", &steps])?;
+    let steps = format!("--cmdline=-- sleep 500,ping bench-b {},bulk bench-b {}", args.rounds, args.bytes);
+    ward(&socket, &["create", "bench-a", &steps])?;
     ward(&socket, &["start", "bench-a"])?;
     let mut figures = Figures::default();
     let deadline = Instant::now() + Duration::from_secs(args.timeout);

@@ -102,8 +102,9 @@ impl Daemon {
 
     /// Creates and starts `name` with `steps` for its ipc-peer program.
     fn run(&self, name: &str, steps: &str) {
-        let cmdline = format!("-- {steps}");
-        self.ok(&["create", name, "--cmdline", &cmdline]);
+        // `--cmdline=...`: a value that starts with `--` needs the `=`.
+        let cmdline = format!("--cmdline=-- {steps}");
+        self.ok(&["create", name, &cmdline]);
         self.ok(&["start", name]);
     }
 

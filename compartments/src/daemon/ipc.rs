@@ -124,6 +124,8 @@ struct Running {
 #[derive(Debug, Default)]
 struct Inner {
     running: Option<Running>,
+    /// The policy files the running router has.
+    policy_sent: Vec<(String, String)>,
     attached: HashMap<String, Attached>,
     /// Asks by id, with the router generation that made them and when.
     pending: BTreeMap<u64, (PendingAsk, u64, Instant)>,
@@ -213,6 +215,16 @@ impl IpcRouter {
         let mut inner = lock(&self.inner);
         if inner.running.is_none() {
             self.start(&mut inner)?;
+        } else {
+            // The policy may have changed since the router got it (a new
+            // compartment, new rules): it decides with what wardd grants.
+            let files = self.policy_files()?;
+            if files != inner.policy_sent
+                && let Some(running) = &inner.running
+            {
+                send(&running.control, &ToRouter::Policy { files: files.clone() }, None, "the policy")?;
+                inner.policy_sent = files;
+            }
         }
         let (ours, theirs) =
             seqpacket_pair().map_err(|source| IpcError::Socket { what: "a reconnect socket", source })?;
@@ -251,13 +263,7 @@ impl IpcRouter {
 
     /// Starts the router and sends it the policy (the lock is held).
     fn start(&self, inner: &mut Inner) -> Result<(), IpcError> {
-        let files = self
-            .policy
-            .read()
-            .map_err(|e| IpcError::Policy(e.to_string()))?
-            .into_iter()
-            .map(|(path, text)| (path.display().to_string(), text))
-            .collect();
+        let files = self.policy_files()?;
         std::fs::create_dir_all(&self.dir).map_err(|source| IpcError::Socket { what: "the ipc directory", source })?;
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700));
@@ -283,13 +289,25 @@ impl IpcRouter {
         let child = command.spawn().map_err(|source| IpcError::Spawn { binary: self.binary.clone(), source })?;
         drop(theirs);
         let control = Arc::new(ours);
-        send(&control, &ToRouter::Policy { files }, None, "the policy")?;
+        send(&control, &ToRouter::Policy { files: files.clone() }, None, "the policy")?;
+        inner.policy_sent = files;
         inner.generation += 1;
         let generation = inner.generation;
         inner.running = Some(Running { child, control: control.clone() });
         let _ = self.store.audit("ipc-router", "", &format!("started (generation {generation})"));
         self.spawn_reader(control, generation);
         Ok(())
+    }
+
+    /// The policy's files, as the router loads them.
+    fn policy_files(&self) -> Result<Vec<(String, String)>, IpcError> {
+        Ok(self
+            .policy
+            .read()
+            .map_err(|e| IpcError::Policy(e.to_string()))?
+            .into_iter()
+            .map(|(path, text)| (path.display().to_string(), text))
+            .collect())
     }
 
     /// Reads the router's messages until it goes away.

@@ -234,6 +234,9 @@ struct Conn {
     peer_eof: bool,
     /// The peer will receive no more.
     peer_no_rcv: bool,
+    /// The peer forgot the connection after a clean close (its `RST`
+    /// came after its `SHUTDOWN`): what arrived stays readable.
+    peer_gone: bool,
     /// We sent `SHUTDOWN` with `SEND`.
     shut_send: bool,
     /// A `try_send` found no credit: report [`Event::Writable`] later.
@@ -261,6 +264,7 @@ impl Conn {
             tx_cnt: 0,
             peer_eof: false,
             peer_no_rcv: false,
+            peer_gone: false,
             shut_send: false,
             wants_credit: false,
             credit_requested: false,
@@ -541,7 +545,7 @@ impl<T: Transport> Ipc<T> {
         let Some(i) = self.conns.iter().position(|c| c.id == id) else { return };
         let c = &self.conns[i];
         let both_done = c.shut_send && c.peer_eof;
-        if c.alive() && !both_done {
+        if c.alive() && !both_done && !c.peer_gone {
             let _ = self.send_control(id, op::SHUTDOWN, shutdown::SEND | shutdown::RCV);
         }
         self.conns.swap_remove(i);
@@ -742,6 +746,13 @@ impl Proto<'_> {
                 // Outgoing calls send their line next (`flush_control`);
                 // raw connections just stay there.
                 c.state = ConnState::Calling;
+            }
+            op::RST if c.state == ConnState::Open && c.peer_eof => {
+                // The end of a clean close (virtio 5.10.6.6: SHUTDOWN, then
+                // RST from the peer): not an error; unread data stays.
+                c.peer_gone = true;
+                c.peer_no_rcv = true;
+                return;
             }
             op::RST => {
                 let e = IpcError::Reset;

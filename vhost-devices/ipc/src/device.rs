@@ -174,7 +174,10 @@ impl IpcBackend {
             {
                 let mut hub = self.0.hub.lock();
                 match packet {
-                    Some(Ok(header)) => hub.router.receive(self.0.cid, &header, &payload, Instant::now()),
+                    Some(Ok(header)) => {
+                        log::trace!("cid {}: tx {header:?} ({} bytes)", self.0.cid, payload.len());
+                        hub.router.receive(self.0.cid, &header, &payload, Instant::now())
+                    }
                     Some(Err(kind)) => hub.router.bad_packet(self.0.cid, kind),
                     None => hub.router.bad_packet(self.0.cid, BadPacket::Chain),
                 }
@@ -221,6 +224,7 @@ impl IpcBackend {
                 state.get_queue_mut().go_to_previous_position();
                 break;
             };
+            log::trace!("cid {}: rx {:?} ({} bytes)", self.0.cid, packet.header, packet.payload.len());
             bytes.copy_from_slice(packet.header.as_bytes());
             let written = writer.write_all(&bytes).and_then(|()| writer.write_all(&packet.payload));
             let len = if written.is_ok() { u32::try_from(HEADER_SIZE + packet.payload.len()).unwrap_or(0) } else { 0 };

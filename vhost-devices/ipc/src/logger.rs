@@ -8,7 +8,7 @@ struct StderrLogger;
 
 impl log::Log for StderrLogger {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.level() <= log::Level::Info
+        metadata.level() <= log::max_level()
     }
 
     fn log(&self, record: &log::Record<'_>) {
@@ -32,6 +32,12 @@ static LOGGER: StderrLogger = StderrLogger;
 /// already set.
 pub fn init_logging() {
     if log::set_logger(&LOGGER).is_ok() {
-        log::set_max_level(log::LevelFilter::Info);
+        // `WARD_LOG=trace` shows every packet a guest sends.
+        let level = match std::env::var("WARD_LOG").as_deref() {
+            Ok("trace") => log::LevelFilter::Trace,
+            Ok("debug") => log::LevelFilter::Debug,
+            _ => log::LevelFilter::Info,
+        };
+        log::set_max_level(level);
     }
 }

@@ -391,6 +391,35 @@ fn shutdown_ends_the_stream_after_its_data_and_rst_resets_it() {
 }
 
 #[test]
+fn an_rst_after_the_peers_shutdown_is_a_clean_close_that_keeps_the_data() {
+    // virtio 5.10.6.6: a clean disconnect is SHUTDOWN, then RST from the
+    // peer. The router sends exactly that once a call is done.
+    let mut ipc = with_peer(b"OK\n");
+    if let Some(p) = ipc.transport_mut().peer.as_mut() {
+        p.echo = false;
+    }
+    let c = ipc.connect("vault", "echo").unwrap();
+    let port = ipc.transport_mut().sent.iter().find(|(h, _)| h.op == op::REQUEST).map(|(h, _)| h.src_port).unwrap();
+    let mut shut = packet(&hdr(CALL_PORT, port, op::SHUTDOWN, 0), &[]);
+    shut[32..36].copy_from_slice(&shutdown::SEND.to_le_bytes());
+    let net = ipc.transport_mut();
+    net.inbox.push_back(packet(&hdr(CALL_PORT, port, op::RW, 4), b"last"));
+    net.inbox.push_back(shut);
+    net.inbox.push_back(packet(&hdr(CALL_PORT, port, op::RST, 0), &[]));
+    let mut events = Vec::new();
+    ipc.poll(Some(0), &mut events).unwrap();
+    assert!(!events.iter().any(|e| matches!(e, Event::Failed(..))), "{events:?}");
+    let mut buf = [0u8; 8];
+    assert_eq!(ipc.try_recv(c, &mut buf), Ok(4));
+    assert_eq!(&buf[..4], b"last");
+    assert_eq!(ipc.try_recv(c, &mut buf), Ok(0), "then the end, not an error");
+    assert_eq!(ipc.try_send(c, b"x"), Err(IpcError::Closed), "the peer is gone");
+    let before = ipc.transport_mut().sent.len();
+    ipc.close(c);
+    assert_eq!(ipc.transport_mut().sent.len(), before, "nothing to tell a peer that forgot the connection");
+}
+
+#[test]
 fn a_transport_reset_fails_every_connection_and_new_calls_work() {
     let mut ipc = with_peer(b"OK\n");
     ipc.listen("echo").unwrap();
