@@ -204,7 +204,7 @@ fn a_denied_call_fails_at_once_with_a_clear_error_and_an_audit_line() {
 #[test]
 fn an_ask_is_answered_through_the_command_line() {
     let d = Daemon::start("ask", &["--ask-timeout", "120"]);
-    d.run("beta", "sleep 1");
+    d.run("beta", "serve asked");
     d.run("alpha", "call beta asked 1000,call beta asked 1000");
     let answer = |allow: bool| {
         let mut id = String::new();

@@ -146,14 +146,24 @@ pub struct VsockInfo {
 }
 
 /// [`crate::syscall::VSOCK_RECV`]'s result when the device reset every
-/// connection (low 32 bits hold the buffer index otherwise).
-pub const RECV_TRANSPORT_RESET: u64 = u64::MAX;
+/// connection (otherwise the buffer index is in the high 32 bits and the
+/// length in the low ones). Positive as a signed result, like every
+/// success: values with the top bit set are errors
+/// ([`crate::syscall::decode`]).
+pub const RECV_TRANSPORT_RESET: u64 = 0x7fff_ffff_0000_0000;
 /// [`crate::syscall::VSOCK_RECV`]'s `done` argument when no buffer is given back.
 pub const NO_BUFFER: u64 = u64::MAX;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_transport_reset_is_a_success_result_and_no_buffer() {
+        assert_eq!(crate::syscall::decode(RECV_TRANSPORT_RESET), Ok(RECV_TRANSPORT_RESET));
+        // No buffer index reaches it (there are a handful of buffers).
+        assert!(RECV_TRANSPORT_RESET >> 32 > u64::from(u16::MAX));
+    }
 
     #[test]
     fn header_is_44_bytes() {

@@ -20,7 +20,8 @@
 //!   and those our own 64-connection limit refused), then closes them;
 //! - `flood-garbage N`: N malformed packets straight to the device:
 //!   `ipc: flood-garbage N: sent=S errors=E` (E: refused by the kernel);
-//! - `sleep MS`: serves for MS milliseconds (no output).
+//! - `sleep MS`: serves for MS milliseconds (no output);
+//! - `serve SERVICE`: also serves SERVICE, as an echo (no output).
 //!
 //! A step that fails as a whole prints `ipc: STEP: failed: CODE: MESSAGE`.
 
@@ -120,14 +121,8 @@ impl Peer {
         self.ipc.poll(timeout_ns, &mut events)?;
         while let Some(a) = self.ipc.try_accept() {
             let name = a.service.split('+').next().unwrap_or("");
-            let service = match name {
-                "echo" => Service::Echo,
-                "sink" => Service::Sink,
-                _ => {
-                    self.ipc.close(a.conn);
-                    continue;
-                }
-            };
+            // `sink` sinks; every other service listened for echoes.
+            let service = if name == "sink" { Service::Sink } else { Service::Echo };
             self.served.push(Served {
                 conn: a.conn,
                 service,
@@ -465,6 +460,7 @@ impl Peer {
             (Some("flood-connect"), 2) if num(1).is_some() => self.flood_connect(num(1).unwrap_or(0)),
             (Some("flood-garbage"), 2) if num(1).is_some() => self.flood_garbage(num(1).unwrap_or(0)),
             (Some("sleep"), 2) if num(1).is_some() => self.idle(num(1).unwrap_or(0)).map_err(Failure::from),
+            (Some("serve"), 2) => self.ipc.listen(words[1]).map_err(Failure::from),
             _ => Err(failure("bad-step", "see ipc_peer.rs for the steps")),
         };
         if let Err(Failure(code, message)) = result {
