@@ -272,12 +272,12 @@ fn a_flooding_guest_is_limited_and_hurts_nobody_else() {
     d.run("beta", "sleep 3000,call gamma echo 1048576");
     d.run("alpha", "flood-connect 200,flood-garbage 5000,call beta echo 1000");
     let flood = d.line("alpha", "ipc: flood-connect 200", Duration::from_secs(120));
-    let accepted: u32 = flood
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("accepted="))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(u32::MAX);
-    assert!(accepted <= 64, "at most 64 connections per compartment: {flood}");
+    let count = |key: &str| -> u32 {
+        flood.split_whitespace().find_map(|w| w.strip_prefix(key)).and_then(|n| n.parse().ok()).unwrap_or(u32::MAX)
+    };
+    let (accepted, refused) = (count("accepted="), count("refused="));
+    assert!((1..=64).contains(&accepted), "at most 64 connections per compartment: {flood}");
+    assert!(refused >= 64, "the rest are refused: {flood}");
     d.line("alpha", "ipc: flood-garbage 5000", Duration::from_secs(120));
     // The flooder itself still works, and so do the others.
     let own = d.line("alpha", "ipc: call beta echo 1000", Duration::from_secs(120));

@@ -210,6 +210,8 @@ pub struct Stats {
     pub bad_packets: u64,
     /// Packets for connections we do not have (answered with `RST`).
     pub unknown_connection: u64,
+    /// `RST`s for connections we do not have (dropped).
+    pub stray_rst: u64,
     /// Connections refused because [`MAX_CONNECTIONS`] were open.
     pub refused: u64,
 }
@@ -813,6 +815,7 @@ impl Proto<'_> {
     fn new_connection(&mut self, h: &Header) {
         let (local, peer) = (h.dst_port, h.src_port);
         if h.op == op::RST {
+            self.stats.stray_rst += 1;
             return;
         }
         let listening = self.listeners.iter().any(|(p, _)| *p == local);
