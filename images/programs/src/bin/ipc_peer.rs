@@ -35,11 +35,11 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use ward_programs::parse_u64;
 use ward_abi::vsock::{CALL_PORT, Header, ROUTER_CID, TYPE_STREAM, op};
+use ward_programs::parse_u64;
 use ward_rt::ipc::{ConnId, ConnState, Device, Ipc, IpcError};
-use zerocopy::IntoBytes;
 use ward_rt::{println, sys};
+use zerocopy::IntoBytes;
 
 ward_rt::entry!(main);
 
