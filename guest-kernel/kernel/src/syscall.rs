@@ -325,6 +325,15 @@ enum Io {
     Random,
 }
 
+/// [`user_buffers`] for a request the device must take whole (in at most
+/// `max_pieces` pieces): a range it would cut short is a bad argument.
+fn whole_user_buffer(k: &mut Kernel, addr: u64, len: u64, device_writes: bool, max_pieces: usize) -> Result<(), Error> {
+    match user_buffers(k, addr, len, device_writes, max_pieces, 1)? {
+        got if got == len => Ok(()),
+        _ => Err(Error::BadArgument),
+    }
+}
+
 /// Checks the running process's `addr..addr + len` for a device and
 /// resolves it into `k.devices.io` (at most `max_pieces` pieces, whole
 /// `granule`s); returns the bytes covered.
@@ -452,16 +461,9 @@ fn sys_blk_simple(k: &mut Kernel, frame: &mut TrapFrame, dev: u64, kind: u32, ad
         return;
     };
     if len > 0 {
-        match user_buffers(k, addr, len, true, 2, 1) {
-            Ok(got) if got == len => {}
-            Ok(_) => {
-                frame.rax = Error::BadArgument.to_return();
-                return;
-            }
-            Err(e) => {
-                frame.rax = e.to_return();
-                return;
-            }
+        if let Err(e) = whole_user_buffer(k, addr, len, true, 2) {
+            frame.rax = e.to_return();
+            return;
         }
     }
     let crate::virtio::Devices { blocks, io, .. } = &mut k.devices;
@@ -567,16 +569,9 @@ fn sys_vsock_send(k: &mut Kernel, pid: Pid, frame: &mut TrapFrame, addr: u64, le
         frame.rax = Error::BadArgument.to_return();
         return;
     }
-    match user_buffers(k, addr, len, false, max_pieces, 1) {
-        Ok(got) if got == len => {}
-        Ok(_) => {
-            frame.rax = Error::BadArgument.to_return();
-            return;
-        }
-        Err(e) => {
-            frame.rax = e.to_return();
-            return;
-        }
+    if let Err(e) = whole_user_buffer(k, addr, len, false, max_pieces) {
+        frame.rax = e.to_return();
+        return;
     }
     let crate::virtio::Devices { vsock, io, .. } = &mut k.devices;
     let queued = vsock.as_mut().map_or(Err(Error::NoSuchDevice), |v| v.send(pid, resolved(io, false)));
