@@ -285,4 +285,25 @@ fn a_flooding_guest_is_limited_and_hurts_nobody_else() {
     let other = d.line("beta", "ipc: call gamma echo 1048576", Duration::from_secs(120));
     assert!(other.contains(": ok"), "{other}");
     assert_eq!(d.ok(&["ls"]).lines().filter(|l| l.contains("running")).count(), 3);
+    // The router survived it, jailed under its own uid.
+    let waiter = d.router().unwrap();
+    let jailed = children(waiter);
+    assert_eq!(jailed.len(), 1, "the router runs as the child of its waiter: {jailed:?}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", jailed[0])).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or_default().to_owned();
+    let expected = ward_compartments::daemon::supervisor::IPC_ROUTER_UID.to_string();
+    assert!(uid.split_whitespace().skip(1).all(|u| u == expected), "{uid}");
+}
+
+/// The processes whose parent is `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let ppid = stat.rfind(')').and_then(|i| stat.get(i + 2..)?.split(' ').nth(1)?.parse::<u32>().ok());
+            ppid == Some(pid)
+        })
+        .collect()
 }

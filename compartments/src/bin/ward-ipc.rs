@@ -4,13 +4,14 @@
 //! `ward-ipc [--control-fd N] [--no-jail]` serves the control socket
 //! inherited as descriptor `N` (3 by default) until it closes. Unless
 //! `--no-jail` is given it first jails itself as a VMM does (its own PID
-//! namespace, an empty root, an unprivileged identity, `no_new_privs`,
+//! namespace, an empty root, its own unprivileged uid (`IPC_ROUTER_UID`), `no_new_privs`,
 //! limits, every other descriptor closed); its threads then add their
 //! seccomp filters. Log lines go to standard error, prefixed `ward-ipc:`.
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::process::ExitCode;
 
+use ward_compartments::daemon::supervisor::IPC_ROUTER_UID;
 use ward_compartments::jail::{self, JailSpec, PidNamespace};
 
 /// Descriptors the router may hold: a dozen per compartment (vhost-user
@@ -44,6 +45,9 @@ fn main() -> ExitCode {
             Err(e) => eprintln!("ward-ipc: no PID namespace: {e}"),
         }
         let mut spec = JailSpec::new("ward-ipc", 0, vec![control_fd]);
+        // An identity of its own: no compartment's VMM, and nothing else
+        // on the host, runs as it.
+        (spec.uid, spec.gid) = (IPC_ROUTER_UID, IPC_ROUTER_UID);
         // It maps the memory of every compartment it serves.
         spec.limits.address_space = u64::MAX;
         spec.limits.open_files = spec.limits.open_files.max(OPEN_FILES);

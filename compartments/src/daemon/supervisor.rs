@@ -33,6 +33,9 @@ use crate::vmm_spec::{ExitRecord, VmmSpec, VsockSpec};
 pub const COMPARTMENT_UID_BASE: u32 = 2_100_000_000;
 /// How many compartment uids there are.
 pub const COMPARTMENT_UIDS: u32 = 1_000_000;
+/// The uid (and gid) of the IPC router `ward-ipc`: its own, just below the
+/// compartments', shared with nothing.
+pub const IPC_ROUTER_UID: u32 = COMPARTMENT_UID_BASE - 1;
 
 /// How long console input waits for a guest that does not read.
 const INPUT_TIMEOUT: Duration = Duration::from_secs(5);
