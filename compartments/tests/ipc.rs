@@ -293,6 +293,11 @@ fn a_flooding_guest_is_limited_and_hurts_nobody_else() {
     let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or_default().to_owned();
     let expected = ward_compartments::daemon::supervisor::IPC_ROUTER_UID.to_string();
     assert!(uid.split_whitespace().skip(1).all(|u| u == expected), "{uid}");
+    // In a cgroup of its own, whose name no compartment may take.
+    let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", jailed[0])).unwrap();
+    assert!(cgroup.contains("/ward/ward-ipc"), "{cgroup}");
+    let taken = d.ward(&["create", "ward-ipc"]);
+    assert!(String::from_utf8_lossy(&taken.stderr).contains("reserved for the IPC router"), "{taken:?}");
 }
 
 /// The processes whose parent is `pid`.

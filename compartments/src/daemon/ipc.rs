@@ -25,6 +25,8 @@ use serde::{Deserialize, Serialize};
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 use super::state::Store;
+use super::supervisor::join_in_child;
+use crate::jail::{Cgroup, CgroupLimits, CpuMax};
 use crate::policy_source::PolicySource;
 
 /// How long an `ask` waits for the user by default.
@@ -33,6 +35,13 @@ pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_MESSAGE: usize = 1 << 20;
 /// Longest wait between router restarts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The router's cgroup (`ward/ward-ipc`); no compartment may take the name.
+pub const ROUTER_CGROUP: &str = "ward-ipc";
+/// The router's limits: one CPU, its tasks (two per compartment), and the
+/// memory it touches (its buffers, up to 512 KiB a call, and the guests'
+/// receive buffers it fills first).
+const ROUTER_LIMITS: CgroupLimits =
+    CgroupLimits { memory_max: 2 << 30, cpu: Some(CpuMax { quota_us: 100_000, period_us: 100_000 }), pids_max: 16_384 };
 
 /// Running the router or talking to it failed.
 #[derive(Debug, thiserror::Error)]
@@ -279,6 +288,14 @@ impl IpcRouter {
         command.arg("--control-fd").arg(fd.to_string()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(errors);
         if !self.jail {
             command.arg("--no-jail");
+        }
+        if self.jail {
+            match Cgroup::create(ROUTER_CGROUP, &ROUTER_LIMITS) {
+                Ok(cgroup) => join_in_child(&mut command, &cgroup),
+                Err(e) => {
+                    let _ = self.store.audit("cgroup-unavailable", ROUTER_CGROUP, &e.to_string());
+                }
+            }
         }
         // SAFETY: the closure only calls fcntl (async-signal-safe) in the
         // child between fork and exec.

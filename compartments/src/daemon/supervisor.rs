@@ -246,6 +246,9 @@ impl Supervisor {
         let CreateArgs { name, image, memory_mib, cmdline, disks, disposable } = args;
         let (name, disposable) = (name.as_str(), *disposable);
         let valid = CompartmentName::new(name).map_err(|e| OpError(ErrorKind::Denied, e.to_string()))?;
+        if name == super::ipc::ROUTER_CGROUP {
+            return Err(OpError(ErrorKind::Denied, format!("the name {name} is reserved for the IPC router")));
+        }
         let _guard = lock(&self.ops);
         if self.store.get(name)?.is_some() {
             return Err(OpError(ErrorKind::Exists, format!("compartment {name} exists")));
@@ -423,7 +426,6 @@ impl Supervisor {
     /// so everything it starts is limited too. A host without the cgroup
     /// controllers gets the VMM without them, reported once in the audit.
     fn cgroup_for(&self, rec: &Record, command: &mut Command) -> Option<Cgroup> {
-        use std::os::unix::process::CommandExt;
         let cgroup = match Cgroup::create(&rec.name, &CgroupLimits::for_guest(rec.memory_mib << 20)) {
             Ok(c) => c,
             Err(e) => {
@@ -436,39 +438,7 @@ impl Supervisor {
         if !missing.is_empty() {
             let _ = self.store.audit("cgroup-partial", &rec.name, &missing.join("; "));
         }
-        let procs: Vec<std::ffi::CString> = cgroup
-            .paths()
-            .iter()
-            .filter_map(|dir| {
-                std::ffi::CString::new(dir.join("cgroup.procs").into_os_string().into_encoded_bytes()).ok()
-            })
-            .collect();
-        // SAFETY: runs in the forked child before exec; it only calls
-        // open/write/close (async-signal-safe) on paths allocated before the
-        // fork, and allocates nothing (an OS error is a plain code). A VMM
-        // that cannot join its group does not start: wardd must not believe
-        // a compartment limited that is not.
-        unsafe {
-            command.pre_exec(move || {
-                for path in &procs {
-                    let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                    if fd < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    let written = libc::write(fd, c"0".as_ptr().cast(), 1);
-                    let error = if written < 0 {
-                        std::io::Error::last_os_error()
-                    } else {
-                        std::io::Error::from_raw_os_error(libc::EIO)
-                    };
-                    libc::close(fd);
-                    if written != 1 {
-                        return Err(error);
-                    }
-                }
-                Ok(())
-            });
-        }
+        join_in_child(command, &cgroup);
         Some(cgroup)
     }
 
@@ -800,6 +770,42 @@ impl Supervisor {
                 }
             });
         }
+    }
+}
+
+/// Has the process `command` starts join `cgroup` before it runs a single
+/// instruction of its own. A process that cannot join does not start:
+/// wardd must not believe a process limited that is not.
+pub fn join_in_child(command: &mut Command, cgroup: &Cgroup) {
+    use std::os::unix::process::CommandExt;
+    let procs: Vec<std::ffi::CString> = cgroup
+        .paths()
+        .iter()
+        .filter_map(|dir| std::ffi::CString::new(dir.join("cgroup.procs").into_os_string().into_encoded_bytes()).ok())
+        .collect();
+    // SAFETY: runs in the forked child before exec; it only calls
+    // open/write/close (async-signal-safe) on paths allocated before the
+    // fork, and allocates nothing (an OS error is a plain code).
+    unsafe {
+        command.pre_exec(move || {
+            for path in &procs {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let written = libc::write(fd, c"0".as_ptr().cast(), 1);
+                let error = if written < 0 {
+                    std::io::Error::last_os_error()
+                } else {
+                    std::io::Error::from_raw_os_error(libc::EIO)
+                };
+                libc::close(fd);
+                if written != 1 {
+                    return Err(error);
+                }
+            }
+            Ok(())
+        });
     }
 }
 
