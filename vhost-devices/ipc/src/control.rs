@@ -211,7 +211,7 @@ impl Control {
             }
             let events = {
                 let mut hub = self.hub.lock();
-                hub.router.expire_asks(Instant::now());
+                hub.router.expire(Instant::now());
                 let events = hub.router.take_events();
                 hub.wake(&self.hub.control_wake, None);
                 events

@@ -39,6 +39,8 @@ pub const MAX_PENDING_ASKS: usize = 4;
 /// How long the router keeps an ask before it denies it itself (`wardd`
 /// answers first, after its own time-out).
 pub const ASK_EXPIRY: Duration = Duration::from_secs(120);
+/// How long a callee has to answer the router's `REQUEST` for a call.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most queued `RST` answers to stray packets per compartment (more are
 /// dropped).
 pub const MAX_LOOSE: usize = 64;
@@ -236,6 +238,9 @@ struct Leg {
     shut_sent: u32,
     rst_due: bool,
     queued: bool,
+    /// For a callee leg that has not answered: when a tick first saw it
+    /// waiting ([`Router::expire`]).
+    waiting_since: Option<Instant>,
 }
 
 impl Leg {
@@ -260,6 +265,7 @@ impl Leg {
             shut_sent: 0,
             rst_due: false,
             queued: false,
+            waiting_since: None,
         }
     }
 
@@ -929,6 +935,39 @@ impl Router {
     }
 
     /// Denies the asks older than [`ASK_EXPIRY`].
+    /// The periodic tick (about once a second): expires asks nobody
+    /// answered and calls whose callee never answered the router's
+    /// `REQUEST` within [`ANSWER_TIMEOUT`] (a hostile or hung callee cannot
+    /// hold its callers' connections for good).
+    pub fn expire(&mut self, now: Instant) {
+        self.expire_asks(now);
+        let mut silent = Vec::new();
+        for (key, leg) in &mut self.legs {
+            if leg.connected() {
+                continue;
+            }
+            let since = *leg.waiting_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= ANSWER_TIMEOUT {
+                silent.push(*key);
+            }
+        }
+        for key in silent {
+            let Some(leg) = self.forget(key) else { continue };
+            // Tell the callee we gave up, should it answer late.
+            if let Some(compartment) = self.compartments.get_mut(&key.cid)
+                && compartment.loose.len() < MAX_LOOSE
+            {
+                compartment.loose.push_back(router_header(key, op::RST));
+                self.wakeups.insert(key.cid);
+            }
+            if let Some(caller) = leg.peer {
+                let callee = self.compartments.get(&key.cid).map(|c| c.name.clone()).unwrap_or_default();
+                self.fail_call(caller, reply::UNREACHABLE, &format!("{callee} did not answer"));
+            }
+        }
+    }
+
+    /// Expires asks nobody answered in [`ASK_EXPIRY`].
     pub fn expire_asks(&mut self, now: Instant) {
         let old: Vec<u64> = self
             .asks

@@ -86,6 +86,8 @@ struct Guest {
     endpoints: BTreeMap<(u32, u32), Endpoint>,
     /// Service ports it listens on.
     listening: Vec<u32>,
+    /// Never answers a `REQUEST` (a hung or hostile callee).
+    silent: bool,
     outbox: VecDeque<(Header, Vec<u8>)>,
 }
 
@@ -98,6 +100,7 @@ impl Guest {
             tx_payload: 3000,
             endpoints: BTreeMap::new(),
             listening: Vec::new(),
+            silent: false,
             outbox: VecDeque::new(),
         }
     }
@@ -163,6 +166,9 @@ impl Guest {
         assert_eq!(h.len as usize, packet.payload.len());
         assert!(packet.payload.len() <= self.rx_payload, "packet larger than the receive buffer");
         let (local, remote) = (h.dst_port, h.src_port);
+        if h.op == op::REQUEST && self.silent {
+            return;
+        }
         if h.op == op::REQUEST {
             assert!(!self.endpoints.contains_key(&(local, remote)));
             if self.listening.contains(&local) {
@@ -459,6 +465,26 @@ fn callee_not_listening_is_reported() {
     let ep = sim.guest(MAIL).ep(1024, CALL_PORT);
     assert!(ep.received.starts_with(b"ERR not-listening "), "{:?}", String::from_utf8_lossy(&ep.received));
     assert_eq!(sim.router.connections(VAULT), 0);
+}
+
+#[test]
+fn a_callee_that_never_answers_fails_the_call_after_the_timeout() {
+    let mut sim = Sim::new();
+    let port = service_port(b"sign");
+    sim.guest(VAULT).listening.push(port);
+    sim.guest(VAULT).silent = true;
+    sim.call(MAIL, 1024, "CALL vault sign\n");
+    assert!(sim.guest(MAIL).ep(1024, CALL_PORT).received.is_empty(), "still waiting");
+    assert_eq!(sim.router.connections(VAULT), 1);
+    let start = sim.now;
+    sim.router.expire(start);
+    sim.router.expire(start + ANSWER_TIMEOUT / 2);
+    sim.run();
+    assert!(sim.guest(MAIL).ep(1024, CALL_PORT).received.is_empty(), "not yet");
+    sim.router.expire(start + ANSWER_TIMEOUT);
+    sim.run();
+    assert_eq!(sim.guest(MAIL).ep(1024, CALL_PORT).received, b"ERR unreachable vault did not answer\n");
+    assert_eq!(sim.router.connections(VAULT), 0, "the callee's leg is gone");
 }
 
 #[test]
