@@ -235,6 +235,18 @@ fn an_ask_is_answered_through_the_command_line() {
 }
 
 #[test]
+fn an_ask_nobody_answers_is_denied_after_the_timeout() {
+    let d = Daemon::start("ask-timeout", &["--ask-timeout", "2"]);
+    d.run("beta", "serve asked");
+    d.run("alpha", "call beta asked 100");
+    let line = d.line("alpha", "ipc: call beta asked 100", Duration::from_secs(60));
+    assert!(line.contains("failed: denied: no answer"), "{line}");
+    let audit = d.audit();
+    assert!(audit.contains("ipc deny alpha -> beta asked: no answer in 2 s"), "{audit}");
+    assert_eq!(d.ok(&["pending"]).trim(), "no calls are waiting for an answer");
+}
+
+#[test]
 fn a_compartment_without_vsock_has_no_peer() {
     let d = Daemon::start("no-vsock", &[]);
     d.run("loner", "call alpha echo 10");
@@ -254,15 +266,18 @@ fn a_killed_router_resets_calls_and_comes_back() {
     std::thread::sleep(Duration::from_secs(3));
     // SAFETY: signalling a process of this test's daemon.
     unsafe { libc_kill(i32::try_from(first).unwrap(), 9) };
+    // A compartment that starts while the router is down brings it back
+    // for everyone, not only for itself.
+    d.run("gamma", "sleep 1");
     let cut = d.line("alpha", "ipc: call beta echo 1073741824", Duration::from_secs(60));
     assert!(cut.contains("failed"), "{cut}");
     let retry = d.line("alpha", "ipc: retry beta echo 1048576", Duration::from_secs(120));
     assert!(retry.contains(": ok"), "{retry}");
     let second = d.router().unwrap();
     assert_ne!(first, second, "wardd started a new router");
-    // Both compartments lived through it.
+    // The compartments lived through it.
     let ls = d.ok(&["ls"]);
-    assert_eq!(ls.lines().filter(|l| l.contains("running")).count(), 2, "{ls}");
+    assert_eq!(ls.lines().filter(|l| l.contains("running")).count(), 3, "{ls}");
 }
 
 #[test]

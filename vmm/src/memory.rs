@@ -63,13 +63,20 @@ pub fn create_shared(name: &str, mib: u64) -> Result<GuestMemoryMmap, MemoryErro
         .map_err(|_| MemoryError::Memfd { mib, source: std::io::Error::from(std::io::ErrorKind::InvalidInput) })?;
     // SAFETY: `label` is a NUL-terminated string alive for the call; the
     // result is checked and owned below.
-    let fd = unsafe { libc::memfd_create(label.as_ptr(), libc::MFD_CLOEXEC) };
+    let fd = unsafe { libc::memfd_create(label.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     if fd < 0 {
         return Err(MemoryError::Memfd { mib, source: std::io::Error::last_os_error() });
     }
     // SAFETY: `fd` was just returned by memfd_create and nothing else owns it.
     let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     file.set_len(size as u64).map_err(|source| MemoryError::Memfd { mib, source })?;
+    // The backend gets this file: sealed, it can neither shrink it (the
+    // VMM would die of SIGBUS touching guest memory) nor grow it.
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    // SAFETY: fcntl on our own open descriptor with plain integers; checked.
+    if unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&file), libc::F_ADD_SEALS, seals) } != 0 {
+        return Err(MemoryError::Memfd { mib, source: std::io::Error::last_os_error() });
+    }
     let ranges = [(GuestAddress(0), size, Some(vm_memory::FileOffset::new(file, 0)))];
     GuestMemoryMmap::from_ranges_with_files(ranges).map_err(|source| MemoryError::Map { mib, source })
 }
@@ -151,6 +158,7 @@ mod tests {
         let mut word = [0u8; 4];
         std::os::unix::fs::FileExt::read_exact_at(file, &mut word, 15 << 20).unwrap();
         assert_eq!(u32::from_le_bytes(word), 0x1234_5678, "the file holds what the guest wrote");
+        assert!(file.set_len(1 << 20).is_err(), "sealed: a backend cannot shrink guest memory");
     }
 
     #[test]

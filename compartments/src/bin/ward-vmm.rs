@@ -189,10 +189,12 @@ impl Opened {
         let vsock = spec
             .vsock
             .map(|v| {
-                Ok::<_, String>((
-                    inherited(v.backend_fd, "vsock backend")?,
-                    inherited(v.reconnect_fd, "vsock reconnect")?,
-                ))
+                // Two descriptors, each with one owner. (Those opened above
+                // cannot have their numbers: they were open at exec.)
+                if v.backend_fd == v.reconnect_fd {
+                    return Err(format!("the vsock descriptors are both {}", v.backend_fd));
+                }
+                Ok((inherited(v.backend_fd, "vsock backend")?, inherited(v.reconnect_fd, "vsock reconnect")?))
             })
             .transpose()?;
         Ok(Self { kvm: kvm.into(), log, exit, disks, vsock })
@@ -264,11 +266,10 @@ fn run(
                 .zip(disks)
                 .map(|(d, file)| DiskConfig { opened: Some(Arc::new(file)), ..DiskConfig::at(&d.path, d.read_only) })
                 .collect(),
-            vsock: spec.vsock.zip(vsock).map(|(v, (backend, reconnect))| VsockConfig {
-                cid: v.cid,
-                backend: Arc::new(backend),
-                reconnect: Some(Arc::new(reconnect)),
-            }),
+            vsock: spec
+                .vsock
+                .zip(vsock)
+                .map(|(v, (backend, reconnect))| VsockConfig::new(v.cid, backend, Some(reconnect))),
         },
         // This thread writes the exit record after the run: only the VMM's
         // own threads are filtered.

@@ -33,6 +33,8 @@ use crate::policy_source::PolicySource;
 pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest control message (a policy), bytes.
 const MAX_MESSAGE: usize = 1 << 20;
+/// Longest a send to the router or to a VMM's reconnect socket may block.
+const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait between router restarts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The router's cgroup (`ward/ward-ipc`); no compartment may take the name.
@@ -85,10 +87,23 @@ pub enum IpcError {
 #[derive(Debug, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum ToRouter<'a> {
-    Policy { files: Vec<(String, String)> },
-    Attach { name: &'a str, cid: u64, fresh: bool },
-    Detach { name: &'a str },
-    Answer { id: u64, allow: bool },
+    Policy {
+        files: Vec<(String, String)>,
+    },
+    Attach {
+        name: &'a str,
+        cid: u64,
+        fresh: bool,
+    },
+    Detach {
+        name: &'a str,
+    },
+    Answer {
+        id: u64,
+        allow: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        no_answer_after_s: Option<u64>,
+    },
 }
 
 /// A message from the router.
@@ -222,40 +237,76 @@ impl IpcRouter {
     /// reconnect socket.
     pub fn attach(&self, name: &str, cid: u64) -> Result<(OwnedFd, OwnedFd), IpcError> {
         let mut inner = lock(&self.inner);
+        match self.try_attach(&mut inner, name, cid) {
+            // The router died just now (its reader has not noticed yet):
+            // replace it at once, then attach to the new one.
+            Err(IpcError::Send { .. }) => {
+                if let Some(mut dead) = inner.running.take() {
+                    let _ = dead.child.kill();
+                    let status = dead.child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                    let _ = self.store.audit("ipc-router", "", &format!("ended: {status}"));
+                }
+                self.try_attach(&mut inner, name, cid)
+            }
+            other => other,
+        }
+    }
+
+    /// [`Self::attach`], once (the lock is held).
+    fn try_attach(&self, inner: &mut Inner, name: &str, cid: u64) -> Result<(OwnedFd, OwnedFd), IpcError> {
         if inner.running.is_none() {
-            self.start(&mut inner)?;
+            // Not started yet, or dead and waiting for its backoff: start
+            // it now, reconnecting whoever was attached to the old one.
+            inner.restart_at = None;
+            self.restart(inner)?;
         } else {
             // The policy may have changed since the router got it (a new
             // compartment, new rules): it decides with what wardd grants.
             let files = self.policy_files()?;
-            if files != inner.policy_sent
-                && let Some(running) = &inner.running
-            {
-                send(&running.control, &ToRouter::Policy { files: files.clone() }, None, "the policy")?;
+            if files != inner.policy_sent {
+                self.send_or_kill(inner, &ToRouter::Policy { files: files.clone() }, None, "the policy")?;
                 inner.policy_sent = files;
             }
         }
         let (ours, theirs) =
             seqpacket_pair().map_err(|source| IpcError::Socket { what: "a reconnect socket", source })?;
-        let stream = self.connect_one(&inner, name, cid, true)?;
+        ours.set_write_timeout(Some(SEND_TIMEOUT))
+            .map_err(|source| IpcError::Socket { what: "a reconnect socket", source })?;
+        let stream = self.connect_one(inner, name, cid, true)?;
         inner.attached.insert(name.to_owned(), Attached { cid, reconnect: ours });
         Ok((OwnedFd::from(stream), OwnedFd::from(theirs)))
+    }
+
+    /// Sends a message to the running router; a router that does not take
+    /// it within [`SEND_TIMEOUT`] is killed (and restarted by
+    /// [`Self::supervise`]): wardd never waits on it for long.
+    fn send_or_kill(
+        &self,
+        inner: &mut Inner,
+        message: &ToRouter<'_>,
+        fd: Option<i32>,
+        what: &'static str,
+    ) -> Result<(), IpcError> {
+        let running = inner.running.as_mut().ok_or(IpcError::NotRunning)?;
+        let result = send(&running.control, message, fd, what);
+        if result.is_err() {
+            log::warn!("the IPC router does not take messages; killing it");
+            let _ = running.child.kill();
+        }
+        result
     }
 
     /// Compartment `name` stopped: the router drops its connections.
     pub fn detach(&self, name: &str) {
         let mut inner = lock(&self.inner);
-        if inner.attached.remove(name).is_some()
-            && let Some(running) = &inner.running
-        {
-            let _ = send(&running.control, &ToRouter::Detach { name }, None, "a detach");
+        if inner.attached.remove(name).is_some() && inner.running.is_some() {
+            let _ = self.send_or_kill(&mut inner, &ToRouter::Detach { name }, None, "a detach");
         }
     }
 
     /// Makes one vhost-user connection for `name` and hands the router its
     /// listening end; returns the VMM's end.
-    fn connect_one(&self, inner: &Inner, name: &str, cid: u64, fresh: bool) -> Result<UnixStream, IpcError> {
-        let running = inner.running.as_ref().ok_or(IpcError::NotRunning)?;
+    fn connect_one(&self, inner: &mut Inner, name: &str, cid: u64, fresh: bool) -> Result<UnixStream, IpcError> {
         let socket = |source| IpcError::Socket { what: "a vhost-user connection", source };
         std::fs::create_dir_all(&self.dir).map_err(socket)?;
         let n = self.sequence.fetch_add(1, Ordering::Relaxed);
@@ -266,7 +317,7 @@ impl IpcRouter {
         // From here nobody can connect: the listener holds one connection.
         let _ = std::fs::remove_file(&path);
         let stream = stream.map_err(socket)?;
-        send(&running.control, &ToRouter::Attach { name, cid, fresh }, Some(listener.as_raw_fd()), "an attach")?;
+        self.send_or_kill(inner, &ToRouter::Attach { name, cid, fresh }, Some(listener.as_raw_fd()), "an attach")?;
         Ok(stream)
     }
 
@@ -278,6 +329,11 @@ impl IpcRouter {
         let _ = std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700));
         let (ours, theirs) =
             seqpacket_pair().map_err(|source| IpcError::Socket { what: "the control socket", source })?;
+        // Room for a policy in one message, and no send that blocks for
+        // long: a router that stops reading is killed, not waited for.
+        set_send_buffer(&ours, MAX_MESSAGE);
+        ours.set_write_timeout(Some(SEND_TIMEOUT))
+            .map_err(|source| IpcError::Socket { what: "the control socket", source })?;
         let errors = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -303,10 +359,14 @@ impl IpcRouter {
             use std::os::unix::process::CommandExt;
             command.pre_exec(move || inherit_in_child(&[fd]));
         }
-        let child = command.spawn().map_err(|source| IpcError::Spawn { binary: self.binary.clone(), source })?;
+        let mut child = command.spawn().map_err(|source| IpcError::Spawn { binary: self.binary.clone(), source })?;
         drop(theirs);
         let control = Arc::new(ours);
-        send(&control, &ToRouter::Policy { files: files.clone() }, None, "the policy")?;
+        if let Err(e) = send(&control, &ToRouter::Policy { files: files.clone() }, None, "the policy") {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
         inner.policy_sent = files;
         inner.generation += 1;
         let generation = inner.generation;
@@ -335,8 +395,10 @@ impl IpcRouter {
             let mut buf = vec![0u8; MAX_MESSAGE];
             loop {
                 let n = match control.recv(&mut buf) {
-                    Ok(0) | Err(_) => break,
+                    Ok(0) => break,
                     Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
                 };
                 match serde_json::from_slice::<FromRouter>(&buf[..n]) {
                     Ok(FromRouter::Ready) => log::info!("IPC router ready"),
@@ -351,18 +413,28 @@ impl IpcRouter {
                     Err(e) => log::warn!("IPC router sent a message wardd does not understand: {e}"),
                 }
             }
-            let mut inner = lock(&inner);
-            // Its asks die with it: the callers see their connection reset.
-            inner.pending.retain(|_, (_, made_by, _)| *made_by != generation);
-            if inner.generation == generation
-                && let Some(mut running) = inner.running.take()
-            {
+            let ended = {
+                let mut inner = lock(&inner);
+                // Its asks die with it: the callers see their connection reset.
+                inner.pending.retain(|_, (_, made_by, _)| *made_by != generation);
+                if inner.generation == generation
+                    && let Some(running) = inner.running.take()
+                {
+                    inner.failures += 1;
+                    let backoff = Duration::from_millis(100 << inner.failures.min(6)).min(MAX_BACKOFF);
+                    inner.restart_at = Some(Instant::now() + backoff);
+                    Some(running)
+                } else {
+                    None
+                }
+            };
+            // Outside the lock: a router that closed its socket but lives
+            // on is killed, never waited for with wardd stalled.
+            if let Some(mut running) = ended {
+                let _ = running.child.kill();
                 let status = running.child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
                 log::warn!("IPC router ended ({status}); restarting it");
                 let _ = store.audit("ipc-router", "", &format!("ended: {status}"));
-                inner.failures += 1;
-                let backoff = Duration::from_millis(100 << inner.failures.min(6)).min(MAX_BACKOFF);
-                inner.restart_at = Some(Instant::now() + backoff);
             }
         });
         if let Err(e) = spawned {
@@ -383,16 +455,10 @@ impl IpcRouter {
             .map(|(&id, _)| id)
             .collect();
         for id in expired {
-            if let Some((ask, _, _)) = inner.pending.remove(&id) {
-                let secs = self.ask_timeout.as_secs();
-                let _ = self.store.audit(
-                    "ipc",
-                    "deny",
-                    &format!("{} -> {} {}: no answer in {secs} s", ask.from, ask.to, ask.service),
-                );
-                if let Some(running) = &inner.running {
-                    let _ = send(&running.control, &ToRouter::Answer { id, allow: false }, None, "an answer");
-                }
+            if inner.pending.remove(&id).is_some() && inner.running.is_some() {
+                // The router denies it and audits "no answer in N s".
+                let answer = ToRouter::Answer { id, allow: false, no_answer_after_s: Some(self.ask_timeout.as_secs()) };
+                let _ = self.send_or_kill(&mut inner, &answer, None, "an answer");
             }
         }
         let due = inner.restart_at.is_some_and(|at| now >= at);
@@ -412,7 +478,15 @@ impl IpcRouter {
         self.start(inner)?;
         let compartments: Vec<(String, u64)> = inner.attached.iter().map(|(n, a)| (n.clone(), a.cid)).collect();
         for (name, cid) in compartments {
-            let stream = self.connect_one(inner, &name, cid, false)?;
+            // One compartment that cannot be reconnected does not keep the
+            // others from it.
+            let stream = match self.connect_one(inner, &name, cid, false) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    log::warn!("compartment {name}: {e}");
+                    continue;
+                }
+            };
             if let Some(attached) = inner.attached.get(&name)
                 && let Err(e) = attached.reconnect.send_with_fd(&b"reconnect"[..], stream.as_raw_fd())
             {
@@ -437,8 +511,7 @@ impl IpcRouter {
     pub fn answer(&self, id: u64, allow: bool) -> Result<(), IpcError> {
         let mut inner = lock(&self.inner);
         let (ask, _, _) = inner.pending.remove(&id).ok_or(IpcError::NoSuchAsk(id))?;
-        let running = inner.running.as_ref().ok_or(IpcError::NotRunning)?;
-        send(&running.control, &ToRouter::Answer { id, allow }, None, "an answer")?;
+        self.send_or_kill(&mut inner, &ToRouter::Answer { id, allow, no_answer_after_s: None }, None, "an answer")?;
         let (action, how) = if allow { ("allow", "user allowed") } else { ("deny", "user denied") };
         let _ = self.store.audit("ipc", action, &format!("{} -> {} {}: {how}", ask.from, ask.to, ask.service));
         Ok(())
@@ -457,6 +530,23 @@ impl IpcRouter {
             let _ = running.child.kill();
             let _ = running.child.wait();
         }
+    }
+}
+
+/// Asks for a send buffer of `bytes` on `socket` (the kernel caps it at
+/// `net.core.wmem_max`; a policy larger than what it grants fails to send,
+/// with an error).
+fn set_send_buffer(socket: &UnixDatagram, bytes: usize) {
+    let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads an int from a valid pointer for the call.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            std::ptr::from_ref(&size).cast(),
+            libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(4),
+        );
     }
 }
 

@@ -8,7 +8,7 @@
 //! it left.
 
 use std::collections::HashMap;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -314,11 +314,34 @@ impl Supervisor {
 
     /// Starts the VMM process of `rec` (the ops lock is held).
     fn spawn(&self, rec: &mut Record) -> Result<(), OpError> {
-        let paths = &self.config.paths;
-        let internal = |what: &str, e: std::io::Error| OpError(ErrorKind::Internal, format!("{what}: {e}"));
         if rec.uid.is_none() {
             rec.uid = Some(self.free_uid()?);
         }
+        // IPC: a connection to the router, and the socket a new one comes
+        // on if the router restarts; the VMM inherits both.
+        let vsock = match (rec.devices.vsock, rec.uid) {
+            (true, Some(uid)) => {
+                let cid = ward_abi::vsock::FIRST_GUEST_CID + u64::from(uid.saturating_sub(COMPARTMENT_UID_BASE));
+                let (backend, reconnect) =
+                    self.ipc.attach(&rec.name, cid).map_err(|e| OpError(ErrorKind::Internal, e.to_string()))?;
+                Some((cid, backend, reconnect))
+            }
+            _ => None,
+        };
+        let attached = vsock.is_some();
+        let result = self.spawn_vmm(rec, vsock);
+        if result.is_err() && attached {
+            // No VMM took the connection: the router forgets it.
+            self.ipc.detach(&rec.name);
+        }
+        result
+    }
+
+    /// [`Self::spawn`], once the compartment's IPC connection (if any) is
+    /// made.
+    fn spawn_vmm(&self, rec: &mut Record, vsock: Option<(u64, OwnedFd, OwnedFd)>) -> Result<(), OpError> {
+        let paths = &self.config.paths;
+        let internal = |what: &str, e: std::io::Error| OpError(ErrorKind::Internal, format!("{what}: {e}"));
         let spec = VmmSpec {
             name: rec.name.clone(),
             image: rec.image.clone(),
@@ -333,22 +356,13 @@ impl Supervisor {
             disks: rec.disks.clone(),
             uid: rec.uid,
             console_input: rec.devices.console,
-            vsock: None,
+            vsock: vsock.as_ref().map(|(cid, backend, reconnect)| VsockSpec {
+                cid: *cid,
+                backend_fd: backend.as_raw_fd(),
+                reconnect_fd: reconnect.as_raw_fd(),
+            }),
         };
-        // IPC: a connection to the router, and the socket a new one comes
-        // on if the router restarts; the VMM inherits both.
-        let mut spec = spec;
-        let vsock_fds = match (rec.devices.vsock, rec.uid) {
-            (true, Some(uid)) => {
-                let cid = ward_abi::vsock::FIRST_GUEST_CID + u64::from(uid.saturating_sub(COMPARTMENT_UID_BASE));
-                let (backend, reconnect) =
-                    self.ipc.attach(&rec.name, cid).map_err(|e| OpError(ErrorKind::Internal, e.to_string()))?;
-                spec.vsock =
-                    Some(VsockSpec { cid, backend_fd: backend.as_raw_fd(), reconnect_fd: reconnect.as_raw_fd() });
-                Some((backend, reconnect))
-            }
-            _ => None,
-        };
+        let vsock_fds = vsock.map(|(_, backend, reconnect)| (backend, reconnect));
         let spec_path = paths.spec(&rec.name);
         let json = serde_json::to_vec_pretty(&spec).map_err(|e| OpError(ErrorKind::Internal, e.to_string()))?;
         std::fs::write(&spec_path, json).map_err(|e| internal("writing the spec", e))?;

@@ -460,11 +460,11 @@ fn sys_blk_simple(k: &mut Kernel, frame: &mut TrapFrame, dev: u64, kind: u32, ad
         frame.rax = Error::NoSuchDevice.to_return();
         return;
     };
-    if len > 0 {
-        if let Err(e) = whole_user_buffer(k, addr, len, true, 2) {
-            frame.rax = e.to_return();
-            return;
-        }
+    if len > 0
+        && let Err(e) = whole_user_buffer(k, addr, len, true, 2)
+    {
+        frame.rax = e.to_return();
+        return;
     }
     let crate::virtio::Devices { blocks, io, .. } = &mut k.devices;
     let data = if len == 0 { IoBuffer::default() } else { resolved(io, true) };

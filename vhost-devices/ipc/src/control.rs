@@ -98,10 +98,25 @@ enum MessageError {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 enum Request {
-    Policy { files: Vec<(String, String)> },
-    Attach { name: String, cid: u64, fresh: bool },
-    Detach { name: String },
-    Answer { id: u64, allow: bool },
+    Policy {
+        files: Vec<(String, String)>,
+    },
+    Attach {
+        name: String,
+        cid: u64,
+        fresh: bool,
+    },
+    Detach {
+        name: String,
+    },
+    Answer {
+        id: u64,
+        allow: bool,
+        /// Nobody answered in this many seconds (wardd's time-out): denied,
+        /// and the router audits it.
+        #[serde(default)]
+        no_answer_after_s: Option<u64>,
+    },
 }
 
 impl Request {
@@ -260,9 +275,14 @@ impl Control {
                 None => Err(MessageError::MissingFd(what)),
             },
             Request::Detach { name } => self.detach(&name),
-            Request::Answer { id, allow } => {
+            Request::Answer { id, allow, no_answer_after_s } => {
+                let answer = match (allow, no_answer_after_s) {
+                    (_, Some(seconds)) => Answer::NoAnswer(seconds),
+                    (true, None) => Answer::Allowed,
+                    (false, None) => Answer::Denied,
+                };
                 let mut hub = self.hub.lock();
-                hub.router.answer(id, if allow { Answer::Allowed } else { Answer::Denied })?;
+                hub.router.answer(id, answer)?;
                 hub.wake(&self.hub.control_wake, None);
                 Ok(())
             }

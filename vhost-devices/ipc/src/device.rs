@@ -273,10 +273,13 @@ impl IpcBackend {
         if !self.0.seccomp || FILTERED.get() {
             return;
         }
-        FILTERED.set(true);
         if let Err(e) = seccomp::install(ThreadRole::Worker) {
-            log::error!("compartment {:?}: {e}", self.0.name);
+            // Fail closed: a worker never touches guest memory unfiltered.
+            // The router ends; wardd restarts it and reconnects everyone.
+            log::error!("compartment {:?}: {e}; the router stops", self.0.name);
+            std::process::exit(1);
         }
+        FILTERED.set(true);
     }
 }
 

@@ -41,6 +41,15 @@ pub const MAX_PENDING_ASKS: usize = 4;
 pub const ASK_EXPIRY: Duration = Duration::from_secs(120);
 /// How long a callee has to answer the router's `REQUEST` for a call.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most calls one compartment may have open to another at once, so no
+/// caller takes all of a callee's [`MAX_CONNECTIONS`].
+pub const MAX_CALLS_PER_PAIR: usize = 16;
+/// Most audit lines one caller's decisions make per [`AUDIT_WINDOW`]; the
+/// rest are counted and reported in one line, so a guest calling in a loop
+/// cannot flood the audit log.
+pub const AUDIT_BURST: u32 = 50;
+/// See [`AUDIT_BURST`].
+pub const AUDIT_WINDOW: Duration = Duration::from_secs(10);
 /// Most queued `RST` answers to stray packets per compartment (more are
 /// dropped).
 pub const MAX_LOOSE: usize = 64;
@@ -298,6 +307,11 @@ struct Compartment {
     loose: VecDeque<Header>,
     logged: u32,
     transport_reset: bool,
+    /// Audit lines of this caller's decisions in the current window, when
+    /// it began, and the lines left out.
+    audited: u32,
+    audit_window: Option<Instant>,
+    audit_skipped: u64,
 }
 
 #[derive(Debug)]
@@ -418,6 +432,9 @@ impl Router {
                 loose: VecDeque::new(),
                 logged: 0,
                 transport_reset: !fresh,
+                audited: 0,
+                audit_window: None,
+                audit_skipped: 0,
             },
         );
         self.by_name.insert(name.to_owned(), cid);
@@ -490,7 +507,9 @@ impl Router {
     }
 
     fn emit(&mut self, event: Event) {
-        if self.events.len() >= MAX_EVENTS {
+        // Asks are never dropped: they are few (MAX_PENDING_ASKS per
+        // compartment), and a lost one would leave its caller waiting.
+        if self.events.len() >= MAX_EVENTS && !matches!(event, Event::Ask { .. }) {
             self.events_dropped += 1;
             if self.events_dropped.is_power_of_two() {
                 log::error!("the control side is not reading: {} asks or audit lines dropped", self.events_dropped);
@@ -502,6 +521,36 @@ impl Router {
 
     fn audit(&mut self, line: String) {
         self.emit(Event::Audit(line));
+    }
+
+    /// Audits a decision on a call from `cid`, within its rate.
+    fn audit_decision(&mut self, cid: u64, line: String, now: Instant) {
+        self.close_audit_window(cid, now);
+        let Some(compartment) = self.compartments.get_mut(&cid) else { return };
+        compartment.audit_window.get_or_insert(now);
+        if compartment.audited < AUDIT_BURST {
+            compartment.audited += 1;
+            self.audit(line);
+        } else {
+            compartment.audit_skipped += 1;
+        }
+    }
+
+    /// Ends `cid`'s audit window once it is over, reporting what it left
+    /// out.
+    fn close_audit_window(&mut self, cid: u64, now: Instant) {
+        let Some(compartment) = self.compartments.get_mut(&cid) else { return };
+        let over = compartment.audit_window.is_some_and(|at| now.saturating_duration_since(at) >= AUDIT_WINDOW);
+        if !over {
+            return;
+        }
+        let skipped = std::mem::take(&mut compartment.audit_skipped);
+        compartment.audited = 0;
+        compartment.audit_window = None;
+        if skipped > 0 {
+            let name = compartment.name.clone();
+            self.audit(format!("limit {name}: {skipped} more decisions on its calls not logged"));
+        }
     }
 
     fn mark(&mut self, key: LegKey) {
@@ -820,7 +869,7 @@ impl Router {
         let Some(from) = self.compartments.get(&key.cid).map(|c| c.name.clone()) else { return };
         let what = format!("{from} -> {} {}", line.to, line.call);
         let Some(policy) = &self.policy else {
-            self.audit(format!("deny {what}: no policy"));
+            self.audit_decision(key.cid, format!("deny {what}: no policy"), now);
             return self.fail_call(key, reply::DENIED, "no policy");
         };
         let decision = policy.decide(&from, &line.to, &line.call);
@@ -835,11 +884,11 @@ impl Router {
         let redirect = target.as_ref().map(|t| format!(", redirected to {t}")).unwrap_or_default();
         match decision.action {
             Action::Deny => {
-                self.audit(format!("deny {what}: {how}"));
+                self.audit_decision(key.cid, format!("deny {what}: {how}"), now);
                 self.fail_call(key, reply::DENIED, "by policy");
             }
             Action::Allow => {
-                self.audit(format!("allow {what}: {how}{redirect}"));
+                self.audit_decision(key.cid, format!("allow {what}: {how}{redirect}"), now);
                 let callee = target.unwrap_or_else(|| line.to.clone());
                 self.connect(key, &from, &callee, &line.call);
             }
@@ -849,8 +898,8 @@ impl Router {
                     return self.fail_call(key, reply::BUSY, "too many calls waiting for the user");
                 }
                 compartment.asks += 1;
-                // The decision to ask is audited here; wardd audits the
-                // user's answer.
+                // The decision to ask is audited here (always: asks are
+                // few); wardd audits the user's answer.
                 self.audit(format!("ask {what}: {how}{redirect}"));
                 let id = self.next_ask;
                 self.next_ask += 1;
@@ -869,6 +918,10 @@ impl Router {
         };
         if self.compartments.get(&callee_cid).is_none_or(|c| c.legs >= MAX_CONNECTIONS) {
             return self.fail_call(caller, reply::BUSY, &format!("{callee} has too many connections"));
+        }
+        let open = self.legs.iter().filter(|(k, l)| k.cid == callee_cid && l.peer.is_some_and(|p| p.cid == caller.cid));
+        if open.count() >= MAX_CALLS_PER_PAIR {
+            return self.fail_call(caller, reply::BUSY, &format!("too many calls open from {from} to {callee}"));
         }
         let guest_port = service_port(call.name().as_bytes());
         let Some(router_port) = self.free_router_port(callee_cid, guest_port) else {
@@ -941,6 +994,10 @@ impl Router {
     /// hold its callers' connections for good).
     pub fn expire(&mut self, now: Instant) {
         self.expire_asks(now);
+        let cids: Vec<u64> = self.compartments.keys().copied().collect();
+        for cid in cids {
+            self.close_audit_window(cid, now);
+        }
         let mut silent = Vec::new();
         for (key, leg) in &mut self.legs {
             if leg.connected() {

@@ -488,6 +488,36 @@ fn a_callee_that_never_answers_fails_the_call_after_the_timeout() {
 }
 
 #[test]
+fn one_caller_cannot_take_all_of_a_callees_connections() {
+    let mut sim = Sim::new();
+    sim.guest(VAULT).listening.push(service_port(b"sign"));
+    for port in 0..MAX_CALLS_PER_PAIR as u32 {
+        sim.call(MAIL, 1024 + port, "CALL vault sign\n");
+        assert_eq!(sim.guest(MAIL).ep(1024 + port, CALL_PORT).received, b"OK\n");
+    }
+    let next = 1024 + MAX_CALLS_PER_PAIR as u32;
+    sim.call(MAIL, next, "CALL vault sign\n");
+    assert_eq!(sim.guest(MAIL).ep(next, CALL_PORT).received, b"ERR busy too many calls open from mail to vault\n");
+    assert_eq!(sim.router.connections(VAULT), MAX_CALLS_PER_PAIR, "vault keeps the rest of its connections");
+}
+
+#[test]
+fn a_caller_in_a_loop_cannot_flood_the_audit_log() {
+    let mut sim = Sim::new();
+    let calls = AUDIT_BURST + 30;
+    for i in 0..calls {
+        let port = 1024 + i;
+        sim.call(MAIL, port, "CALL vault nothing\n");
+        assert!(sim.guest(MAIL).ep(port, CALL_PORT).received.starts_with(b"ERR denied"), "every call is still denied");
+    }
+    let lines = sim.audit();
+    assert_eq!(lines.len(), AUDIT_BURST as usize);
+    assert!(lines.iter().all(|l| l.starts_with("deny mail -> vault nothing: no rule")), "{lines:?}");
+    sim.router.expire(sim.now + AUDIT_WINDOW);
+    assert_eq!(sim.audit(), ["limit mail: 30 more decisions on its calls not logged"]);
+}
+
+#[test]
 fn callee_not_running_is_unreachable() {
     let mut sim = Sim::new();
     sim.router.detach("vault").unwrap();

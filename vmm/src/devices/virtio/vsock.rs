@@ -18,7 +18,7 @@
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixDatagram, UnixStream};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
@@ -39,19 +39,35 @@ const QUEUES: usize = 3;
 /// `VHOST_USER_F_PROTOCOL_FEATURES`: with it, rings start disabled and are
 /// enabled one by one.
 const PROTOCOL_FEATURES: u64 = 1 << 30;
-/// How long the VMM waits for the backend's answer to one message.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the VMM waits for the backend's answer to one message (some
+/// are sent from the vCPU thread: a hung backend stalls the guest that
+/// long, then loses its device until a new backend comes).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A compartment's vsock device, as the launcher gives it.
+/// A compartment's vsock device, as the launcher gives it. The sockets
+/// are handed over once: the device takes them when the VM is built, so
+/// that when it drops a connection the backend sees it closed.
 #[derive(Clone, Debug)]
 pub struct VsockConfig {
     /// The compartment's CID (3 and up).
     pub cid: u64,
-    /// The connected vhost-user stream to the backend.
-    pub backend: Arc<OwnedFd>,
-    /// Where new backend connections arrive after the backend restarted
-    /// (a `SOCK_SEQPACKET` socket), if anyone sends them.
-    pub reconnect: Option<Arc<OwnedFd>>,
+    sockets: Arc<Mutex<Option<Sockets>>>,
+}
+
+/// The vhost-user stream and the reconnect socket.
+type Sockets = (OwnedFd, Option<OwnedFd>);
+
+impl VsockConfig {
+    /// CID `cid`, the connected vhost-user stream `backend`, and where new
+    /// backend connections arrive after the backend restarted (a
+    /// `SOCK_SEQPACKET` socket), if anyone sends them.
+    pub fn new(cid: u64, backend: OwnedFd, reconnect: Option<OwnedFd>) -> Self {
+        Self { cid, sockets: Arc::new(Mutex::new(Some((backend, reconnect)))) }
+    }
+
+    fn take(&self) -> Option<Sockets> {
+        self.sockets.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
 }
 
 /// The backend could not be reached or refused the device.
@@ -74,6 +90,9 @@ pub enum VsockError {
     /// The socket could not be set up.
     #[error("vhost-user socket: {0}")]
     Socket(std::io::Error),
+    /// The configuration's sockets were taken by an earlier VM.
+    #[error("the vsock device's backend connection was already used by another VM")]
+    Used,
 }
 
 fn step(what: &'static str) -> impl FnOnce(vhost::Error) -> VsockError {
@@ -117,10 +136,10 @@ impl VhostUserVsock {
         if !crate::memory::is_shared(&mem) {
             return Err(VsockError::NotShared);
         }
-        let duplicate = |fd: &OwnedFd| fd.try_clone().map_err(VsockError::Socket);
-        let (frontend, backend_features) = connect(UnixStream::from(duplicate(&config.backend)?))?;
+        let (backend, reconnect) = config.take().ok_or(VsockError::Used)?;
+        let (frontend, backend_features) = connect(UnixStream::from(backend))?;
         // A SOCK_SEQPACKET socket: message boundaries, like a datagram one.
-        let reconnect = config.reconnect.as_deref().map(duplicate).transpose()?.map(UnixDatagram::from);
+        let reconnect = reconnect.map(UnixDatagram::from);
         Ok(Self {
             who: format!("compartment {compartment}: vsock"),
             cid: config.cid,
@@ -177,6 +196,12 @@ impl VhostUserVsock {
             if self.backend_features & PROTOCOL_FEATURES != 0 {
                 frontend.set_vring_enable(index, true).map_err(step("enable a queue"))?;
             }
+        }
+        // Every queue once: buffers the driver made available before (or
+        // while the old backend died) are served, and a new backend gets
+        // to send its transport reset.
+        for kick in &self.kicks {
+            let _ = kick.write(1);
         }
         Ok(())
     }
@@ -260,12 +285,20 @@ impl VirtioDevice for VhostUserVsock {
     }
 
     fn reset(&mut self) {
+        let mut stopped = true;
         if let (Some(frontend), Some((_, rings))) = (self.frontend.as_mut(), self.rings.take()) {
             for (index, _) in rings.iter().enumerate().filter(|(_, ring)| ring.is_some()) {
                 // Stops the ring; the answer (its base) is not needed.
-                let _ = frontend.set_vring_enable(index, false);
-                let _ = frontend.get_vring_base(index);
+                stopped &= frontend.set_vring_enable(index, false).is_ok();
+                stopped &= frontend.get_vring_base(index).is_ok();
             }
+        }
+        if !stopped {
+            // A backend that did not confirm the stop might go on using
+            // rings the guest reuses: close the connection (it sees EOF
+            // and lets go); the device waits for a new one.
+            log::warn!("{}: the backend did not stop its queues; connection closed", self.who);
+            self.frontend = None;
         }
     }
 
@@ -350,14 +383,16 @@ mod tests {
     fn private_memory_or_a_silent_backend_is_an_error() {
         let (ours, _theirs) = UnixStream::pair().unwrap();
         let private = crate::memory::create(16).unwrap();
-        let config = VsockConfig { cid: 3, backend: Arc::new(ours.into()), reconnect: None };
+        let config = VsockConfig::new(3, ours.into(), None);
         assert!(matches!(VhostUserVsock::new("t", &config, private), Err(VsockError::NotShared)));
         // A backend that hangs up fails the start with a clear error.
         let (ours, theirs) = UnixStream::pair().unwrap();
         drop(theirs);
         let shared = crate::memory::create_shared("vsock-dead", 16).unwrap();
-        let config = VsockConfig { cid: 3, backend: Arc::new(ours.into()), reconnect: None };
-        let err = VhostUserVsock::new("t", &config, shared).unwrap_err();
+        let config = VsockConfig::new(3, ours.into(), None);
+        let err = VhostUserVsock::new("t", &config, shared.clone()).unwrap_err();
         assert!(err.to_string().starts_with("vhost-user backend: set owner"), "{err}");
+        // The sockets go to one VM only.
+        assert!(matches!(VhostUserVsock::new("t", &config, shared), Err(VsockError::Used)));
     }
 }
