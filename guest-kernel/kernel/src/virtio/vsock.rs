@@ -6,7 +6,7 @@
 //! (`VSOCK_ATTACH`). Three queues: 0 receive, 1 transmit, 2 events.
 //!
 //! - **Receive**: at probe the kernel takes [`RX_BUFFERS`] buffers of
-//!   [`RX_BUFFER_SIZE`] bytes (a header and up to 64 KiB of payload each,
+//!   [`RX_BUFFER_SIZE`] bytes (a header and up to 128 KiB of payload each,
 //!   in one buffer) from fresh frames, which the host gave us zeroed, and
 //!   posts them all. The owner gets the whole area mapped read-only; a
 //!   filled buffer is handed to it by index (`VSOCK_RECV`) and stays its
@@ -38,7 +38,7 @@ const TRANSMIT: u32 = 1;
 const EVENT: u32 = 2;
 
 /// Receive buffers.
-pub const RX_BUFFERS: usize = 8;
+pub const RX_BUFFERS: usize = 4;
 /// Bytes of each receive buffer: the largest payload plus a page for the
 /// header, so every packet the router sends fits in one buffer.
 pub const RX_BUFFER_SIZE: u64 = abi::MAX_PAYLOAD as u64 + PAGE_SIZE;

@@ -318,19 +318,21 @@ fn a_credit_request_is_answered_and_half_a_buffer_read_sends_an_update() {
     ipc.poll(Some(0), &mut events).unwrap();
     let (h, _) = ipc.transport_mut().sent.last().cloned().unwrap();
     assert_eq!((h.op, h.buf_alloc, h.fwd_cnt), (op::CREDIT_UPDATE, BUF_ALLOC, 19));
-    // 3 x 64 KiB arrive; reading 128 KiB of it sends one update.
-    let chunk = vec![9u8; MAX_PAYLOAD];
+    // Three quarters of our buffer arrive; reading half of it sends one
+    // update.
+    let quarter = BUF_ALLOC as usize / 4;
+    let chunk = vec![9u8; quarter];
     for _ in 0..3 {
-        ipc.transport_mut().inbox.push_back(packet(&hdr(5000, port, op::RW, MAX_PAYLOAD as u32), &chunk));
+        ipc.transport_mut().inbox.push_back(packet(&hdr(5000, port, op::RW, quarter as u32), &chunk));
     }
     ipc.poll(Some(0), &mut events).unwrap();
     let before = ipc.transport_mut().sent.len();
-    let mut buf = vec![0u8; 2 * MAX_PAYLOAD];
-    assert_eq!(ipc.try_recv(a.conn, &mut buf), Ok(2 * MAX_PAYLOAD));
+    let mut buf = vec![0u8; 2 * quarter];
+    assert_eq!(ipc.try_recv(a.conn, &mut buf), Ok(2 * quarter));
     let sent = &ipc.transport_mut().sent;
     assert_eq!(sent.len(), before + 1);
     assert_eq!({ sent[before].0.op }, op::CREDIT_UPDATE);
-    assert_eq!({ sent[before].0.fwd_cnt }, 19 + 2 * MAX_PAYLOAD as u32);
+    assert_eq!({ sent[before].0.fwd_cnt }, 19 + 2 * quarter as u32);
 }
 
 #[test]

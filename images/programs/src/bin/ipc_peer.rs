@@ -52,7 +52,7 @@ const STALL_TIMEOUT_NS: u64 = 30_000 * MS;
 /// Bytes an echo holds before it stops reading (the caller then runs out
 /// of credit).
 const ECHO_BACKLOG: usize = 256 * 1024;
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 128 * 1024;
 const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
 
 fn fnv(h: u64, bytes: &[u8]) -> u64 {
