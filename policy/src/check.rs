@@ -14,6 +14,8 @@ pub struct Summary {
     pub compartments: usize,
     /// Whether `[template.app]` is defined.
     pub app_template: bool,
+    /// How many services `[host]` offers, if the policy has a `[host]`.
+    pub host_services: Option<usize>,
     /// Service rules.
     pub rules: usize,
 }
@@ -26,21 +28,24 @@ pub fn check<P: AsRef<Path>, T: AsRef<str>>(files: &[(P, T)]) -> Result<Summary,
         files: files.len(),
         compartments: policy.spec().compartments.len(),
         app_template: policy.spec().app_template.is_some(),
+        host_services: policy.host().map(|host| host.offers.len()),
         rules: policy.rules().len(),
     })
 }
 
 /// The check's result as text: a summary line, or one line per error and a
-/// count.
+/// count. The summary names the host's services only if there is a `[host]`:
+/// `policy ok: 1 file, 2 compartments, no app template, 1 host service, 3 rules`.
 pub fn render_check(result: &Result<Summary, PolicyErrors>) -> String {
     match result {
         Ok(summary) => format!(
-            "policy ok: {} file{}, {} compartment{}, {}, {} rule{}\n",
+            "policy ok: {} file{}, {} compartment{}, {}, {}{} rule{}\n",
             summary.files,
             plural(summary.files),
             summary.compartments,
             plural(summary.compartments),
             if summary.app_template { "an app template" } else { "no app template" },
+            summary.host_services.map(|count| format!("{count} host service{}, ", plural(count))).unwrap_or_default(),
             summary.rules,
             plural(summary.rules),
         ),

@@ -6,15 +6,17 @@
 //! compartments, and every service either policy names or offers, once
 //! without an argument (which stands for every argument no rule names) and
 //! once with each argument a rule names, plus one stand-in for services no
-//! rule names if a `*` rule exists. Changes to compartments' limits,
-//! devices and network rules are listed field by field.
+//! rule names if a `*` rule exists. If either policy has a `[host]`, calls
+//! to the host (as a destination only: it does not call compartments) are
+//! compared too. Changes to compartments' limits, devices and network
+//! rules, and to the host's offers, are listed field by field.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use crate::Policy;
 use crate::eval::{Decision, ServiceCall};
-use crate::model::{Action, CompartmentSpec, ServicePattern};
+use crate::model::{Action, CompartmentSpec, HOST, HostSpec, ServicePattern};
 use crate::subjects::Subject;
 
 /// The name the diff shows for ad-hoc compartments.
@@ -62,7 +64,8 @@ impl std::fmt::Display for Verdict {
 pub struct DecisionChange {
     /// The caller ([`AD_HOC`] for ad-hoc compartments).
     pub from: String,
-    /// The destination ([`AD_HOC`] for ad-hoc compartments).
+    /// The destination ([`AD_HOC`] for ad-hoc compartments, [`HOST`] for
+    /// the host's services).
     pub to: String,
     /// The call (`service`, `service+argument`, or [`OTHER_SERVICE`]).
     pub call: String,
@@ -84,7 +87,7 @@ impl DecisionChange {
 /// One field of a compartment (or the template) that changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldChange {
-    /// `compartment "mail"` or `template "app"`.
+    /// `compartment "mail"`, `template "app"` or `host`.
     pub subject: String,
     /// The field (`memory`, `devices.network`, `network`, ...).
     pub field: String,
@@ -99,7 +102,8 @@ pub struct FieldChange {
 pub struct PolicyDiff {
     /// Calls decided differently, sorted by from, to and call.
     pub decisions: Vec<DecisionChange>,
-    /// Compartments and template added, removed or changed.
+    /// Compartments and template added, removed or changed, and the host's
+    /// offers changed.
     pub fields: Vec<FieldChange>,
 }
 
@@ -117,11 +121,16 @@ pub fn diff(old: &Policy, new: &Policy) -> PolicyDiff {
     if any_template {
         names.insert(AD_HOC);
     }
+    // The host is only ever a destination: nothing matches it as a caller.
+    let mut destinations = names.clone();
+    if old.host().is_some() || new.host().is_some() {
+        destinations.insert(HOST);
+    }
     let calls = calls_of(old, new);
 
     let mut decisions = Vec::new();
     for from in &names {
-        for to in &names {
+        for to in &destinations {
             for (label, call) in &calls {
                 let before = decide(old, from, to, call);
                 let after = decide(new, from, to, call);
@@ -175,6 +184,9 @@ fn calls_of(old: &Policy, new: &Policy) -> Vec<(String, ServiceCall)> {
         for compartment in spec.compartments.values().chain(&spec.app_template) {
             services.extend(compartment.offers.iter().cloned());
         }
+        if let Some(host) = &spec.host {
+            services.extend(host.offers.iter().cloned());
+        }
     }
     let mut calls: Vec<(String, ServiceCall)> = services
         .iter()
@@ -200,7 +212,28 @@ fn field_changes(old: &Policy, new: &Policy) -> Vec<FieldChange> {
         compare(&mut changes, &subject, old.spec().compartments.get(name), new.spec().compartments.get(name));
     }
     compare(&mut changes, "template \"app\"", old.spec().app_template.as_ref(), new.spec().app_template.as_ref());
+    let (old_host, new_host) = (host_offers(old.host()), host_offers(new.host()));
+    if old_host != new_host {
+        changes.push(FieldChange {
+            subject: HOST.to_owned(),
+            field: "offers".to_owned(),
+            before: Some(old_host),
+            after: Some(new_host),
+        });
+    }
     changes
+}
+
+/// The host's offers as the diff shows them: `["notify", "print"]`, or
+/// `no [host]`.
+fn host_offers(host: Option<&HostSpec>) -> String {
+    match host {
+        Some(host) => {
+            let quoted: Vec<String> = host.offers.iter().map(|service| format!("{service:?}")).collect();
+            format!("[{}]", quoted.join(", "))
+        }
+        None => "no [host]".to_owned(),
+    }
 }
 
 fn compare(
@@ -295,6 +328,7 @@ const LISTS: &[(&str, ListOf)] = &[
 /// - storage.get from app-1 to storage: allow -> deny
 /// ~ compartment "mail": memory: 256 MiB -> 512 MiB
 /// + compartment "mail": network: 192.0.2.0/24 ports 443
+/// ~ host: offers: ["notify"] -> ["notify", "print"]
 /// ```
 pub fn render_diff(diff: &PolicyDiff) -> String {
     if diff.is_empty() {

@@ -181,6 +181,30 @@ pub enum ErrorKind {
         /// The destination (`to` or `target`).
         compartment: String,
     },
+    /// An `allow`/`ask` to the host (`to` or `target`) for a service its
+    /// `[host]` table does not offer.
+    #[error("{action} for service {service:?} to the host, which does not offer it")]
+    NotOfferedByHost {
+        /// `allow` or `ask`.
+        action: &'static str,
+        /// The service.
+        service: String,
+    },
+    /// A compartment named like the host.
+    #[error("the name {name:?} is reserved for the host's services")]
+    ReservedName {
+        /// The name (`host`).
+        name: String,
+    },
+    /// `from = "host"`: the host is only ever called.
+    #[error("from names the host, but the host does not call compartments; only to and target may name it")]
+    HostCaller,
+    /// `to` or `target` names the host, and there is no `[host]`.
+    #[error("{field} \"host\" needs a [host] table, which is not defined")]
+    NoHost {
+        /// `to` or `target`.
+        field: &'static str,
+    },
     /// `target` on a `deny` rule.
     #[error("target is only allowed with action \"allow\" or \"ask\"")]
     TargetWithDeny,

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use crate::Policy;
 use crate::error::{Location, QueryError};
 use crate::eval::{Decision, ServiceCall};
-use crate::model::Rule;
+use crate::model::{HOST, Rule};
 use crate::names::check_name;
 use crate::policy::Lookup;
 
@@ -20,6 +20,11 @@ pub enum Resolution<'p> {
     AdHoc(Option<&'p Location>),
     /// Not defined, and no template: it matches no rule.
     Undefined,
+    /// `host`: the host's services, from `[host]` (defined there). Rules
+    /// match it only as a destination.
+    Host(Option<&'p Location>),
+    /// `host`, and the policy has no `[host]`: it matches no rule.
+    NoHost,
 }
 
 /// Why a call is decided the way it is.
@@ -80,6 +85,12 @@ pub fn explain<'p>(policy: &'p Policy, from: &str, to: &str, call: &str) -> Resu
 }
 
 fn resolve<'p>(policy: &'p Policy, name: &str) -> Resolution<'p> {
+    if name == HOST {
+        return match policy.host() {
+            Some(_) => Resolution::Host(policy.host_location()),
+            None => Resolution::NoHost,
+        };
+    }
     match policy.compartment(name) {
         Lookup::Defined(_) => Resolution::Defined(policy.compartment_location(name)),
         Lookup::AdHoc(_) => Resolution::AdHoc(policy.template_location()),
@@ -108,9 +119,19 @@ pub fn render_explanation(explanation: &Explanation<'_>) -> String {
         }
         _ => out.push_str("no rule matched: deny"),
     }
-    for (name, resolution) in [(&explanation.from, &explanation.from_is), (&explanation.to, &explanation.to_is)] {
+    let sides = [(&explanation.from, &explanation.from_is, true), (&explanation.to, &explanation.to_is, false)];
+    for (name, resolution, is_caller) in sides {
         match resolution {
             Resolution::Defined(_) => {}
+            Resolution::Host(_) if is_caller => {
+                out.push_str(
+                    "\n  note: \"host\" is the host, which does not call compartments: no rule matches it as a caller",
+                );
+            }
+            Resolution::Host(_) => {}
+            Resolution::NoHost => {
+                out.push_str("\n  note: \"host\" is the host, and the policy has no [host]: no rule matches it");
+            }
             Resolution::AdHoc(location) => {
                 let at = location.map(|location| format!(" at {location}")).unwrap_or_default();
                 let _ = write!(

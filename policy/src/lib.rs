@@ -3,6 +3,7 @@
 //! defines the compartments (role, image, memory, vCPUs, devices, restart
 //! policy, tags, the services each offers and the network peers each may
 //! reach), a `[template.app]` that ad-hoc app compartments are made from,
+//! a `[host]` table of the host's services compartments may call,
 //! and service rules in the style of Qubes' qrexec policy (first match
 //! wins, no match means deny). This crate parses a policy with exact error
 //! positions, reports every problem at once, and then evaluates, explains,
@@ -47,8 +48,8 @@ pub use error::{ErrorKind, Location, PolicyError, PolicyErrors, QueryError};
 pub use eval::{Decision, ServiceCall};
 pub use explain::{Explanation, Resolution, explain, render_explanation};
 pub use model::{
-    Action, BlockVolume, CompartmentSpec, DEFAULT_MEMORY_MIB, Devices, MEMORY_MIB, NetworkRule, Pattern, Peer,
-    PolicySpec, PortRange, RestartPolicy, Role, Rule, ServicePattern, VCPUS, VOLUME_MIB,
+    Action, BlockVolume, CompartmentSpec, DEFAULT_MEMORY_MIB, Devices, HOST, HostSpec, MEMORY_MIB, NetworkRule,
+    Pattern, Peer, PolicySpec, PortRange, RestartPolicy, Role, Rule, ServicePattern, VCPUS, VOLUME_MIB,
 };
 pub use policy::{Lookup, Policy};
 pub use render::show;

@@ -271,6 +271,9 @@ pub enum Pattern {
     Role(Role),
     /// `@disposable`: ad-hoc compartments made from `[template.app]`.
     Disposable,
+    /// `host`: the host's services (`[host]`). Only a rule's `to` may name
+    /// it; no other pattern matches the host, which is not a compartment.
+    Host,
     /// A compartment's exact name.
     Name(String),
 }
@@ -282,6 +285,7 @@ impl fmt::Display for Pattern {
             Self::Tag(tag) => write!(f, "@tag:{tag}"),
             Self::Role(role) => write!(f, "@role:{role}"),
             Self::Disposable => f.write_str("@disposable"),
+            Self::Host => f.write_str(HOST),
             Self::Name(name) => f.write_str(name),
         }
     }
@@ -335,7 +339,8 @@ pub struct Rule {
     pub to: Pattern,
     /// What happens.
     pub action: Action,
-    /// For `allow` and `ask`: send the call to this compartment instead.
+    /// For `allow` and `ask`: send the call to this compartment (or to
+    /// [`HOST`], the host's services) instead.
     pub target: Option<String>,
 }
 
@@ -357,6 +362,19 @@ impl fmt::Display for Rule {
     }
 }
 
+/// The name rules use for the host (`to = "host"`, `target = "host"`). It
+/// is reserved: no compartment, defined or ad-hoc, may have it.
+pub const HOST: &str = "host";
+
+/// `[host]`: the services of the host (processes on the host that wardd
+/// connects compartments to) that rules may let compartments call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostSpec {
+    /// The services the host answers (`notify`); an `allow` or `ask` to the
+    /// host must name one of them.
+    pub offers: BTreeSet<String>,
+}
+
 /// The whole policy, merged from its files.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PolicySpec {
@@ -364,6 +382,9 @@ pub struct PolicySpec {
     pub compartments: BTreeMap<String, CompartmentSpec>,
     /// `[template.app]`: what ad-hoc app compartments are made from.
     pub app_template: Option<CompartmentSpec>,
+    /// `[host]`: the host's services, if the policy lets compartments call
+    /// any (without it, no rule may name the host).
+    pub host: Option<HostSpec>,
     /// Service rules in evaluation order.
     pub rules: Vec<Rule>,
 }

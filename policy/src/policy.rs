@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::error::{Location, PolicyErrors};
 use crate::eval::{Decision, RuleIndex, ServiceCall};
-use crate::model::{CompartmentSpec, NetworkRule, Peer, PolicySpec, Rule};
+use crate::model::{CompartmentSpec, HOST, HostSpec, NetworkRule, Peer, PolicySpec, Rule};
 use crate::parse::read_files;
 use crate::source::SourceFile;
 use crate::validate::{Origins, validate};
@@ -104,13 +104,14 @@ impl Policy {
     }
 
     /// What a launcher may start under `name`: a defined compartment, an
-    /// ad-hoc app from `[template.app]`, or nothing.
+    /// ad-hoc app from `[template.app]`, or nothing. The reserved name
+    /// [`HOST`] is never a compartment: it is always `Undefined`.
     pub fn compartment(&self, name: &str) -> Lookup<'_> {
         if let Some(spec) = self.spec.compartments.get(name) {
             return Lookup::Defined(spec);
         }
         match self.spec.app_template.as_ref() {
-            Some(template) if crate::names::check_name(name).is_ok() => Lookup::AdHoc(template),
+            Some(template) if name != HOST && crate::names::check_name(name).is_ok() => Lookup::AdHoc(template),
             _ => Lookup::Undefined,
         }
     }
@@ -140,10 +141,44 @@ impl Policy {
         self.origins.template.as_ref()
     }
 
+    /// `[host]`: the services of the host compartments may call, if the
+    /// policy has the table. Rules decide who may call them: ask
+    /// [`Policy::decide`] with [`HOST`] as the destination.
+    ///
+    /// ```
+    /// let policy = ward_policy::Policy::from_text("p.toml", r#"
+    ///     [host]
+    ///     offers = ["notify"]
+    ///
+    ///     [compartment.mail]
+    ///     role = "communication"
+    ///     image = "mail.img"
+    ///
+    ///     [[rule]]
+    ///     service = "notify"
+    ///     from = "mail"
+    ///     to = "host"
+    ///     action = "allow"
+    /// "#).unwrap();
+    /// assert!(policy.host().is_some_and(|host| host.offers.contains("notify")));
+    /// assert!(policy.decide("mail", ward_policy::HOST, &"notify".parse().unwrap()).is_allowed());
+    /// ```
+    pub fn host(&self) -> Option<&HostSpec> {
+        self.spec.host.as_ref()
+    }
+
+    /// Where `[host]` was defined.
+    pub fn host_location(&self) -> Option<&Location> {
+        self.origins.host.as_ref()
+    }
+
     /// Decides a call of `call` from compartment `from` to compartment `to`:
     /// the first matching rule decides, no match means deny. A name that is
     /// not defined is an ad-hoc compartment if the policy has a
-    /// `[template.app]`, and otherwise matches no rule.
+    /// `[template.app]`, and otherwise matches no rule. `to` may be [`HOST`]
+    /// for a call of the host's services (`[host]`); without a `[host]`,
+    /// and as a caller, `host` matches no rule (the host does not call
+    /// compartments).
     pub fn decide(&self, from: &str, to: &str, call: &ServiceCall) -> Decision<'_> {
         self.index.decide(from, to, call)
     }

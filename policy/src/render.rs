@@ -2,7 +2,8 @@
 //!
 //! Normalized means one spelling for one policy: compartments in name
 //! order, every field written out (defaults too) in a fixed order, tags and
-//! offers sorted, rules in evaluation order. Re-parsing the text gives the
+//! offers sorted, then the template, then `[host]`, then the rules in
+//! evaluation order. Re-parsing the text gives the
 //! same policy, and two policies that say the same thing render the same.
 
 use std::fmt::Write as _;
@@ -19,6 +20,10 @@ pub fn show(policy: &Policy) -> String {
     }
     if let Some(template) = &spec.app_template {
         write_compartment(&mut out, "template.app", template);
+    }
+    if let Some(host) = &spec.host {
+        let _ = writeln!(out, "\n[host]");
+        let _ = writeln!(out, "offers = {}", string_list(host.offers.iter().map(String::as_str)));
     }
     for rule in &spec.rules {
         write_rule(&mut out, rule);

@@ -3,13 +3,15 @@
 //! Every defined compartment gets a number (in name order) and, if the
 //! policy has a `[template.app]`, one more number stands for every ad-hoc
 //! compartment made from it: they all have the template's role and tags, so
-//! no rule can tell them apart. A rule's `from` and `to` then become sets of
-//! numbers, computed once. Validation compares those sets to find shadowed
+//! no rule can tell them apart. If the policy has a `[host]`, the host gets
+//! the number after those: only the pattern `host` matches it (it is not a
+//! compartment, so `@any` and the other patterns do not). A rule's `from`
+//! and `to` then become sets of numbers, computed once. Validation compares those sets to find shadowed
 //! rules, and evaluation tests one bit each.
 
 use rustc_hash::FxHashMap;
 
-use crate::model::{CompartmentSpec, Pattern, PolicySpec};
+use crate::model::{CompartmentSpec, HOST, Pattern, PolicySpec};
 use crate::names::check_name;
 
 /// A set of subject numbers.
@@ -54,12 +56,15 @@ pub(crate) struct Subjects {
     numbers: FxHashMap<String, usize>,
     /// The number of every ad-hoc compartment, if there is a template.
     disposable: Option<usize>,
+    /// The host's number, if there is a `[host]`.
+    host: Option<usize>,
 }
 
 /// Who a name is, for evaluation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Subject {
-    /// A defined compartment, or an ad-hoc one (the template's number).
+    /// A defined compartment, an ad-hoc one (the template's number), or the
+    /// host (its number).
     Known(usize),
     /// A name that is neither: every rule misses it, so every call is denied.
     Unknown,
@@ -70,21 +75,28 @@ impl Subjects {
         let names: Vec<String> = spec.compartments.keys().cloned().collect();
         let numbers = names.iter().enumerate().map(|(number, name)| (name.clone(), number)).collect();
         let disposable = spec.app_template.as_ref().map(|_| names.len());
-        Self { names, numbers, disposable }
+        let after_compartments = names.len() + usize::from(disposable.is_some());
+        let host = spec.host.as_ref().map(|_| after_compartments);
+        Self { names, numbers, disposable, host }
     }
 
     /// How many subject numbers there are.
     pub(crate) fn len(&self) -> usize {
-        self.names.len() + usize::from(self.disposable.is_some())
+        self.names.len() + usize::from(self.disposable.is_some()) + usize::from(self.host.is_some())
     }
 
     pub(crate) fn disposable(&self) -> Option<usize> {
         self.disposable
     }
 
-    /// A name's subject: a defined compartment, else an ad-hoc one if the
-    /// policy has a template and the name could be a compartment's.
+    /// A name's subject: the host for `host` (if the policy has a
+    /// `[host]`, else nothing: `host` never names a compartment), a
+    /// defined compartment, else an ad-hoc one if the policy has a template
+    /// and the name could be a compartment's.
     pub(crate) fn resolve(&self, name: &str) -> Subject {
+        if name == HOST {
+            return self.host.map_or(Subject::Unknown, Subject::Known);
+        }
         if let Some(number) = self.numbers.get(name) {
             return Subject::Known(*number);
         }
@@ -105,6 +117,9 @@ impl Subjects {
                 set.insert(number);
             }
         }
+        if let (Pattern::Host, Some(host)) = (pattern, self.host) {
+            set.insert(host);
+        }
         set
     }
 }
@@ -115,6 +130,8 @@ fn matches(pattern: &Pattern, name: Option<&str>, compartment: &CompartmentSpec,
         Pattern::Tag(tag) => compartment.tags.contains(tag),
         Pattern::Role(role) => compartment.role == *role,
         Pattern::Disposable => is_disposable,
+        // The host is not a compartment; `matching` adds its number.
+        Pattern::Host => false,
         Pattern::Name(wanted) => !is_disposable && name == Some(wanted.as_str()),
     }
 }

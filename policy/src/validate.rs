@@ -1,13 +1,14 @@
 //! Checks that need the whole policy: names defined twice (also across
 //! files), rules naming compartments or tags that do not exist, patterns
 //! that match nothing, `allow`s of services nobody offers, and rules an
-//! earlier rule shadows. Turns the drafts into the policy's data and the
+//! earlier rule shadows, and rules that name the host (`host`) wrongly:
+//! as a caller, without a `[host]`, or for a service it does not offer. Turns the drafts into the policy's data and the
 //! positions `explain` reports.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::error::{ErrorKind, Location, PolicyError};
-use crate::model::{Action, Pattern, PolicySpec, ServicePattern};
+use crate::model::{Action, HOST, Pattern, PolicySpec, ServicePattern};
 use crate::parse::{Draft, DraftCompartment, DraftRule};
 use crate::subjects::{SubjectSet, Subjects};
 
@@ -16,6 +17,8 @@ use crate::subjects::{SubjectSet, Subjects};
 pub(crate) struct Origins {
     pub(crate) compartments: HashMap<String, Location>,
     pub(crate) template: Option<Location>,
+    /// Where `[host]` is.
+    pub(crate) host: Option<Location>,
     /// By rule index.
     pub(crate) rules: Vec<Location>,
 }
@@ -38,6 +41,20 @@ pub(crate) fn validate(draft: Draft, errors: &mut Vec<PolicyError>) -> (PolicySp
             None => {
                 origins.template = Some(template.location);
                 spec.app_template = Some(template.spec);
+            }
+        }
+    }
+
+    for host in draft.hosts {
+        match &origins.host {
+            Some(first) => errors.push(PolicyError {
+                location: host.location,
+                context: String::new(),
+                kind: ErrorKind::Duplicate { what: "table", name: HOST.into(), first: first.clone() },
+            }),
+            None => {
+                origins.host = Some(host.location);
+                spec.host = Some(host.spec);
             }
         }
     }
@@ -136,6 +153,8 @@ fn check_pattern(
         }
         Pattern::Tag(tag) if !tags.contains(tag.as_str()) => ErrorKind::UnknownTag { field, tag: tag.clone() },
         Pattern::Disposable if spec.app_template.is_none() => ErrorKind::NoTemplate { field },
+        Pattern::Host if field == "from" => ErrorKind::HostCaller,
+        Pattern::Host if spec.host.is_none() => ErrorKind::NoHost { field },
         _ => return true,
     };
     errors.push(rule_error(rule, at, kind));
@@ -144,6 +163,13 @@ fn check_pattern(
 
 fn check_target(spec: &PolicySpec, rule: &DraftRule, errors: &mut Vec<PolicyError>) -> bool {
     match (&rule.rule.target, &rule.target_at) {
+        (Some(target), Some(at)) if target == HOST => {
+            if spec.host.is_some() {
+                return true;
+            }
+            errors.push(rule_error(rule, at, ErrorKind::NoHost { field: "target" }));
+            false
+        }
         (Some(target), Some(at)) if !spec.compartments.contains_key(target) => {
             errors.push(rule_error(rule, at, ErrorKind::UnknownCompartment { field: "target", name: target.clone() }));
             false
@@ -153,7 +179,10 @@ fn check_target(spec: &PolicySpec, rule: &DraftRule, errors: &mut Vec<PolicyErro
 }
 
 /// An `allow` or `ask` must name a service some compartment offers, and
-/// the compartment it names as destination must offer it.
+/// the compartment it names as destination must offer it. A call that goes
+/// to the host (`to = "host"` without a `target`, or `target = "host"`)
+/// must name a service `[host]` offers instead; without a `[host]` the rule
+/// is already refused for naming the host.
 fn check_offered(spec: &PolicySpec, offered: &BTreeSet<&str>, rule: &DraftRule, errors: &mut Vec<PolicyError>) {
     let action = match rule.rule.action {
         Action::Allow => "allow",
@@ -161,20 +190,29 @@ fn check_offered(spec: &PolicySpec, offered: &BTreeSet<&str>, rule: &DraftRule, 
         Action::Deny => return,
     };
     let ServicePattern::Named { name: service, .. } = &rule.rule.service else { return };
+    let destination = match (&rule.rule.target, &rule.target_at, &rule.rule.to) {
+        (Some(target), Some(at), _) => Some((target.as_str(), at)),
+        (None, _, Pattern::Name(name)) => Some((name.as_str(), &rule.to_at)),
+        (None, _, Pattern::Host) => Some((HOST, &rule.to_at)),
+        _ => None,
+    };
+    if let Some((HOST, at)) = destination {
+        if let Some(host) = &spec.host
+            && !host.offers.contains(service)
+        {
+            errors.push(rule_error(rule, at, ErrorKind::NotOfferedByHost { action, service: service.clone() }));
+        }
+        return;
+    }
     if !offered.contains(service.as_str()) {
         errors.push(rule_error(rule, &rule.service_at, ErrorKind::NotOffered { action, service: service.clone() }));
         return;
     }
-    let destination = match (&rule.rule.target, &rule.target_at, &rule.rule.to) {
-        (Some(target), Some(at), _) => Some((target, at)),
-        (None, _, Pattern::Name(name)) => Some((name, &rule.to_at)),
-        _ => None,
-    };
     if let Some((name, at)) = destination
         && let Some(compartment) = spec.compartments.get(name)
         && !compartment.offers.contains(service)
     {
-        let kind = ErrorKind::NotOfferedBy { action, service: service.clone(), compartment: name.clone() };
+        let kind = ErrorKind::NotOfferedBy { action, service: service.clone(), compartment: name.to_owned() };
         errors.push(rule_error(rule, at, kind));
     }
 }

@@ -144,7 +144,7 @@ fn unknown_keys_are_reported_at_every_level() {
     assert_one_error(&lines, &["block volume \"d\": unknown key \"fast\"; expected one of: name, size, read-only"]);
     assert_one_error(
         &errors("colour = 1"),
-        &["p.toml:1:1: unknown key \"colour\"; expected one of: compartment, template, rule"],
+        &["p.toml:1:1: unknown key \"colour\"; expected one of: compartment, template, host, rule"],
     );
 }
 

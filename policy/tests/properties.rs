@@ -11,6 +11,8 @@ use ward_policy::{
 };
 
 const NAMES: &[&str] = &["vault", "storage", "mail", "app-1", "work-browser", "x"];
+/// Redirect targets: the compartments and the host.
+const TARGETS: &[&str] = &["vault", "storage", "mail", "app-1", "work-browser", "x", "host"];
 const TAGS: &[&str] = &["work", "personal", "red"];
 const SERVICES: &[&str] = &["sign", "storage.get", "mail.send", "net_peer"];
 const ARGUMENTS: &[&str] = &["photos", "Daily-2", "x.y"];
@@ -48,6 +50,8 @@ struct GenRule {
 struct GenPolicy {
     compartments: Vec<(&'static str, GenCompartment)>,
     template: Option<GenCompartment>,
+    /// `[host]`'s offers, if the policy has one.
+    host: Option<Vec<&'static str>>,
     rules: Vec<GenRule>,
 }
 
@@ -111,6 +115,9 @@ fn pattern() -> impl Strategy<Value = String> {
         prop::sample::select(TAGS).prop_map(|tag| format!("@tag:{tag}")),
         prop::sample::select(ROLES).prop_map(|role| format!("@role:{role}")),
         prop::sample::select(NAMES).prop_map(str::to_owned),
+        // Valid only as `to`, and only with a `[host]`: other rules are
+        // refused and dropped by `load_valid`.
+        Just("host".to_owned()),
     ]
 }
 
@@ -121,7 +128,7 @@ fn rule() -> impl Strategy<Value = GenRule> {
         2 => (prop::sample::select(SERVICES), prop::sample::select(ARGUMENTS)).prop_map(|(s, a)| format!("{s}+{a}")),
     ];
     let action = prop::sample::select(&["allow", "deny", "ask"][..]);
-    let target = proptest::option::weighted(0.2, prop::sample::select(NAMES));
+    let target = proptest::option::weighted(0.2, prop::sample::select(TARGETS));
     (service, pattern(), pattern(), action, target).prop_map(|(service, from, to, action, target)| GenRule {
         service,
         from,
@@ -136,11 +143,13 @@ fn policy() -> impl Strategy<Value = GenPolicy> {
         proptest::sample::subsequence(NAMES, 1..=NAMES.len()),
         proptest::collection::vec(compartment(prop::sample::select(ROLES).boxed()), NAMES.len()),
         proptest::option::of(compartment(Just("app").boxed())),
+        proptest::option::of(subset(SERVICES)),
         proptest::collection::vec(rule(), 0..12),
     )
-        .prop_map(|(names, specs, template, rules)| GenPolicy {
+        .prop_map(|(names, specs, template, host, rules)| GenPolicy {
             compartments: names.into_iter().zip(specs).collect(),
             template,
+            host,
             rules,
         })
 }
@@ -193,6 +202,10 @@ fn write_compartment(out: &mut String, header: &str, c: &GenCompartment) {
 
 fn to_toml(policy: &GenPolicy, rules: &[GenRule]) -> String {
     let mut out = String::new();
+    if let Some(offers) = &policy.host {
+        let offers: Vec<String> = offers.iter().map(|service| quote(service)).collect();
+        out.push_str(&format!("[host]\noffers = [{}]\n\n", offers.join(", ")));
+    }
     for (name, compartment) in &policy.compartments {
         write_compartment(&mut out, &format!("compartment.{name}"), compartment);
     }
@@ -237,20 +250,34 @@ fn load_valid(policy: &GenPolicy) -> Policy {
     }
 }
 
+/// Who a name is, for `naive_decision`.
+#[derive(Clone, Copy)]
+enum Naive<'a> {
+    /// A defined compartment (with its name) or an ad-hoc one (no name).
+    Compartment(Option<&'a str>, &'a CompartmentSpec),
+    /// The host's services.
+    Host,
+}
+
 /// Reads the rules one by one, as the language defines them.
 fn naive_decision(spec: &PolicySpec, from: &str, to: &str, call: &ServiceCall) -> (Action, Option<String>) {
-    let resolve = |name: &str| -> Option<(Option<&str>, &CompartmentSpec)> {
+    let resolve = |name: &str| -> Option<Naive<'_>> {
+        if name == "host" {
+            return spec.host.as_ref().map(|_| Naive::Host);
+        }
         match spec.compartments.get_key_value(name) {
-            Some((name, compartment)) => Some((Some(name.as_str()), compartment)),
-            None => spec.app_template.as_ref().map(|template| (None, template)),
+            Some((name, compartment)) => Some(Naive::Compartment(Some(name.as_str()), compartment)),
+            None => spec.app_template.as_ref().map(|template| Naive::Compartment(None, template)),
         }
     };
-    let matches = |pattern: &Pattern, (name, compartment): (Option<&str>, &CompartmentSpec)| match pattern {
-        Pattern::Any => true,
-        Pattern::Tag(tag) => compartment.tags.contains(tag),
-        Pattern::Role(role) => compartment.role == *role,
-        Pattern::Disposable => name.is_none(),
-        Pattern::Name(wanted) => name == Some(wanted.as_str()),
+    let matches = |pattern: &Pattern, subject: Naive<'_>| match (pattern, subject) {
+        (Pattern::Host, Naive::Host) => true,
+        (_, Naive::Host) | (Pattern::Host, _) => false,
+        (Pattern::Any, _) => true,
+        (Pattern::Tag(tag), Naive::Compartment(_, compartment)) => compartment.tags.contains(tag),
+        (Pattern::Role(role), Naive::Compartment(_, compartment)) => compartment.role == *role,
+        (Pattern::Disposable, Naive::Compartment(name, _)) => name.is_none(),
+        (Pattern::Name(wanted), Naive::Compartment(name, _)) => name == Some(wanted.as_str()),
     };
     let (Some(from), Some(to)) = (resolve(from), resolve(to)) else { return (Action::Deny, None) };
     for rule in &spec.rules {
@@ -357,7 +384,7 @@ proptest! {
     fn compiled_rules_decide_like_reading_them_in_order(
         generated in policy(),
         queries in proptest::collection::vec(
-            (prop::sample::select(NAMES), prop::sample::select(&["vault", "mail", "tmp-9", "x"][..]),
+            (prop::sample::select(TARGETS), prop::sample::select(&["vault", "mail", "tmp-9", "x", "host"][..]),
              prop::sample::select(SERVICES), proptest::option::of(prop::sample::select(ARGUMENTS))),
             1..20,
         ),

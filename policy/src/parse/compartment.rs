@@ -137,8 +137,9 @@ fn read_restart(reader: &mut Reader<'_, '_>, value: &Value<'_>, context: &str) -
     policy
 }
 
-/// Reads `tags` (names) or `offers` (service names): each checked, none twice.
-fn read_name_set(
+/// Reads `tags` (names) or `offers` (service names, `what` is `"service"`):
+/// each checked, none twice. Also reads `[host]`'s `offers`.
+pub(super) fn read_name_set(
     reader: &mut Reader<'_, '_>,
     value: &Value<'_>,
     field: &str,

@@ -1,4 +1,5 @@
-//! From TOML text to drafts: each file's compartments, template and rules,
+//! From TOML text to drafts: each file's compartments, template, `[host]`
+//! and rules,
 //! with every problem a single file can show (syntax, unknown keys, wrong
 //! types, bad values, out-of-range numbers). Problems that need the whole
 //! policy (duplicates across files, unknown names in rules, shadowing) are
@@ -11,16 +12,19 @@ mod rule;
 
 use toml::de::DeTable;
 
-use compartment::{Kind, read_compartment};
+use compartment::{Kind, read_compartment, read_name_set};
 use fields::Reader;
 pub(crate) use rule::DraftRule;
 
 use crate::error::{ErrorKind, Location, PolicyError};
-use crate::model::CompartmentSpec;
+use crate::model::{CompartmentSpec, HOST, HostSpec};
 use crate::names::check_name;
 use crate::source::SourceFile;
 
-const TOP_LEVEL_KEYS: &[&str] = &["compartment", "template", "rule"];
+const TOP_LEVEL_KEYS: &[&str] = &["compartment", "template", "host", "rule"];
+
+/// The keys of `[host]`.
+const HOST_KEYS: &[&str] = &["offers"];
 
 /// A compartment (or the template) as read.
 #[derive(Clone, Debug)]
@@ -34,11 +38,21 @@ pub(crate) struct DraftCompartment {
     pub(crate) damaged: bool,
 }
 
+/// A `[host]` table as read.
+#[derive(Clone, Debug)]
+pub(crate) struct DraftHost {
+    pub(crate) spec: HostSpec,
+    /// Where its key (`host`) is.
+    pub(crate) location: Location,
+}
+
 /// Everything the files define, in file order, before cross-file checks.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Draft {
     pub(crate) compartments: Vec<DraftCompartment>,
     pub(crate) templates: Vec<DraftCompartment>,
+    /// Every `[host]` (one a file at most; more than one in all is an error).
+    pub(crate) hosts: Vec<DraftHost>,
     pub(crate) rules: Vec<DraftRule>,
 }
 
@@ -78,6 +92,10 @@ fn read_document(reader: &mut Reader<'_, '_>, document: &DeTable<'_>, draft: &mu
             let context = format!("compartment {name:?}");
             let location = reader.location(&key.span());
             let name_ok = match check_name(name) {
+                Ok(()) if name == HOST => {
+                    reader.error(&key.span(), &context, ErrorKind::ReservedName { name: name.to_owned() });
+                    false
+                }
                 Ok(()) => true,
                 Err(reason) => {
                     let kind = ErrorKind::BadValue { field: "compartment name".into(), value: name.into(), reason };
@@ -107,6 +125,16 @@ fn read_document(reader: &mut Reader<'_, '_>, document: &DeTable<'_>, draft: &mu
             let location = reader.location(&key.span());
             draft.templates.push(DraftCompartment { name: None, spec, location, damaged });
         }
+    }
+    if let Some((key, value)) = document.iter().find(|(key, _)| key.get_ref().as_ref() == HOST)
+        && let Some(table) = reader.as_table(value, HOST, "")
+    {
+        reader.check_keys(table, HOST_KEYS, HOST);
+        let offers = table
+            .get("offers")
+            .map(|value| read_name_set(reader, value, "offers", "service", HOST))
+            .unwrap_or_default();
+        draft.hosts.push(DraftHost { spec: HostSpec { offers }, location: reader.location(&key.span()) });
     }
     if let Some(value) = document.get("rule")
         && let Some(rules) = reader.as_array(value, "rule", "")

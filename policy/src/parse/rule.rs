@@ -7,7 +7,7 @@ use toml::de::DeTable;
 
 use super::fields::{Reader, Value};
 use crate::error::{ErrorKind, Location};
-use crate::model::{Action, Pattern, Role, Rule, ServicePattern};
+use crate::model::{Action, HOST, Pattern, Role, Rule, ServicePattern};
 use crate::names::{check_argument, check_name, check_service_name};
 
 const RULE_KEYS: &[&str] = &["service", "from", "to", "action", "target"];
@@ -160,12 +160,14 @@ fn read_pattern(
     }
 }
 
-/// `@any`, `@tag:NAME`, `@role:ROLE`, `@disposable` or a compartment name.
+/// `@any`, `@tag:NAME`, `@role:ROLE`, `@disposable`, `host` (the host's
+/// services) or a compartment name.
 pub(crate) fn parse_pattern(text: &str) -> Result<Pattern, String> {
     const FORMS: &str = "expected @any, @tag:NAME, @role:ROLE, @disposable or a compartment name";
     match text {
         "@any" => Ok(Pattern::Any),
         "@disposable" => Ok(Pattern::Disposable),
+        HOST => Ok(Pattern::Host),
         _ => {
             if let Some(tag) = text.strip_prefix("@tag:") {
                 check_name(tag).map_err(|reason| format!("tag: {reason}"))?;
@@ -207,6 +209,7 @@ mod tests {
         assert_eq!(parse_pattern("@tag:work"), Ok(Pattern::Tag("work".into())));
         assert_eq!(parse_pattern("@role:app"), Ok(Pattern::Role(Role::App)));
         assert_eq!(parse_pattern("mail"), Ok(Pattern::Name("mail".into())));
+        assert_eq!(parse_pattern("host"), Ok(Pattern::Host));
         assert!(parse_pattern("@anyvm").unwrap_err().contains("expected @any"));
         assert!(parse_pattern("@tag:").is_err());
         assert!(parse_pattern("@role:root").is_err());
