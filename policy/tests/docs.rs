@@ -40,3 +40,26 @@ fn policy_doc_explain_examples_are_real_output() {
         assert!(doc.contains(&indented), "docs/POLICY.md lacks the explain output:\n{indented}");
     }
 }
+
+/// The `[host]` example of the "Host services" section.
+fn host_example(doc: &str) -> String {
+    let start = doc.find("```toml\n[host]\n").unwrap() + "```toml\n".len();
+    let end = start + doc[start..].find("```").unwrap();
+    doc[start..end].to_owned()
+}
+
+#[test]
+fn policy_doc_host_example_loads_with_the_example_policy() {
+    let doc = read("../docs/POLICY.md");
+    let mut files = example_files();
+    files.insert(1, ("policy/10-host.toml".to_owned(), host_example(&doc)));
+    let policy = Policy::from_files(&files).unwrap();
+    let decide = |from: &str, call: &str| {
+        let decision = policy.decide(from, ward_policy::HOST, &call.parse().unwrap());
+        decision.action.as_str()
+    };
+    assert_eq!(decide("work-mail", "notify"), "allow");
+    assert_eq!(decide("vault", "notify"), "deny");
+    let redirected = policy.decide("tmp-7", "storage", &"clipboard.get".parse().unwrap());
+    assert_eq!((redirected.action.as_str(), redirected.target), ("ask", Some(ward_policy::HOST)));
+}
