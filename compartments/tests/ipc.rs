@@ -37,10 +37,19 @@ role = "app"
 image = "ipc-peer"
 memory = 32
 
+[host]
+offers = ["echo", "clock"]
+
 [[rule]]
 service = "echo"
 from = "@role:app"
 to = "@role:app"
+action = "allow"
+
+[[rule]]
+service = "*"
+from = "alpha"
+to = "host"
 action = "allow"
 
 [[rule]]
@@ -56,11 +65,17 @@ to = "gamma"
 action = "deny"
 "#;
 
-/// A wardd of its own, in a temporary directory.
+/// A wardd of its own, in a temporary directory. One at a time: the
+/// daemons of parallel tests would give their first compartments the same
+/// uid and cgroup names (both are unique per wardd, not per host), and
+/// share the per-uid task limit.
 struct Daemon {
     dir: PathBuf,
     child: Child,
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_DAEMON: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn bin(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ward")).with_file_name(name)
@@ -69,6 +84,7 @@ fn bin(name: &str) -> PathBuf {
 impl Daemon {
     fn start(test: &str, extra: &[&str]) -> Self {
         assert!(Path::new("/dev/kvm").exists(), "/dev/kvm is missing: these tests need it and never skip");
+        let one_at_a_time = ONE_DAEMON.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let dir = std::env::temp_dir().join(format!("ward-ipc-{}-{test}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -85,7 +101,7 @@ impl Daemon {
             .stderr(std::fs::File::create(dir.join("wardd.log")).unwrap())
             .spawn()
             .unwrap();
-        let daemon = Self { dir, child };
+        let daemon = Self { dir, child, _one_at_a_time: one_at_a_time };
         wait_until("wardd answers", Duration::from_secs(10), || daemon.ward(&["ls"]).status.success());
         daemon
     }
@@ -244,6 +260,65 @@ fn an_ask_nobody_answers_is_denied_after_the_timeout() {
     let audit = d.audit();
     assert!(audit.contains("ipc deny alpha -> beta asked: no answer in 2 s"), "{audit}");
     assert_eq!(d.ok(&["pending"]).trim(), "no calls are waiting for an answer");
+}
+
+/// A host service: on each connection, reads the `FROM` line, then echoes
+/// every byte until the caller is done. Returns the `FROM` lines it saw.
+fn host_echo_service(path: &Path) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let log = std::sync::Arc::clone(&log);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                log.lock().unwrap().push(line.trim_end().to_owned());
+                let mut writer = stream;
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    let n = std::io::Read::read(&mut reader, &mut buf).unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    writer.write_all(&buf[..n]).unwrap();
+                }
+                let _ = writer.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    seen
+}
+
+#[test]
+fn a_compartment_calls_a_host_service_the_policy_allows() {
+    let dir = std::env::temp_dir().join(format!("ward-ipc-host-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("echo.sock");
+    let seen = host_echo_service(&socket);
+    let service = format!("echo={}", socket.display());
+    let d = Daemon::start("host", &["--host-service", &service]);
+    d.run("beta", "call host echo 100");
+    d.run("alpha", "call host echo+hello 1048576,call host clock 10");
+    let echo = d.line("alpha", "ipc: call host echo+hello 1048576", Duration::from_secs(120));
+    assert!(echo.contains(": ok checksum="), "{echo}");
+    // The service heard who called, and with what.
+    assert_eq!(seen.lock().unwrap().as_slice(), ["FROM alpha echo+hello"]);
+    // A service the policy allows but wardd does not serve: not listening.
+    let clock = d.line("alpha", "ipc: call host clock 10", Duration::from_secs(60));
+    assert!(clock.contains("failed: not-listening"), "{clock}");
+    // Beta may not call the host at all.
+    let denied = d.line("beta", "ipc: call host echo 100", Duration::from_secs(60));
+    assert!(denied.contains("failed: denied"), "{denied}");
+    let audit = d.audit();
+    assert!(audit.contains("ipc allow alpha -> host echo+hello"), "{audit}");
+    assert!(audit.contains("ipc deny beta -> host echo"), "{audit}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -42,6 +42,28 @@ struct Args {
     /// `ward allow` or `ward deny` before it is denied.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     ask_timeout: u64,
+    /// A host service compartments may call (`to = "host"` in the policy):
+    /// its name and the UNIX socket it listens on. Repeatable.
+    #[arg(long = "host-service", value_name = "NAME=SOCKET", value_parser = parse_host_service)]
+    host_services: Vec<(String, PathBuf)>,
+}
+
+/// `NAME=SOCKET`: a service name (docs/POLICY.md) and an absolute path.
+fn parse_host_service(text: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = text.split_once('=').ok_or_else(|| format!("{text:?} is not NAME=SOCKET"))?;
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+    if !valid {
+        return Err(format!("{name:?} is not a service name (a-z, 0-9, '.', '_', '-')"));
+    }
+    let path = PathBuf::from(path);
+    if !path.is_absolute() {
+        return Err(format!("{}: the socket path must be absolute", path.display()));
+    }
+    Ok((name.to_owned(), path))
 }
 
 fn main() -> ExitCode {
@@ -72,6 +94,7 @@ fn main() -> ExitCode {
         jail: !args.no_jail,
         ipc_binary: sibling("ward-ipc"),
         ask_timeout: Duration::from_secs(args.ask_timeout),
+        host_services: args.host_services.into_iter().collect(),
     };
     let listener = match server::bind(&paths.socket) {
         Ok(l) => l,

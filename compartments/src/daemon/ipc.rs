@@ -104,6 +104,13 @@ enum ToRouter<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         no_answer_after_s: Option<u64>,
     },
+    HostConnected {
+        id: u64,
+    },
+    HostFailed {
+        id: u64,
+        reason: &'a str,
+    },
 }
 
 /// A message from the router.
@@ -113,6 +120,7 @@ enum FromRouter {
     Ready,
     Ask { id: u64, from: String, to: String, service: String },
     Audit { line: String },
+    HostConnect { id: u64, from: String, service: String },
 }
 
 /// A call waiting for the user's answer.
@@ -162,6 +170,8 @@ struct Inner {
 #[derive(Debug)]
 pub struct IpcRouter {
     binary: PathBuf,
+    /// Host services by name: the UNIX socket each listens on.
+    host_services: Arc<HashMap<String, PathBuf>>,
     dir: PathBuf,
     errors: PathBuf,
     policy: PolicySource,
@@ -229,7 +239,15 @@ impl IpcRouter {
             store,
             inner: Arc::new(Mutex::new(Inner::default())),
             sequence: AtomicU64::new(0),
+            host_services: Arc::new(HashMap::new()),
         }
+    }
+
+    /// Serves `services` (name, UNIX socket path) to compartments the
+    /// policy lets call `host`.
+    pub fn with_host_services(mut self, services: HashMap<String, PathBuf>) -> Self {
+        self.host_services = Arc::new(services);
+        self
     }
 
     /// Connects compartment `name` (CID `cid`) to the router, starting it
@@ -391,6 +409,7 @@ impl IpcRouter {
     fn spawn_reader(&self, control: Arc<UnixDatagram>, generation: u64) {
         let inner = Arc::clone(&self.inner);
         let store = self.store.clone();
+        let host_services = Arc::clone(&self.host_services);
         let spawned = std::thread::Builder::new().name("wardd-ipc".into()).spawn(move || {
             let mut buf = vec![0u8; MAX_MESSAGE];
             loop {
@@ -409,6 +428,9 @@ impl IpcRouter {
                     Ok(FromRouter::Ask { id, from, to, service }) => {
                         let ask = PendingAsk { id, from, to, service, waited_s: 0 };
                         lock(&inner).pending.insert(id, (ask, generation, Instant::now()));
+                    }
+                    Ok(FromRouter::HostConnect { id, from, service }) => {
+                        connect_host_service(&control, &host_services, id, &from, &service);
                     }
                     Err(e) => log::warn!("IPC router sent a message wardd does not understand: {e}"),
                 }
@@ -530,6 +552,34 @@ impl IpcRouter {
             let _ = running.child.kill();
             let _ = running.child.wait();
         }
+    }
+}
+
+/// Connects host call `id` (from compartment `from`, for
+/// `service[+argument]`) to the service's socket, and hands the router the
+/// connection, or says why there is none. The router already checked the
+/// policy; wardd only knows where the services are.
+fn connect_host_service(
+    control: &UnixDatagram,
+    services: &HashMap<String, PathBuf>,
+    id: u64,
+    from: &str,
+    service: &str,
+) {
+    let name = service.split('+').next().unwrap_or(service);
+    let connected = match services.get(name) {
+        None => Err(format!("no host service {name} is configured (wardd --host-service)")),
+        Some(path) => UnixStream::connect(path).map_err(|e| format!("{}: {e}", path.display())),
+    };
+    let result = match &connected {
+        Ok(stream) => send(control, &ToRouter::HostConnected { id }, Some(stream.as_raw_fd()), "a host connection"),
+        Err(reason) => {
+            log::info!("host call {id} from {from} to {service}: {reason}");
+            send(control, &ToRouter::HostFailed { id, reason }, None, "a host failure")
+        }
+    };
+    if let Err(e) = result {
+        log::warn!("{e}");
     }
 }
 

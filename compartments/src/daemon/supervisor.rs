@@ -64,6 +64,9 @@ pub struct Config {
     pub ipc_binary: PathBuf,
     /// How long a call the policy says to `ask` about waits for the user.
     pub ask_timeout: Duration,
+    /// Host services compartments may call (`to = "host"`): name and the
+    /// UNIX socket the service listens on.
+    pub host_services: HashMap<String, PathBuf>,
 }
 
 /// A lifecycle operation failed: the error reply.
@@ -184,7 +187,8 @@ impl Supervisor {
             config.jail,
             config.ask_timeout,
             store.clone(),
-        );
+        )
+        .with_host_services(config.host_services.clone());
         let sup = Self {
             config,
             store,

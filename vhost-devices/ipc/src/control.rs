@@ -24,7 +24,8 @@ use vmm_sys_util::eventfd::EventFd;
 use ward_policy::Policy;
 
 use crate::device::{Hub, IpcBackend, WAKE_EVENT, new_waker};
-use crate::router::{Answer, Event};
+use crate::host::HostSide;
+use crate::router::{Answer, Event, HOST_CID};
 use crate::seccomp::{self, SeccompError, ThreadRole};
 
 /// Longest control message.
@@ -117,6 +118,16 @@ enum Request {
         #[serde(default)]
         no_answer_after_s: Option<u64>,
     },
+    /// Host call `id` is connected to its service (the socket comes with
+    /// the message).
+    HostConnected {
+        id: u64,
+    },
+    /// Host call `id` could not be connected.
+    HostFailed {
+        id: u64,
+        reason: String,
+    },
 }
 
 impl Request {
@@ -126,6 +137,8 @@ impl Request {
             Self::Attach { .. } => "an attach message",
             Self::Detach { .. } => "a detach message",
             Self::Answer { .. } => "an answer message",
+            Self::HostConnected { .. } => "a host-connected message",
+            Self::HostFailed { .. } => "a host-failed message",
         }
     }
 }
@@ -135,8 +148,21 @@ impl Request {
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Report<'a> {
     Ready,
-    Ask { id: u64, from: &'a str, to: &'a str, service: &'a str },
-    Audit { line: &'a str },
+    Ask {
+        id: u64,
+        from: &'a str,
+        to: &'a str,
+        service: &'a str,
+    },
+    Audit {
+        line: &'a str,
+    },
+    /// Connect host call `id` to `service` (wardd knows the sockets).
+    HostConnect {
+        id: u64,
+        from: &'a str,
+        service: &'a str,
+    },
 }
 
 /// What the control thread and a compartment's thread share about its
@@ -166,6 +192,8 @@ struct Control {
     sessions: Arc<Mutex<Sessions>>,
     generation: u64,
     options: Options,
+    /// Calls to host services.
+    host: HostSide,
 }
 
 /// Runs the router on the control socket `control` (wardd's fd 3) with
@@ -177,8 +205,21 @@ pub fn serve(control: OwnedFd) -> Result<(), ControlError> {
 /// [`serve`] with `options`.
 pub fn serve_with(control: OwnedFd, options: Options) -> Result<(), ControlError> {
     let hub = Arc::new(Hub::new(new_waker().map_err(ControlError::EventFd)?));
-    let mut state =
-        Control { socket: control, hub, sessions: Arc::new(Mutex::new(HashMap::new())), generation: 0, options };
+    // The host side runs on this thread: packets for the host wake it.
+    let host_waker = hub.control_wake.try_clone().map_err(ControlError::EventFd)?;
+    {
+        let mut state = hub.lock();
+        state.router.attach_host();
+        state.wakers.insert(HOST_CID, host_waker);
+    }
+    let mut state = Control {
+        socket: control,
+        hub,
+        sessions: Arc::new(Mutex::new(HashMap::new())),
+        generation: 0,
+        options,
+        host: HostSide::new(),
+    };
     if options.seccomp {
         seccomp::install(ThreadRole::Control)?;
     }
@@ -193,14 +234,17 @@ impl Control {
     fn run(&mut self) -> Result<(), ControlError> {
         let mut buf = vec![0u8; MAX_MESSAGE + 1];
         loop {
-            let mut fds = [
+            let mut fds = vec![
                 libc::pollfd { fd: self.socket.as_raw_fd(), events: libc::POLLIN, revents: 0 },
                 libc::pollfd { fd: self.hub.control_wake.as_raw_fd(), events: libc::POLLIN, revents: 0 },
             ];
+            // Host services' sockets: their readiness moves bytes below.
+            fds.extend(self.host.poll_fds());
             let timeout = i32::try_from(TICK.as_millis()).unwrap_or(1000);
-            // SAFETY: `fds` is a valid array of two pollfds for the call; we
-            // check the result.
-            let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+            let count = libc::nfds_t::try_from(fds.len()).unwrap_or(2);
+            // SAFETY: `fds` is a valid array of `count` pollfds for the call;
+            // we check the result.
+            let ready = unsafe { libc::poll(fds.as_mut_ptr(), count, timeout) };
             if ready < 0 {
                 let error = std::io::Error::last_os_error();
                 if error.kind() == std::io::ErrorKind::Interrupted {
@@ -227,8 +271,15 @@ impl Control {
             let events = {
                 let mut hub = self.hub.lock();
                 hub.router.expire(Instant::now());
+                // The host's calls move until nothing moves (bounded: each
+                // round is bounded by credit, and a few rounds suffice).
+                for _ in 0..16 {
+                    if !self.host.pump(&mut hub.router) {
+                        break;
+                    }
+                }
                 let events = hub.router.take_events();
-                hub.wake(&self.hub.control_wake, None);
+                hub.wake(&self.hub.control_wake, Some(HOST_CID));
                 events
             };
             for event in events {
@@ -237,6 +288,12 @@ impl Control {
                         self.send(&Report::Ask { id: *id, from, to, service });
                     }
                     Event::Audit(line) => self.send(&Report::Audit { line }),
+                    Event::HostCall { service_port, router_port, from, service } => {
+                        let id = self.host.begin(&mut self.hub.lock().router, *service_port, *router_port);
+                        if let Some(id) = id {
+                            self.send(&Report::HostConnect { id, from, service });
+                        }
+                    }
                 }
             }
         }
@@ -257,8 +314,8 @@ impl Control {
         let request: Request = serde_json::from_slice(bytes).map_err(MessageError::Json)?;
         let what = request.what();
         let fd = match (&request, fds.len()) {
-            (Request::Attach { .. }, 0) => return Err(MessageError::MissingFd(what)),
-            (Request::Attach { .. }, 1) => fds.pop(),
+            (Request::Attach { .. } | Request::HostConnected { .. }, 0) => return Err(MessageError::MissingFd(what)),
+            (Request::Attach { .. } | Request::HostConnected { .. }, 1) => fds.pop(),
             (_, 0) => None,
             _ => return Err(MessageError::ExtraFd(what)),
         };
@@ -283,6 +340,20 @@ impl Control {
                 };
                 let mut hub = self.hub.lock();
                 hub.router.answer(id, answer)?;
+                hub.wake(&self.hub.control_wake, None);
+                Ok(())
+            }
+            Request::HostConnected { id } => {
+                let Some(stream) = fd else { return Err(MessageError::MissingFd(what)) };
+                let mut hub = self.hub.lock();
+                self.host.connected(&mut hub.router, id, stream);
+                hub.wake(&self.hub.control_wake, None);
+                Ok(())
+            }
+            Request::HostFailed { id, reason } => {
+                log::info!("host call {id} not connected: {reason}");
+                let mut hub = self.hub.lock();
+                self.host.failed(&mut hub.router, id);
                 hub.wake(&self.hub.control_wake, None);
                 Ok(())
             }

@@ -17,6 +17,7 @@
 
 mod control;
 mod device;
+pub mod host;
 mod logger;
 pub mod router;
 mod seccomp;

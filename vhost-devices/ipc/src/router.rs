@@ -87,7 +87,27 @@ pub enum Event {
     },
     /// One audit line, without the `ipc ` prefix.
     Audit(String),
+    /// A call to a host service: wardd is to connect the host side's
+    /// connection (guest port `service_port`, router port `router_port` of
+    /// [`HOST_CID`]) to the service's socket.
+    HostCall {
+        /// The connection, as the host side knows it.
+        service_port: u32,
+        /// See `service_port`.
+        router_port: u32,
+        /// The caller.
+        from: String,
+        /// `service[+argument]`.
+        service: String,
+    },
 }
+
+/// The CID the router gives the host's services ([`Router::attach_host`]):
+/// the host side (`host.rs`) speaks for it as a guest would, its
+/// "connections" being sockets wardd connects to host services.
+pub const HOST_CID: u64 = 1;
+/// The name rules use for the host (`to = "host"`, docs/POLICY.md).
+pub const HOST_NAME: &str = "host";
 
 /// Why a guest's packet was dropped. Each kind is logged once per
 /// compartment.
@@ -250,6 +270,9 @@ struct Leg {
     /// For a callee leg that has not answered: when a tick first saw it
     /// waiting ([`Router::expire`]).
     waiting_since: Option<Instant>,
+    /// Its guest closed cleanly and forgot it: only the bytes it sent
+    /// before, still in `rx`, remain, for the peer.
+    gone: bool,
 }
 
 impl Leg {
@@ -275,6 +298,7 @@ impl Leg {
             rst_due: false,
             queued: false,
             waiting_since: None,
+            gone: false,
         }
     }
 
@@ -410,7 +434,7 @@ impl Router {
     /// `fresh == false` the guest is owed a transport reset
     /// ([`Router::take_transport_reset`]).
     pub fn attach(&mut self, name: &str, cid: u64, fresh: bool) -> Result<(), AttachError> {
-        if !is_compartment_name(name) {
+        if !is_compartment_name(name) || name == HOST_NAME {
             return Err(AttachError::BadName(name.to_owned()));
         }
         if cid < FIRST_GUEST_CID || cid > u64::from(u32::MAX) {
@@ -442,6 +466,30 @@ impl Router {
             self.wakeups.insert(cid);
         }
         Ok(())
+    }
+
+    /// Makes the host's services reachable: calls the policy sends to
+    /// `host` go to [`HOST_CID`], whose packets the host side exchanges.
+    pub fn attach_host(&mut self) {
+        if self.compartments.contains_key(&HOST_CID) {
+            return;
+        }
+        self.compartments.insert(
+            HOST_CID,
+            Compartment {
+                name: HOST_NAME.to_owned(),
+                legs: 0,
+                asks: 0,
+                ready: VecDeque::new(),
+                loose: VecDeque::new(),
+                logged: 0,
+                transport_reset: false,
+                audited: 0,
+                audit_window: None,
+                audit_skipped: 0,
+            },
+        );
+        self.by_name.insert(HOST_NAME.to_owned(), HOST_CID);
     }
 
     /// Stops serving `name`: its connections are forgotten and their peers
@@ -589,6 +637,14 @@ impl Router {
         let Some(leg) = self.forget(key) else { return };
         if let Some(peer) = leg.peer {
             self.peer_gone(peer, leg.side);
+        }
+    }
+
+    /// Forgets the gone leg `key` once its bytes reached `peer`.
+    fn forget_gone(&mut self, key: LegKey, peer: LegKey) {
+        self.forget(key);
+        if let Some(peer_leg) = self.legs.get_mut(&peer) {
+            peer_leg.peer = None;
         }
     }
 
@@ -776,6 +832,23 @@ impl Router {
     fn on_rst(&mut self, key: LegKey) {
         let refused = self.legs.get(&key).is_some_and(|leg| leg.side == Side::Callee { connected: false });
         if !refused {
+            // After its SHUTDOWN(SEND), a guest's RST is the end of a
+            // clean close (virtio 5.10.6.6): it forgot the connection, but
+            // the bytes it sent before still go to its peer, then the end.
+            if let Some(leg) = self.legs.get_mut(&key)
+                && leg.in_done
+                && let Some(peer) = leg.peer
+            {
+                leg.gone = true;
+                leg.out_done = true;
+                leg.line_out.clear();
+                leg.credit_update_due = false;
+                if leg.rx.is_empty() {
+                    self.forget_gone(key, peer);
+                }
+                self.mark(peer);
+                return;
+            }
             return self.drop_leg(key);
         }
         let Some(leg) = self.forget(key) else { return };
@@ -939,6 +1012,15 @@ impl Router {
             caller_leg.side = Side::Caller(Phase::Connecting);
             caller_leg.peer = Some(key);
         }
+        if callee_cid == HOST_CID {
+            // The host side needs to know what to connect its end to.
+            self.emit(Event::HostCall {
+                service_port: guest_port,
+                router_port,
+                from: from.to_owned(),
+                service: call.to_string(),
+            });
+        }
         self.mark(key);
     }
 
@@ -1061,6 +1143,13 @@ impl Router {
     /// The next packet of leg `key`, if it has one.
     fn produce(&mut self, key: LegKey, max_payload: usize) -> Option<Packet> {
         let leg = self.legs.get(&key)?;
+        if leg.gone {
+            // Its guest forgot it: nothing goes there any more.
+            if leg.rst_due {
+                self.forget(key);
+            }
+            return None;
+        }
         if leg.rst_due {
             self.forget(key);
             return Some(Packet { header: router_header(key, op::RST), payload: Vec::new() });
@@ -1088,7 +1177,11 @@ impl Router {
                     let n = credit.min(peer_leg.rx.len());
                     let bytes: Vec<u8> = peer_leg.rx.drain(..n).collect();
                     peer_leg.consume(n);
-                    if peer_leg.credit_update_due {
+                    if peer_leg.gone {
+                        if peer_leg.rx.is_empty() {
+                            self.forget_gone(peer, key);
+                        }
+                    } else if peer_leg.credit_update_due {
                         self.mark(peer);
                     }
                     bytes

@@ -303,7 +303,7 @@ impl Sim {
             .into_iter()
             .filter_map(|event| match event {
                 Event::Audit(line) => Some(line),
-                Event::Ask { .. } => None,
+                Event::Ask { .. } | Event::HostCall { .. } => None,
             })
             .collect()
     }
@@ -363,6 +363,36 @@ fn allowed_call_carries_10_mib_each_way_through_small_credits() {
     assert!(sim.guest(MAIL).ep(1024, CALL_PORT).rst, "the router ends the caller's leg with RST");
     assert_eq!(sim.router.connections(MAIL), 0);
     assert_eq!(sim.router.connections(VAULT), 0);
+}
+
+#[test]
+fn a_callee_that_closes_cleanly_at_once_still_delivers_what_it_sent() {
+    // virtio 5.10.6.6: SHUTDOWN, then RST. A callee that sends its answer,
+    // shuts down and forgets the connection at once must not cost the
+    // caller the bytes the router still holds for it.
+    let mut sim = Sim::new();
+    sim.guest(VAULT).listening.push(service_port(b"sign"));
+    sim.guest(MAIL).buf_alloc = 4096;
+    sim.call(MAIL, 1024, "CALL vault sign\n");
+    let key = callee_key(&sim, VAULT, "sign");
+    let data = pattern(100_000, 3);
+    let ep = sim.guest(VAULT).ep(key.0, key.1);
+    ep.to_send.extend(&data);
+    ep.close_after = shutdown::SEND;
+    let vault = sim.guest(VAULT);
+    vault.flush();
+    let sent: Vec<(Header, Vec<u8>)> = vault.outbox.drain(..).collect();
+    let rst = vault.header(key.0, key.1, op::RST, None);
+    for (header, payload) in sent {
+        sim.router.receive(VAULT, &header, &payload, sim.now);
+    }
+    sim.router.receive(VAULT, &rst, &[], sim.now);
+    sim.run();
+    let caller = sim.guest(MAIL).ep(1024, CALL_PORT);
+    assert_eq!(&caller.received[..3], b"OK\n");
+    assert!(caller.received[3..] == data[..], "every byte the callee sent arrives");
+    assert_ne!(caller.shutdown & shutdown::SEND, 0, "then the end of the stream");
+    assert_eq!(sim.router.connections(VAULT), 0, "the callee's leg is gone once drained");
 }
 
 #[test]
