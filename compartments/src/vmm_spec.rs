@@ -60,6 +60,11 @@ pub struct VsockSpec {
     /// The `SOCK_SEQPACKET` socket new router connections arrive on after
     /// the router restarted (inherited descriptor number).
     pub reconnect_fd: i32,
+    /// wardd's end of that socket, which the process only keeps open
+    /// (inherited descriptor number): the socket outlives a wardd that
+    /// dies, and the next one takes its end back from this process.
+    #[serde(default)]
+    pub keep_fd: Option<i32>,
 }
 
 /// What the exit file holds.

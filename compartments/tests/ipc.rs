@@ -72,6 +72,7 @@ action = "deny"
 struct Daemon {
     dir: PathBuf,
     child: Child,
+    extra: Vec<String>,
     _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
 
@@ -89,7 +90,16 @@ impl Daemon {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("policy.toml"), POLICY).unwrap();
-        let child = Command::new(bin("wardd"))
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        let child = Self::spawn(&dir, &extra);
+        let daemon = Self { dir, child, extra, _one_at_a_time: one_at_a_time };
+        wait_until("wardd answers", Duration::from_secs(10), || daemon.ward(&["ls"]).status.success());
+        daemon
+    }
+
+    fn spawn(dir: &Path, extra: &[String]) -> Child {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("wardd.log")).unwrap();
+        Command::new(bin("wardd"))
             .arg("--socket")
             .arg(dir.join("wardd.sock"))
             .arg("--state-dir")
@@ -98,12 +108,19 @@ impl Daemon {
             .arg(dir.join("policy.toml"))
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("wardd.log")).unwrap())
+            .stderr(log)
             .spawn()
-            .unwrap();
-        let daemon = Self { dir, child, _one_at_a_time: one_at_a_time };
-        wait_until("wardd answers", Duration::from_secs(10), || daemon.ward(&["ls"]).status.success());
-        daemon
+            .unwrap()
+    }
+
+    /// Kills wardd with SIGKILL (its compartments run on) and starts it
+    /// again on the same state.
+    fn kill_and_restart(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc_kill(i32::try_from(self.child.id()).unwrap(), 9) };
+        let _ = self.child.wait();
+        self.child = Self::spawn(&self.dir, &self.extra);
+        wait_until("wardd answers again", Duration::from_secs(10), || self.ward(&["ls"]).status.success());
     }
 
     fn ward(&self, args: &[&str]) -> Output {
@@ -353,6 +370,24 @@ fn a_killed_router_resets_calls_and_comes_back() {
     // The compartments lived through it.
     let ls = d.ok(&["ls"]);
     assert_eq!(ls.lines().filter(|l| l.contains("running")).count(), 3, "{ls}");
+}
+
+#[test]
+fn compartments_keep_their_ipc_when_wardd_is_killed_and_restarted() {
+    let mut d = Daemon::start("wardd-killed", &[]);
+    d.run("beta", "sleep 1");
+    d.run("alpha", "call beta echo 1000,sleep 8000,retry beta echo 100000");
+    let before = d.line("alpha", "ipc: call beta echo 1000", Duration::from_secs(60));
+    assert!(before.contains(": ok"), "{before}");
+    d.kill_and_restart();
+    // The new wardd adopted both VMMs, took back their reconnect sockets,
+    // started a router and connected them to it.
+    let after = d.line("alpha", "ipc: retry beta echo 100000", Duration::from_secs(120));
+    assert!(after.contains(": ok"), "{after}");
+    let audit = d.audit();
+    assert!(audit.contains("adopt alpha") && audit.contains("adopt beta"), "{audit}");
+    assert!(!audit.contains("ipc-lost"), "{audit}");
+    assert!(d.router().is_some(), "a router of the new wardd runs");
 }
 
 #[test]

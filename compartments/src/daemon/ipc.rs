@@ -83,6 +83,45 @@ pub enum IpcError {
     NoSuchAsk(u64),
 }
 
+/// What a vsock compartment's VMM inherits: its vhost-user stream, its end
+/// of the reconnect socket, and a copy of wardd's end, which it only keeps
+/// open, so the reconnect socket outlives this wardd and a restarted one
+/// can take its end back from the VMM ([`take_fd`]).
+#[derive(Debug)]
+pub struct VmmSockets {
+    /// The vhost-user stream.
+    pub backend: OwnedFd,
+    /// The VMM's end of the reconnect socket.
+    pub reconnect: OwnedFd,
+    /// wardd's end, kept open by the VMM.
+    pub keep: OwnedFd,
+}
+
+/// A copy of descriptor `fd` of process `pid` (`pidfd_getfd`; wardd runs
+/// as root, which may take a descriptor from its own compartments' VMMs).
+pub fn take_fd(pid: u32, fd: i32) -> std::io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let pid = libc::pid_t::try_from(pid).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: pidfd_open takes plain integers; the result is checked and
+    // owned below.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let pidfd = i32::try_from(pidfd).map_err(|_| std::io::Error::last_os_error())?;
+    if pidfd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `pidfd` was just returned to us and nothing else owns it.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    // SAFETY: pidfd_getfd takes our pidfd and plain integers; the result is
+    // a new descriptor in this process (close-on-exec), checked and owned.
+    let taken = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    let taken = i32::try_from(taken).map_err(|_| std::io::Error::last_os_error())?;
+    if taken < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above: a fresh descriptor of ours.
+    Ok(unsafe { OwnedFd::from_raw_fd(taken) })
+}
+
 /// A message to the router.
 #[derive(Debug, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -253,7 +292,7 @@ impl IpcRouter {
     /// Connects compartment `name` (CID `cid`) to the router, starting it
     /// if needed. Returns the VMM's ends: the vhost-user stream and the
     /// reconnect socket.
-    pub fn attach(&self, name: &str, cid: u64) -> Result<(OwnedFd, OwnedFd), IpcError> {
+    pub fn attach(&self, name: &str, cid: u64) -> Result<VmmSockets, IpcError> {
         let mut inner = lock(&self.inner);
         match self.try_attach(&mut inner, name, cid) {
             // The router died just now (its reader has not noticed yet):
@@ -271,7 +310,7 @@ impl IpcRouter {
     }
 
     /// [`Self::attach`], once (the lock is held).
-    fn try_attach(&self, inner: &mut Inner, name: &str, cid: u64) -> Result<(OwnedFd, OwnedFd), IpcError> {
+    fn try_attach(&self, inner: &mut Inner, name: &str, cid: u64) -> Result<VmmSockets, IpcError> {
         if inner.running.is_none() {
             // Not started yet, or dead and waiting for its backoff: start
             // it now, reconnecting whoever was attached to the old one.
@@ -291,8 +330,25 @@ impl IpcRouter {
         ours.set_write_timeout(Some(SEND_TIMEOUT))
             .map_err(|source| IpcError::Socket { what: "a reconnect socket", source })?;
         let stream = self.connect_one(inner, name, cid, true)?;
+        let keep = ours.try_clone().map_err(|source| IpcError::Socket { what: "a reconnect socket", source })?;
         inner.attached.insert(name.to_owned(), Attached { cid, reconnect: ours });
-        Ok((OwnedFd::from(stream), OwnedFd::from(theirs)))
+        Ok(VmmSockets { backend: OwnedFd::from(stream), reconnect: OwnedFd::from(theirs), keep: OwnedFd::from(keep) })
+    }
+
+    /// A compartment whose VMM this wardd adopted after a restart, with
+    /// wardd's end of its reconnect socket taken back from it
+    /// ([`take_fd`]): the old router went with the old wardd, so a new one
+    /// starts on the next supervision pass and every attached VMM gets a
+    /// connection to it.
+    pub fn adopt(&self, name: &str, cid: u64, reconnect: UnixDatagram) {
+        let mut inner = lock(&self.inner);
+        if let Err(e) = reconnect.set_write_timeout(Some(SEND_TIMEOUT)) {
+            log::warn!("compartment {name}: {e}");
+        }
+        inner.attached.insert(name.to_owned(), Attached { cid, reconnect });
+        if inner.running.is_none() {
+            inner.restart_at = Some(Instant::now());
+        }
     }
 
     /// Sends a message to the running router; a router that does not take

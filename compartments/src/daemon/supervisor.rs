@@ -8,7 +8,7 @@
 //! it left.
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use ward_policy::{Lookup, Role};
 
-use super::ipc::{IpcRouter, PendingAsk};
+use super::ipc::{IpcRouter, PendingAsk, VmmSockets, take_fd};
 use super::paths::Paths;
 use super::proto::{CreateArgs, ErrorKind, Reply, State, Status};
 use super::state::{Granted, Record, Restart, Store, StoreError, now_ms};
@@ -230,6 +230,7 @@ impl Supervisor {
                     }
                     self.store.put(&rec)?;
                     self.store.audit("adopt", &rec.name, &format!("pid {pid} (daemon restarted)"))?;
+                    self.adopt_ipc(&rec, pid);
                 }
                 (State::Running | State::Starting | State::Stopping, None) => {
                     self.finish(&mut rec, "while the daemon was down")?;
@@ -243,6 +244,25 @@ impl Supervisor {
             }
         }
         Ok(())
+    }
+
+    /// An adopted VMM with a vsock device: takes back wardd's end of its
+    /// reconnect socket (the VMM kept a copy open for this), so the new
+    /// router can be handed to it.
+    fn adopt_ipc(&self, rec: &Record, pid: u32) {
+        if !rec.devices.vsock {
+            return;
+        }
+        let spec: Option<VmmSpec> =
+            std::fs::read(self.config.paths.spec(&rec.name)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let Some(vsock) = spec.and_then(|s| s.vsock) else { return };
+        let Some(keep_fd) = vsock.keep_fd else { return };
+        match take_fd(pid, keep_fd) {
+            Ok(fd) => self.ipc.adopt(&rec.name, vsock.cid, std::os::unix::net::UnixDatagram::from(fd)),
+            Err(e) => {
+                let _ = self.store.audit("ipc-lost", &rec.name, &format!("cannot take back its reconnect socket: {e}"));
+            }
+        }
     }
 
     /// Creates compartment `name` from the policy.
@@ -326,9 +346,9 @@ impl Supervisor {
         let vsock = match (rec.devices.vsock, rec.uid) {
             (true, Some(uid)) => {
                 let cid = ward_abi::vsock::FIRST_GUEST_CID + u64::from(uid.saturating_sub(COMPARTMENT_UID_BASE));
-                let (backend, reconnect) =
+                let sockets =
                     self.ipc.attach(&rec.name, cid).map_err(|e| OpError(ErrorKind::Internal, e.to_string()))?;
-                Some((cid, backend, reconnect))
+                Some((cid, sockets))
             }
             _ => None,
         };
@@ -343,7 +363,7 @@ impl Supervisor {
 
     /// [`Self::spawn`], once the compartment's IPC connection (if any) is
     /// made.
-    fn spawn_vmm(&self, rec: &mut Record, vsock: Option<(u64, OwnedFd, OwnedFd)>) -> Result<(), OpError> {
+    fn spawn_vmm(&self, rec: &mut Record, vsock: Option<(u64, VmmSockets)>) -> Result<(), OpError> {
         let paths = &self.config.paths;
         let internal = |what: &str, e: std::io::Error| OpError(ErrorKind::Internal, format!("{what}: {e}"));
         let spec = VmmSpec {
@@ -360,13 +380,14 @@ impl Supervisor {
             disks: rec.disks.clone(),
             uid: rec.uid,
             console_input: rec.devices.console,
-            vsock: vsock.as_ref().map(|(cid, backend, reconnect)| VsockSpec {
+            vsock: vsock.as_ref().map(|(cid, sockets)| VsockSpec {
                 cid: *cid,
-                backend_fd: backend.as_raw_fd(),
-                reconnect_fd: reconnect.as_raw_fd(),
+                backend_fd: sockets.backend.as_raw_fd(),
+                reconnect_fd: sockets.reconnect.as_raw_fd(),
+                keep_fd: Some(sockets.keep.as_raw_fd()),
             }),
         };
-        let vsock_fds = vsock.map(|(_, backend, reconnect)| (backend, reconnect));
+        let vsock_fds = vsock.map(|(_, sockets)| sockets);
         let spec_path = paths.spec(&rec.name);
         let json = serde_json::to_vec_pretty(&spec).map_err(|e| OpError(ErrorKind::Internal, e.to_string()))?;
         std::fs::write(&spec_path, json).map_err(|e| internal("writing the spec", e))?;
@@ -390,8 +411,8 @@ impl Supervisor {
             .stdin(Stdio::from(std::os::fd::OwnedFd::from(vmm_input)))
             .stdout(Stdio::null())
             .stderr(errors);
-        if let Some((backend, reconnect)) = &vsock_fds {
-            let fds = [backend.as_raw_fd(), reconnect.as_raw_fd()];
+        if let Some(sockets) = &vsock_fds {
+            let fds = [sockets.backend.as_raw_fd(), sockets.reconnect.as_raw_fd(), sockets.keep.as_raw_fd()];
             // SAFETY: the closure only calls fcntl (async-signal-safe) in
             // the child between fork and exec.
             unsafe {
