@@ -288,9 +288,13 @@ impl VirtioDevice for VhostUserVsock {
         let mut stopped = true;
         if let (Some(frontend), Some((_, rings))) = (self.frontend.as_mut(), self.rings.take()) {
             for (index, _) in rings.iter().enumerate().filter(|(_, ring)| ring.is_some()) {
-                // Stops the ring; the answer (its base) is not needed.
-                stopped &= frontend.set_vring_enable(index, false).is_ok();
-                stopped &= frontend.get_vring_base(index).is_ok();
+                // Stops the ring; the answer (its base) is not needed. The
+                // first failure ends it: a hung backend costs the vCPU one
+                // time-out, not one per message.
+                stopped = frontend.set_vring_enable(index, false).is_ok() && frontend.get_vring_base(index).is_ok();
+                if !stopped {
+                    break;
+                }
             }
         }
         if !stopped {
