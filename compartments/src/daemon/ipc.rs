@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+use ward_ipc::sockets::{one_connection, seqpacket_pair};
 
 use super::state::Store;
 use super::supervisor::join_in_child;
@@ -225,23 +226,6 @@ fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
     inner.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A `SOCK_SEQPACKET` socket pair, close-on-exec, as datagram sockets
-/// (they keep message boundaries alike).
-pub fn seqpacket_pair() -> std::io::Result<(UnixDatagram, UnixDatagram)> {
-    let mut fds = [0; 2];
-    // SAFETY: socketpair writes two descriptors into `fds`; checked.
-    let rc = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both descriptors were just made and belong to nobody else.
-    let (a, b) = unsafe {
-        use std::os::fd::FromRawFd;
-        (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
-    };
-    Ok((UnixDatagram::from(a), UnixDatagram::from(b)))
-}
-
 /// Clears close-on-exec of `fds` in a forked child before exec, so the
 /// program gets them under the same numbers.
 ///
@@ -384,13 +368,7 @@ impl IpcRouter {
         let socket = |source| IpcError::Socket { what: "a vhost-user connection", source };
         std::fs::create_dir_all(&self.dir).map_err(socket)?;
         let n = self.sequence.fetch_add(1, Ordering::Relaxed);
-        let path = self.dir.join(format!("{name}.{n}.sock"));
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).map_err(socket)?;
-        let stream = UnixStream::connect(&path);
-        // From here nobody can connect: the listener holds one connection.
-        let _ = std::fs::remove_file(&path);
-        let stream = stream.map_err(socket)?;
+        let (listener, stream) = one_connection(&self.dir.join(format!("{name}.{n}.sock"))).map_err(socket)?;
         self.send_or_kill(inner, &ToRouter::Attach { name, cid, fresh }, Some(listener.as_raw_fd()), "an attach")?;
         Ok(stream)
     }

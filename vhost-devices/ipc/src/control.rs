@@ -10,8 +10,8 @@
 //! socket closes.
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixListener;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use vhost_user_backend::{ShutdownHandle, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 use ward_policy::Policy;
 
 use crate::device::{Hub, IpcBackend, WAKE_EVENT, new_waker};
@@ -30,8 +31,6 @@ use crate::seccomp::{self, SeccompError, ThreadRole};
 
 /// Longest control message.
 const MAX_MESSAGE: usize = 1 << 20;
-/// Most descriptors one message may carry (more are closed).
-const MAX_FDS: usize = 4;
 /// How often the control thread looks at the asks' ages.
 const TICK: Duration = Duration::from_secs(1);
 /// How long a compartment's thread waits for its vhost-user connection.
@@ -186,7 +185,7 @@ type Sessions = HashMap<String, (u64, Arc<Mutex<SessionCtl>>)>;
 
 /// The control thread's state.
 struct Control {
-    socket: OwnedFd,
+    socket: UnixDatagram,
     hub: Arc<Hub>,
     /// Attached compartments: name to (generation, session).
     sessions: Arc<Mutex<Sessions>>,
@@ -213,7 +212,8 @@ pub fn serve_with(control: OwnedFd, options: Options) -> Result<(), ControlError
         state.wakers.insert(HOST_CID, host_waker);
     }
     let mut state = Control {
-        socket: control,
+        // A SOCK_SEQPACKET socket: message boundaries, as a datagram one.
+        socket: UnixDatagram::from(control),
         hub,
         sessions: Arc::new(Mutex::new(HashMap::new())),
         generation: 0,
@@ -258,9 +258,9 @@ impl Control {
             if fds[0].revents != 0 {
                 match receive(&self.socket, &mut buf) {
                     Ok(None) => return Ok(()),
-                    Ok(Some((len, truncated, fds))) => {
+                    Ok(Some((len, truncated, fd))) => {
                         let message = if truncated { Err(MessageError::TooLong) } else { Ok(&buf[..len]) };
-                        if let Err(e) = message.and_then(|bytes| self.handle(bytes, fds)) {
+                        if let Err(e) = message.and_then(|bytes| self.handle(bytes, fd)) {
                             log::warn!("ignored {e}");
                         }
                     }
@@ -310,15 +310,15 @@ impl Control {
         }
     }
 
-    fn handle(&mut self, bytes: &[u8], mut fds: Vec<OwnedFd>) -> Result<(), MessageError> {
+    fn handle(&mut self, bytes: &[u8], fd: Option<OwnedFd>) -> Result<(), MessageError> {
         let request: Request = serde_json::from_slice(bytes).map_err(MessageError::Json)?;
         let what = request.what();
-        let fd = match (&request, fds.len()) {
-            (Request::Attach { .. } | Request::HostConnected { .. }, 0) => return Err(MessageError::MissingFd(what)),
-            (Request::Attach { .. } | Request::HostConnected { .. }, 1) => fds.pop(),
-            (_, 0) => None,
-            _ => return Err(MessageError::ExtraFd(what)),
-        };
+        let wants_fd = matches!(request, Request::Attach { .. } | Request::HostConnected { .. });
+        match (wants_fd, fd.is_some()) {
+            (true, false) => return Err(MessageError::MissingFd(what)),
+            (false, true) => return Err(MessageError::ExtraFd(what)),
+            _ => {}
+        }
         match request {
             Request::Policy { files } => {
                 let policy = Policy::from_files(&files).map_err(|e| MessageError::Policy(e.to_string()))?;
@@ -522,55 +522,15 @@ fn wake_fd(fd: RawFd) {
     let _ = unsafe { libc::write(fd, one.as_ptr().cast(), one.len()) };
 }
 
-/// Reads one message from `socket` into `buf`: `None` when the socket
-/// closed, else its length, whether it was cut short, and the descriptors
-/// it carried.
-fn receive(socket: &OwnedFd, buf: &mut [u8]) -> std::io::Result<Option<(usize, bool, Vec<OwnedFd>)>> {
-    // u64 alignment for the control buffer, as cmsghdr needs.
-    let mut control = [0u64; 16];
-    let control_len = std::mem::size_of_val(&control);
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-    // SAFETY: an all-zero msghdr is a valid empty one.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = control_len;
-    // SAFETY: `msg` points at `iov` (over `buf`) and `control`, both alive
-    // and writable for the call; we check the result.
-    let len = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if len < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut fds = Vec::new();
-    // SAFETY: `msg` was filled by recvmsg; the CMSG macros walk its control
-    // buffer within `msg_controllen`.
-    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
-    while !cmsg.is_null() {
-        // SAFETY: `cmsg` is non-null and within the control buffer.
-        let header = unsafe { &*cmsg };
-        if header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == libc::SCM_RIGHTS {
-            // SAFETY: CMSG_LEN of zero bytes is a constant computation.
-            let base = unsafe { libc::CMSG_LEN(0) } as usize;
-            let count = header.cmsg_len.saturating_sub(base) / std::mem::size_of::<RawFd>();
-            // SAFETY: the data of an SCM_RIGHTS message is `count` fds.
-            let data = unsafe { libc::CMSG_DATA(cmsg) }.cast::<RawFd>();
-            for i in 0..count {
-                // SAFETY: `i < count`, within the message; the read may be
-                // unaligned.
-                let fd = unsafe { data.add(i).read_unaligned() };
-                // SAFETY: the kernel just gave us this descriptor; nothing
-                // else owns it.
-                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
-            }
-        }
-        // SAFETY: as CMSG_FIRSTHDR.
-        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
-    }
-    if len == 0 && fds.is_empty() {
+/// Reads one message from `socket` into `buf` (one byte longer than the
+/// longest message, so a longer one shows): `None` when the socket
+/// closed, else its length, whether it was too long, and the descriptor it
+/// carried (more than one: the kernel closes them all, and the message
+/// carries none).
+fn receive(socket: &UnixDatagram, buf: &mut [u8]) -> std::io::Result<Option<(usize, bool, Option<OwnedFd>)>> {
+    let (len, file) = socket.recv_with_fd(buf).map_err(std::io::Error::from)?;
+    if len == 0 && file.is_none() {
         return Ok(None);
     }
-    fds.truncate(MAX_FDS);
-    let truncated = msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0;
-    Ok(Some((usize::try_from(len).unwrap_or(0), truncated, fds)))
+    Ok(Some((len.min(MAX_MESSAGE), len > MAX_MESSAGE, file.map(OwnedFd::from))))
 }

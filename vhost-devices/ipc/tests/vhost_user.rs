@@ -10,7 +10,7 @@
 #![allow(clippy::cast_possible_truncation, reason = "test sizes are small")]
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::time::{Duration, Instant};
 
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
@@ -18,7 +18,9 @@ use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 use ward_abi::vsock::{CALL_PORT, HEADER_SIZE, Header, ROUTER_CID, TYPE_STREAM, op, service_port, shutdown};
+use ward_ipc::sockets::{one_connection, seqpacket_pair};
 use zerocopy::{FromBytes, IntoBytes};
 
 const POLICY: &str = r#"
@@ -46,41 +48,15 @@ const USER_BASE: u64 = 0x7f00_0000_0000;
 const QUEUE_SIZE: u16 = 16;
 const BUF_SIZE: u32 = 4096;
 
-fn seqpacket_pair() -> (OwnedFd, OwnedFd) {
-    let mut fds = [0; 2];
-    // SAFETY: socketpair writes two descriptors into `fds`; checked.
-    let made =
-        unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
-    assert_eq!(made, 0);
-    // SAFETY: both are fresh descriptors we own.
-    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+fn send(control: &UnixDatagram, json: &str, fd: Option<RawFd>) {
+    let sent = match fd {
+        Some(fd) => control.send_with_fd(json.as_bytes(), fd).unwrap(),
+        None => control.send(json.as_bytes()).unwrap(),
+    };
+    assert_eq!(sent, json.len());
 }
 
-fn send(control: &OwnedFd, json: &str, fd: Option<RawFd>) {
-    let mut iov = libc::iovec { iov_base: json.as_ptr() as *mut _, iov_len: json.len() };
-    let mut cmsg_buf = [0u64; 4];
-    // SAFETY: an all-zero msghdr is valid; it points at live buffers below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    if let Some(fd) = fd {
-        msg.msg_control = cmsg_buf.as_mut_ptr().cast();
-        // SAFETY: constant computation.
-        msg.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as usize;
-        // SAFETY: the control buffer is large enough for one fd.
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(4) as usize;
-            libc::CMSG_DATA(cmsg).cast::<RawFd>().write_unaligned(fd);
-        }
-    }
-    // SAFETY: `msg` is valid for the call.
-    assert!(unsafe { libc::sendmsg(control.as_raw_fd(), &msg, 0) } > 0);
-}
-
-fn recv_json(control: &OwnedFd) -> serde_json::Value {
+fn recv_json(control: &UnixDatagram) -> serde_json::Value {
     let mut buf = vec![0u8; 1 << 16];
     let mut pollfd = libc::pollfd { fd: control.as_raw_fd(), events: libc::POLLIN, revents: 0 };
     // SAFETY: one valid pollfd.
@@ -261,11 +237,8 @@ fn data(packets: &[(Header, Vec<u8>)]) -> Vec<u8> {
     packets.iter().filter(|(h, _)| h.op == op::RW).flat_map(|(_, p)| p.clone()).collect()
 }
 
-fn attach(control: &OwnedFd, dir: &std::path::Path, name: &str, cid: u64) -> Guest {
-    let path = dir.join(format!("{name}.sock"));
-    let listener = UnixListener::bind(&path).unwrap();
-    let stream = UnixStream::connect(&path).unwrap();
-    std::fs::remove_file(&path).unwrap();
+fn attach(control: &UnixDatagram, dir: &std::path::Path, name: &str, cid: u64) -> Guest {
+    let (listener, stream) = one_connection(&dir.join(format!("{name}.sock"))).unwrap();
     send(
         control,
         &format!(r#"{{"op":"attach","name":"{name}","cid":{cid},"fresh":true}}"#),
@@ -278,8 +251,9 @@ fn attach(control: &OwnedFd, dir: &std::path::Path, name: &str, cid: u64) -> Gue
 #[test]
 fn calls_go_through_the_vhost_user_backend() {
     ward_ipc::init_logging();
-    let (ours, theirs) = seqpacket_pair();
-    let router = std::thread::spawn(move || ward_ipc::serve_with(theirs, ward_ipc::Options { seccomp: true }));
+    let (ours, theirs) = seqpacket_pair().unwrap();
+    let router =
+        std::thread::spawn(move || ward_ipc::serve_with(OwnedFd::from(theirs), ward_ipc::Options { seccomp: true }));
     let policy = serde_json::json!({"op": "policy", "files": [["/p/00.toml", POLICY]]}).to_string();
     send(&ours, &policy, None);
     assert_eq!(recv_json(&ours), serde_json::json!({"op": "ready"}));
