@@ -589,6 +589,36 @@ impl IpcRouter {
     }
 }
 
+/// Connects to the UNIX stream socket at `path` without waiting: a
+/// service whose backlog is full (it stopped accepting) is an error
+/// (`EAGAIN`), never a wait that would stall wardd's reader of the router.
+fn connect_now(path: &std::path::Path) -> std::io::Result<UnixStream> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: an all-zero sockaddr_un is valid; the path is copied in below.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::sa_family_t::try_from(libc::AF_UNIX).unwrap_or(1);
+    let bytes = path.as_os_str().as_encoded_bytes();
+    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "socket path too long"));
+    }
+    for (slot, &b) in addr.sun_path.iter_mut().zip(bytes) {
+        *slot = b as libc::c_char;
+    }
+    // SAFETY: socket takes plain integers; the result is checked and owned.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just made and nothing else owns it.
+    let stream = unsafe { UnixStream::from_raw_fd(fd) };
+    let len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_un>()).unwrap_or(110);
+    // SAFETY: `addr` is a valid sockaddr_un of `len` bytes for the call.
+    if unsafe { libc::connect(fd, std::ptr::from_ref(&addr).cast(), len) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stream)
+}
+
 /// Connects host call `id` (from compartment `from`, for
 /// `service[+argument]`) to the service's socket, and hands the router the
 /// connection, or says why there is none. The router already checked the
@@ -603,7 +633,7 @@ fn connect_host_service(
     let name = service.split('+').next().unwrap_or(service);
     let connected = match services.get(name) {
         None => Err(format!("no host service {name} is configured (wardd --host-service)")),
-        Some(path) => UnixStream::connect(path).map_err(|e| format!("{}: {e}", path.display())),
+        Some(path) => connect_now(path).map_err(|e| format!("{}: {e}", path.display())),
     };
     let result = match &connected {
         Ok(stream) => send(control, &ToRouter::HostConnected { id }, Some(stream.as_raw_fd()), "a host connection"),
@@ -645,4 +675,34 @@ fn send(control: &UnixDatagram, message: &ToRouter<'_>, fd: Option<i32>, what: &
         None => control.send(&bytes).map(|_| ()),
     };
     result.map_err(|source| IpcError::Send { what, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_service_that_stopped_accepting_is_refused_not_waited_for() {
+        let dir = std::env::temp_dir().join(format!("ward-connect-now-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("stuck.sock");
+        let _ = std::fs::remove_file(&path);
+        // Never accepts: its backlog (made small) fills.
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        // SAFETY: listen again on our own listening socket, with a backlog of 1.
+        assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 1) }, 0);
+        let mut held = Vec::new();
+        let refused = (0..64).find_map(|_| match connect_now(&path) {
+            Ok(stream) => {
+                held.push(stream);
+                None
+            }
+            Err(e) => Some(e),
+        });
+        let refused = refused.expect("a full backlog refuses instead of blocking");
+        assert_eq!(refused.kind(), std::io::ErrorKind::WouldBlock, "{refused}");
+        assert!(!held.is_empty(), "connections within the backlog work");
+        assert!(connect_now(&dir.join("missing.sock")).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
