@@ -308,6 +308,17 @@ impl Sim {
             .collect()
     }
 
+    /// The router takes what guest `cid` sends now, and delivers nothing
+    /// yet (to stage what happens in between).
+    fn transmit(&mut self, cid: u64) {
+        let guest = self.guest(cid);
+        guest.flush();
+        let sent: Vec<(Header, Vec<u8>)> = guest.outbox.drain(..).collect();
+        for (header, payload) in sent {
+            self.router.receive(cid, &header, &payload, self.now);
+        }
+    }
+
     /// Opens a call from `cid` on local port `port` and writes `line`.
     fn call(&mut self, cid: u64, port: u32, line: &str) {
         self.guest(cid).connect(port);
@@ -379,13 +390,8 @@ fn a_callee_that_closes_cleanly_at_once_still_delivers_what_it_sent() {
     let ep = sim.guest(VAULT).ep(key.0, key.1);
     ep.to_send.extend(&data);
     ep.close_after = shutdown::SEND;
-    let vault = sim.guest(VAULT);
-    vault.flush();
-    let sent: Vec<(Header, Vec<u8>)> = vault.outbox.drain(..).collect();
-    let rst = vault.header(key.0, key.1, op::RST, None);
-    for (header, payload) in sent {
-        sim.router.receive(VAULT, &header, &payload, sim.now);
-    }
+    sim.transmit(VAULT);
+    let rst = sim.guest(VAULT).header(key.0, key.1, op::RST, None);
     sim.router.receive(VAULT, &rst, &[], sim.now);
     sim.run();
     let caller = sim.guest(MAIL).ep(1024, CALL_PORT);
@@ -683,12 +689,8 @@ fn detach_of_a_connecting_callee_makes_the_call_unreachable() {
     let mut sim = Sim::new();
     sim.guest(MAIL).connect(1024);
     sim.run();
-    let guest = sim.guest(MAIL);
-    guest.ep(1024, CALL_PORT).to_send.extend(b"CALL vault sign\n");
-    guest.flush();
-    while let Some((header, payload)) = sim.guest(MAIL).outbox.pop_front() {
-        sim.router.receive(MAIL, &header, &payload, sim.now);
-    }
+    sim.guest(MAIL).ep(1024, CALL_PORT).to_send.extend(b"CALL vault sign\n");
+    sim.transmit(MAIL);
     // The REQUEST to the vault is not delivered before it goes away.
     sim.router.detach("vault").unwrap();
     sim.guests.remove(&VAULT);
@@ -764,12 +766,8 @@ fn data_before_the_callee_answers_resets_nothing_else() {
     // reset; the caller gets an error.
     sim.guest(MAIL).connect(1024);
     sim.run();
-    let guest = sim.guest(MAIL);
-    guest.ep(1024, CALL_PORT).to_send.extend(b"CALL vault sign\n");
-    guest.flush();
-    while let Some((header, payload)) = sim.guest(MAIL).outbox.pop_front() {
-        sim.router.receive(MAIL, &header, &payload, sim.now);
-    }
+    sim.guest(MAIL).ep(1024, CALL_PORT).to_send.extend(b"CALL vault sign\n");
+    sim.transmit(MAIL);
     let request = sim.router.next_packet(VAULT, 4096).unwrap();
     assert_eq!({ request.header.op }, op::REQUEST);
     let mut rw = sim.guest(VAULT).header(request.header.dst_port, request.header.src_port, op::RW, None);
