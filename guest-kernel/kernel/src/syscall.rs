@@ -496,13 +496,12 @@ fn sys_vsock_attach(k: &mut Kernel, pid: Pid, info_addr: u64) -> Result<u64, Err
             let space = p.space.as_mut().ok_or(Error::NoSuchProcess)?;
             for (i, &phys) in pages.iter().enumerate() {
                 let virt = base + i as u64 * PAGE_SIZE;
-                let mapped = frames.share(mem, phys).map_err(|_| Error::NoMemory).and_then(|()| {
-                    space.map(mem, frames, virt, phys, NO_EXECUTE).map_err(|_| {
-                        let _ = frames.release(mem, phys);
-                        Error::NoMemory
-                    })
-                });
-                if let Err(e) = mapped {
+                // The frames stay the device's (as boot modules' stay the
+                // kernel's): the owner's exit or unmap leaves them, and
+                // `share` refuses them, so no other process keeps a view of
+                // the next owner's packets.
+                let mapped = space.map(mem, frames, virt, phys, NO_EXECUTE | paging::MODULE_FRAME);
+                if let Err(e) = mapped.map_err(|_| Error::NoMemory) {
                     for j in 0..i as u64 {
                         space.unmap(mem, frames, base + j * PAGE_SIZE);
                     }
