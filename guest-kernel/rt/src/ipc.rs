@@ -239,6 +239,9 @@ struct Conn {
     /// The peer forgot the connection after a clean close (its `RST`
     /// came after its `SHUTDOWN`): what arrived stays readable.
     peer_gone: bool,
+    /// A served call the program has not been given yet (its `FROM` line
+    /// has not come): if it fails now, nobody would ever close it.
+    unseen: bool,
     /// We sent `SHUTDOWN` with `SEND`.
     shut_send: bool,
     /// A `try_send` found no credit: report [`Event::Writable`] later.
@@ -267,6 +270,7 @@ impl Conn {
             peer_eof: false,
             peer_no_rcv: false,
             peer_gone: false,
+            unseen: false,
             shut_send: false,
             wants_credit: false,
             credit_requested: false,
@@ -595,6 +599,9 @@ impl<T: Transport> Ipc<T> {
             Received::TransportReset => state.transport_reset(),
             Received::Packet(bytes) => state.packet(bytes),
         }
+        // A served call that failed before the program saw it is dropped
+        // here: else each would hold one of the connections for good.
+        conns.retain(|c| !c.unseen || c.alive());
         Ok(())
     }
 
@@ -831,6 +838,7 @@ impl Proto<'_> {
         let id = ConnId(*self.next_id);
         *self.next_id = self.next_id.wrapping_add(1).max(1);
         let mut c = Conn::new(id, local, peer, ConnState::Accepting);
+        c.unseen = true;
         c.peer_buf_alloc = h.buf_alloc;
         c.peer_fwd_cnt = h.fwd_cnt;
         self.control.push_back(header_for(self.cid, &c, op::RESPONSE, 0, 0));
@@ -889,6 +897,7 @@ impl Proto<'_> {
                 c.caller = String::from(caller);
                 c.service = String::from(service);
                 c.state = ConnState::Open;
+                c.unseen = false;
                 self.accepts.push_back(c.id);
                 push_event(self.events, Event::Accepted(c.id));
                 if !c.rx.is_empty() {

@@ -533,3 +533,27 @@ fn listening_twice_and_more_than_64_connections_are_refused() {
     ports.dedup();
     assert_eq!(ports.len(), MAX_CONNECTIONS);
 }
+
+#[test]
+fn served_calls_that_fail_before_their_from_line_do_not_use_up_connections() {
+    // A router that resets calls before their FROM line (a hostile one, or
+    // one that restarts) must not leave them holding the 64 connections:
+    // the program never saw them, so it could never close them.
+    let mut ipc = plain();
+    ipc.listen("echo").unwrap();
+    let port = service_port(b"echo");
+    let mut events = Vec::new();
+    for i in 0..2 * MAX_CONNECTIONS as u32 {
+        let net = ipc.transport_mut();
+        net.inbox.push_back(packet(&hdr(5000 + i, port, op::REQUEST, 0), &[]));
+        net.inbox.push_back(packet(&hdr(5000 + i, port, op::RST, 0), &[]));
+        ipc.poll(Some(0), &mut events).unwrap();
+    }
+    assert_eq!(ipc.connections(), 0);
+    let net = ipc.transport_mut();
+    net.inbox.push_back(packet(&hdr(9000, port, op::REQUEST, 0), &[]));
+    net.inbox.push_back(packet(&hdr(9000, port, op::RW, 15), b"FROM mail echo\n"));
+    ipc.poll(Some(0), &mut events).unwrap();
+    let accepted = ipc.try_accept().expect("a new call is still taken");
+    assert_eq!(accepted.caller, "mail");
+}
