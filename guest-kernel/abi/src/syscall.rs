@@ -87,7 +87,8 @@ pub const VSOCK_ATTACH: u64 = 23;
 /// buffer `done` back to the device (or none:
 /// [`crate::vsock::NO_BUFFER`]), then blocks until the device fills one
 /// (or the timeout passes: [`Error::TimedOut`]) and returns its index and
-/// the bytes written (header included). Returns
+/// the bytes written (header included), with [`crate::vsock::RECV_MORE`]
+/// set if more filled buffers wait. Returns
 /// [`crate::vsock::RECV_TRANSPORT_RESET`] once after the device dropped
 /// every connection. Owner only.
 pub const VSOCK_RECV: u64 = 24;

@@ -153,6 +153,10 @@ pub struct VsockInfo {
 /// success: values with the top bit set are errors
 /// ([`crate::syscall::decode`]).
 pub const RECV_TRANSPORT_RESET: u64 = 0x7fff_ffff_0000_0000;
+/// Set in a packet result of [`crate::syscall::VSOCK_RECV`] when more
+/// filled buffers are waiting: without it, another receive right away
+/// would find nothing (and cost a system call for it).
+pub const RECV_MORE: u64 = 1 << 31;
 /// [`crate::syscall::VSOCK_RECV`]'s `done` argument when no buffer is given back.
 pub const NO_BUFFER: u64 = u64::MAX;
 

@@ -55,6 +55,11 @@ pub trait Transport {
     /// forever; `Some(0)`: not at all, [`Error::TimedOut`] if none). The
     /// bytes stay valid until the next call.
     fn recv(&mut self, timeout_ns: Option<u64>) -> Result<Received<'_>, Error>;
+    /// Whether the last [`Transport::recv`] said more packets were already
+    /// waiting; when not, [`Ipc::pump`] stops without asking again.
+    fn more(&self) -> bool {
+        true
+    }
 }
 
 /// What [`Transport::recv`] got.
@@ -583,6 +588,9 @@ impl<T: Transport> Ipc<T> {
                 Err(e) => return Err(e),
             }
             self.flush_control()?;
+            if !self.transport.more() {
+                return Ok(());
+            }
             wait = Some(0);
         }
     }
@@ -965,13 +973,15 @@ pub struct Device {
     info: ward_abi::vsock::VsockInfo,
     /// The receive buffer we hold, given back with the next receive.
     held: Option<u32>,
+    /// The kernel said more packets wait.
+    more: bool,
 }
 
 impl Device {
     /// Attaches the device (this process becomes its owner).
     pub fn attach() -> Result<Self, IpcError> {
         match crate::sys::vsock_attach() {
-            Ok(info) => Ok(Self { info, held: None }),
+            Ok(info) => Ok(Self { info, held: None, more: true }),
             Err(Error::Busy) => Err(IpcError::DeviceBusy),
             Err(e) => Err(e.into()),
         }
@@ -988,11 +998,18 @@ impl Transport for Device {
         crate::sys::vsock_send(packet).map(|_| ())
     }
 
+    fn more(&self) -> bool {
+        self.more
+    }
+
     fn recv(&mut self, timeout_ns: Option<u64>) -> Result<Received<'_>, Error> {
         let done = self.held.take();
+        // Unknown after a reset: ask again.
+        self.more = true;
         match crate::sys::vsock_recv(done, timeout_ns)? {
             crate::sys::VsockRecv::TransportReset => Ok(Received::TransportReset),
-            crate::sys::VsockRecv::Packet { index, len } => {
+            crate::sys::VsockRecv::Packet { index, len, more } => {
+                self.more = more;
                 if index >= self.info.buffers {
                     // Not a buffer of ours: nothing to read or give back.
                     return Ok(Received::Packet(&[]));

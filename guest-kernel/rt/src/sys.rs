@@ -249,6 +249,8 @@ pub enum VsockRecv {
         index: u32,
         /// Bytes the device wrote.
         len: u32,
+        /// More filled buffers wait (another receive finds one at once).
+        more: bool,
     },
     /// The device dropped every connection.
     TransportReset,
@@ -270,7 +272,9 @@ pub fn vsock_recv(done: Option<u32>, timeout_ns: Option<u64>) -> Result<VsockRec
     if got == ward_abi::vsock::RECV_TRANSPORT_RESET {
         return Ok(VsockRecv::TransportReset);
     }
-    Ok(VsockRecv::Packet { index: (got >> 32) as u32, len: got as u32 })
+    let more = got & ward_abi::vsock::RECV_MORE != 0;
+    let len = (got & !ward_abi::vsock::RECV_MORE) as u32;
+    Ok(VsockRecv::Packet { index: (got >> 32) as u32, len, more })
 }
 
 /// Sends one packet (header and payload) from our memory; returns when the

@@ -256,7 +256,8 @@ impl Rings {
         self.ready_head = (self.ready_head + 1) % RX_BUFFERS;
         self.ready_len -= 1;
         self.slots[usize::from(i)] = Slot::Held;
-        Some((u64::from(i) << 32) | u64::from(len))
+        let more = if self.ready_len > 0 { abi::RECV_MORE } else { 0 };
+        Some((u64::from(i) << 32) | u64::from(len) | more)
     }
 
     /// The owner gives buffer `index` back; the device gets it again.
@@ -469,7 +470,7 @@ mod tests {
         use_buffer(&mut mem, RX.2, 0, h1, 100);
         use_buffer(&mut mem, RX.2, 1, h0, 44);
         assert!(!r.collect(&mut mem, &mut done));
-        assert_eq!(r.next_ready(), Some((1 << 32) | 100));
+        assert_eq!(r.next_ready(), Some((1 << 32) | 100 | abi::RECV_MORE), "one more waits");
         assert_eq!(r.next_ready(), Some(44));
         assert_eq!(r.next_ready(), None);
         // Only held buffers come back, once each.

@@ -557,3 +557,46 @@ fn served_calls_that_fail_before_their_from_line_do_not_use_up_connections() {
     let accepted = ipc.try_accept().expect("a new call is still taken");
     assert_eq!(accepted.caller, "mail");
 }
+
+/// A transport that says, as the kernel does, whether more packets wait,
+/// and counts the receives.
+#[derive(Default)]
+struct Counting {
+    inbox: VecDeque<Vec<u8>>,
+    current: Vec<u8>,
+    more: bool,
+    recvs: usize,
+}
+
+impl Transport for Counting {
+    fn send(&mut self, _p: &[u8]) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn recv(&mut self, _timeout_ns: Option<u64>) -> Result<Received<'_>, Error> {
+        self.recvs += 1;
+        self.current = self.inbox.pop_front().ok_or(Error::TimedOut)?;
+        self.more = !self.inbox.is_empty();
+        Ok(Received::Packet(&self.current))
+    }
+
+    fn more(&self) -> bool {
+        self.more
+    }
+}
+
+#[test]
+fn pump_asks_the_kernel_again_only_when_it_said_more_packets_wait() {
+    let mut ipc = Ipc::new(Counting::default(), GUEST);
+    ipc.listen("echo").unwrap();
+    let port = service_port(b"echo");
+    ipc.transport_mut().inbox.push_back(packet(&hdr(5000, port, op::REQUEST, 0), &[]));
+    ipc.pump(Some(0)).unwrap();
+    assert_eq!(ipc.transport_mut().recvs, 1, "one packet: one system call, not a second that finds nothing");
+    for i in 0..2 {
+        ipc.transport_mut().inbox.push_back(packet(&hdr(6000 + i, port, op::REQUEST, 0), &[]));
+    }
+    ipc.pump(Some(0)).unwrap();
+    assert_eq!(ipc.transport_mut().recvs, 3, "both waiting packets are taken in one pump");
+    assert_eq!(ipc.connections(), 3);
+}
