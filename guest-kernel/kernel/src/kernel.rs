@@ -194,13 +194,8 @@ impl Kernel {
     pub fn wake(&mut self, pid: Pid) {
         self.sched_dirty = true;
         if let Some(p) = self.procs.get_mut(&pid) {
-            match p.state {
-                State::Sleeping { deadline }
-                | State::Receiving { deadline: Some(deadline) }
-                | State::VsockRecv { deadline: Some(deadline) } => {
-                    self.sleepers.remove(deadline, pid);
-                }
-                _ => {}
+            if let Some(deadline) = p.state.deadline() {
+                self.sleepers.remove(deadline, pid);
             }
             p.state = State::Runnable;
             if self.current != Some(pid) {
@@ -215,13 +210,8 @@ impl Kernel {
         let Some(pid) = self.current else { return };
         if let Some(p) = self.procs.get_mut(&pid) {
             p.state = state;
-            match state {
-                State::Sleeping { deadline }
-                | State::Receiving { deadline: Some(deadline) }
-                | State::VsockRecv { deadline: Some(deadline) } => {
-                    self.sleepers.insert(deadline, pid);
-                }
-                _ => {}
+            if let Some(deadline) = state.deadline() {
+                self.sleepers.insert(deadline, pid);
             }
         }
     }
@@ -243,10 +233,7 @@ impl Kernel {
         if p.is_zombie() {
             return;
         }
-        if let State::Sleeping { deadline }
-        | State::Receiving { deadline: Some(deadline) }
-        | State::VsockRecv { deadline: Some(deadline) } = p.state
-        {
+        if let Some(deadline) = p.state.deadline() {
             self.sleepers.remove(deadline, pid);
         }
         p.state = State::Zombie { status };

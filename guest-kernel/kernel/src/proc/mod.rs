@@ -84,6 +84,17 @@ impl State {
             Self::Zombie { .. } => ProcessState::Zombie,
         }
     }
+
+    /// When the state times out, if it does (the process is then among the
+    /// kernel's sleepers).
+    pub fn deadline(&self) -> Option<u64> {
+        match *self {
+            Self::Sleeping { deadline }
+            | Self::Receiving { deadline: Some(deadline) }
+            | Self::VsockRecv { deadline: Some(deadline) } => Some(deadline),
+            _ => None,
+        }
+    }
 }
 
 /// A kernel stack: slot `slot` of the kernel-stack region.
