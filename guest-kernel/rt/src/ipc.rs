@@ -452,11 +452,6 @@ impl<T: Transport> Ipc<T> {
         self.conn(id).map(|c| c.state.clone())
     }
 
-    /// Bytes received on `id` and not read yet.
-    pub fn available(&self, id: ConnId) -> usize {
-        self.conn(id).map_or(0, |c| c.rx.len())
-    }
-
     /// Sends what the peer's credit allows of `data` now; returns how many
     /// bytes went (0: no credit yet, wait for [`Event::Writable`]).
     pub fn try_send(&mut self, id: ConnId, data: &[u8]) -> Result<usize, IpcError> {
