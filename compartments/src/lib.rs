@@ -11,6 +11,7 @@ pub mod console_log;
 pub mod daemon;
 pub mod fleet;
 pub mod grant;
+pub mod host_file;
 pub mod ipc_bench;
 pub mod jail;
 pub mod manage;
