@@ -197,11 +197,9 @@ mod tests {
         let dir = scratch("sparse");
         let path = dir.join("big");
         File::create(&path).unwrap().set_len(2 << 30).unwrap();
-        let started = Instant::now();
         let e = read_regular(&path, 1 << 20, "a policy file").unwrap_err();
         assert!(matches!(e, HostFileError::TooLarge { size: 0x8000_0000, max: 0x10_0000, .. }), "{e}");
         assert!(e.to_string().contains("a policy file"), "{e}");
-        assert!(started.elapsed() < Duration::from_secs(5));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

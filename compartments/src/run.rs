@@ -1,19 +1,19 @@
 //! `ward run`: boot a compartment in the foreground.
 
-use std::borrow::Cow;
 use std::io::Write;
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ward_vmm::boot::ModuleSpec;
 use ward_vmm::loader::LoaderError;
 use ward_vmm::{
-    BootTimings, ConsoleConfig, ConsoleInput, DiskConfig, GuestExit, SeccompMode, VirtioConfig, VmConfig, VmError,
-    VmOutcome,
+    BootTimings, ConsoleConfig, ConsoleInput, DiskConfig, GuestExit, KernelSource, SeccompMode, VirtioConfig, VmConfig,
+    VmError, VmOutcome,
 };
 
 use crate::cli::RunArgs;
 use crate::grant::{DiskRequest, GrantError, grant};
+use crate::host_file::{self, HostFileError};
 use crate::policy_source::{PolicySource, SourceError};
 
 /// `ward run` exits with this code when the compartment crashed.
@@ -22,14 +22,9 @@ pub const EXIT_CRASHED: u8 = 125;
 /// `ward run` could not run the compartment.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// The kernel file could not be read.
-    #[error("cannot read kernel file {path}: {source}")]
-    ReadKernel {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
+    /// The kernel file could not be opened as a regular file.
+    #[error("kernel file: {0}")]
+    ReadKernel(#[source] HostFileError),
     /// The kernel file is not a kernel Ward can boot.
     #[error("kernel file {path}: {source}")]
     BadKernel {
@@ -76,12 +71,14 @@ pub fn run(
         .map(|d| (d.clone(), std::fs::metadata(&d.path).map_or(0, |m| m.len())))
         .collect();
     grant.check_disks(args.name.as_str(), &sized)?;
-    let (kernel, kernel_name): (Cow<'static, [u8]>, String) = match &args.kernel {
+    let (kernel, kernel_name) = match &args.kernel {
+        // Opened, never read whole: the VMM reads its headers, then only
+        // its segments (bounded by guest memory), through the descriptor.
         Some(path) => {
-            let bytes = std::fs::read(path).map_err(|source| RunError::ReadKernel { path: path.clone(), source })?;
-            (bytes.into(), path.display().to_string())
+            let (file, _) = host_file::open_regular(path, u64::MAX, "a kernel").map_err(RunError::ReadKernel)?;
+            (KernelSource::File(Arc::new(file)), path.display().to_string())
         }
-        None => (ward_images::KERNEL.into(), "(built-in)".to_owned()),
+        None => (KernelSource::from(ward_images::KERNEL), "(built-in)".to_owned()),
     };
     let input = ConsoleInput::stdin().map_err(RunError::Stdin)?;
     let image = ward_images::image(&grant.image).ok_or_else(|| RunError::UnknownImage(grant.image.clone()))?;

@@ -138,7 +138,46 @@ fn kernel_file_for_another_architecture_is_refused() {
 #[test]
 fn missing_kernel_file_is_refused() {
     let out = run(&["run", "hello", "--kernel", "/nonexistent/kernel"]);
-    assert_one_line_error(&out, "cannot read kernel file /nonexistent/kernel");
+    assert_one_line_error(&out, "kernel file: cannot read /nonexistent/kernel");
+}
+
+/// Runs `ward` and fails the test if it has not ended within 30 s (a
+/// `ward` blocked on a file would otherwise hang the suite).
+fn run_bounded(args: &[&str]) -> Output {
+    let mut child =
+        ward().args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("ward {args:?} still runs after 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn kernel_that_is_a_fifo_a_device_or_a_directory_is_refused_without_blocking() {
+    let dir = temp_file("placeholder", b"").parent().unwrap().to_owned();
+    let fifo = dir.join("kernel-fifo");
+    let _ = std::fs::remove_file(&fifo);
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let out = run_bounded(&["run", "hello", "--kernel", fifo.to_str().unwrap()]);
+    assert_one_line_error(&out, "kernel-fifo is a FIFO, not a regular file");
+    let out = run_bounded(&["run", "hello", "--kernel", "/dev/zero"]);
+    assert_one_line_error(&out, "/dev/zero is a character device, not a regular file");
+    let out = run_bounded(&["run", "hello", "--kernel", dir.to_str().unwrap()]);
+    assert_one_line_error(&out, "is a directory, not a regular file");
+}
+
+#[test]
+fn huge_sparse_kernel_file_is_refused_from_its_header() {
+    let path = temp_file("sparse-kernel", b"");
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(2 << 30).unwrap();
+    let out = run_bounded(&["run", "hello", "--kernel", path.to_str().unwrap()]);
+    assert_one_line_error(&out, "not an ELF file");
+    std::fs::remove_file(path).unwrap();
 }
 
 #[test]

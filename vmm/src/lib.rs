@@ -34,5 +34,6 @@ pub use devices::virtio::block::DiskConfig;
 pub use devices::virtio::console::{ConsoleConfig, ConsoleInput};
 pub use devices::virtio::setup::VirtioConfig;
 pub use devices::virtio::vsock::VsockConfig;
+pub use loader::KernelSource;
 pub use seccomp::SeccompMode;
 pub use vm::{BootTimings, GuestExit, Vm, VmConfig, VmError, VmOutcome};

@@ -22,7 +22,7 @@ use crate::devices::virtio::event_loop::{EventLoop, EventLoopError, StopHandle};
 use crate::devices::virtio::setup::{self, VirtioConfig, VirtioError};
 use crate::devices::{BusError, MmioBus};
 use crate::kvm::{self, KvmError};
-use crate::loader::{self, LoaderError};
+use crate::loader::{KernelSource, LoaderError};
 use crate::memory::{self, MemoryError};
 use crate::seccomp::{self, SeccompError, SeccompMode, ThreadRole};
 use crate::vcpu::{self, VcpuError};
@@ -43,7 +43,7 @@ pub struct VmConfig {
     /// Kernel command line.
     pub cmdline: String,
     /// The kernel ELF image.
-    pub kernel: std::borrow::Cow<'static, [u8]>,
+    pub kernel: KernelSource,
     /// Programs placed in guest memory for the kernel to run.
     pub modules: Vec<ModuleSpec>,
     /// The KVM device.
@@ -189,7 +189,7 @@ impl Vm {
     pub fn new(config: &VmConfig, console: Box<dyn Write + Send>, started: Instant) -> Result<Self, VmError> {
         // Check what the user gave before touching KVM.
         let memory_size = memory::checked_size(config.memory_mib)?;
-        loader::check(&config.kernel, memory_size)?;
+        config.kernel.check(memory_size)?;
         // The debug console and the virtio console share the sink; without
         // a virtio console the debug console has it to itself, as before.
         let (console, virtio_sink) = if config.virtio.console.is_some() {
@@ -218,7 +218,7 @@ impl Vm {
         virtio_devices.extend(setup::build_vsock(&config.name, &config.virtio, &mem)?);
         let vm_created = started.elapsed();
 
-        let kernel = loader::load(&mem, &config.kernel, memory_size)?;
+        let kernel = config.kernel.load(&mem, memory_size)?;
         gdt::write_boot_gdt(&mem)?;
 
         let power = Arc::new(PowerControl::default());
@@ -396,7 +396,7 @@ mod tests {
     use zerocopy::FromBytes;
 
     /// A kernel whose first instructions power off with exit code 7.
-    fn power_off_kernel() -> std::borrow::Cow<'static, [u8]> {
+    fn power_off_kernel() -> KernelSource {
         let register = PHYS_MAP_BASE + debug_console::BASE + debug_console::REG_POWER_OFF;
         let mut code = vec![0x48, 0xb8]; // mov rax, imm64
         code.extend_from_slice(&register.to_le_bytes());
