@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use crate::Policy;
+use crate::display::Quoted;
 use crate::eval::{Decision, ServiceCall};
 use crate::model::{Action, CompartmentSpec, HOST, HostSpec, ServicePattern};
 use crate::subjects::Subject;
@@ -53,7 +54,7 @@ impl std::fmt::Display for Verdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.action.as_str())?;
         match &self.target {
-            Some(target) => write!(f, " (to {target:?})"),
+            Some(target) => write!(f, " (to {})", Quoted(target)),
             None => Ok(()),
         }
     }
@@ -208,7 +209,7 @@ fn field_changes(old: &Policy, new: &Policy) -> Vec<FieldChange> {
     let mut changes = Vec::new();
     let names: BTreeSet<&str> = old.compartment_names().chain(new.compartment_names()).collect();
     for name in names {
-        let subject = format!("compartment {name:?}");
+        let subject = format!("compartment {}", Quoted(name));
         compare(&mut changes, &subject, old.spec().compartments.get(name), new.spec().compartments.get(name));
     }
     compare(&mut changes, "template \"app\"", old.spec().app_template.as_ref(), new.spec().app_template.as_ref());
@@ -229,7 +230,7 @@ fn field_changes(old: &Policy, new: &Policy) -> Vec<FieldChange> {
 fn host_offers(host: Option<&HostSpec>) -> String {
     match host {
         Some(host) => {
-            let quoted: Vec<String> = host.offers.iter().map(|service| format!("{service:?}")).collect();
+            let quoted: Vec<String> = host.offers.iter().map(|service| Quoted(service).to_string()).collect();
             format!("[{}]", quoted.join(", "))
         }
         None => "no [host]".to_owned(),
@@ -278,7 +279,7 @@ fn compare(
 fn describe(spec: &CompartmentSpec) -> Vec<(&'static str, String)> {
     vec![
         ("role", spec.role.to_string()),
-        ("image", format!("{:?}", spec.image)),
+        ("image", Quoted(&spec.image).to_string()),
         ("memory", format!("{} MiB", spec.memory_mib)),
         ("vcpus", spec.vcpus.to_string()),
         ("autostart", spec.autostart.to_string()),
@@ -302,7 +303,7 @@ const LISTS: &[(&str, ListOf)] = &[
             .iter()
             .map(|volume| {
                 let access = if volume.read_only { "read-only" } else { "read-write" };
-                format!("{:?} {} MiB {access}", volume.name, volume.size_mib)
+                format!("{} {} MiB {access}", Quoted(&volume.name), volume.size_mib)
             })
             .collect()
     }),

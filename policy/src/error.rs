@@ -10,6 +10,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::display::{Escaped, Quoted};
+
 /// A place in a policy file: 1-based line and column (in characters).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Location {
@@ -23,7 +25,7 @@ pub struct Location {
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+        write!(f, "{}:{}:{}", Escaped(&self.file), self.line, self.column)
     }
 }
 
@@ -53,10 +55,10 @@ impl fmt::Display for ContextPrefix<'_> {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ErrorKind {
     /// The file is not valid TOML.
-    #[error("invalid TOML: {0}")]
+    #[error("invalid TOML: {}", Escaped(.0))]
     Syntax(String),
     /// A key the language does not have.
-    #[error("unknown key {key:?}; expected one of: {}", expected.join(", "))]
+    #[error("unknown key {}; expected one of: {}", Quoted(key), expected.join(", "))]
     UnknownKey {
         /// The key as written.
         key: String,
@@ -94,7 +96,7 @@ pub enum ErrorKind {
         max: u64,
     },
     /// A string that is not one of the allowed words.
-    #[error("{field} {value:?} is not valid; expected one of: {}", expected.join(", "))]
+    #[error("{field} {} is not valid; expected one of: {}", Quoted(value), expected.join(", "))]
     BadEnum {
         /// The field.
         field: String,
@@ -104,7 +106,7 @@ pub enum ErrorKind {
         expected: &'static [&'static str],
     },
     /// A value whose form is wrong (a name, a service, an address, ...).
-    #[error("{field} {value:?} is not valid: {reason}")]
+    #[error("{field} {} is not valid: {reason}", Quoted(value))]
     BadValue {
         /// The field.
         field: String,
@@ -114,7 +116,7 @@ pub enum ErrorKind {
         reason: String,
     },
     /// The same name twice (also across files).
-    #[error("{what} {name:?} is already defined at {first}")]
+    #[error("{what} {} is already defined at {first}", Quoted(name))]
     Duplicate {
         /// What kind of thing (`compartment`, `tag`, `block volume`, ...).
         what: &'static str,
@@ -124,7 +126,7 @@ pub enum ErrorKind {
         first: Location,
     },
     /// A rule names a compartment the policy does not define.
-    #[error("{field} names compartment {name:?}, which is not defined")]
+    #[error("{field} names compartment {}, which is not defined", Quoted(name))]
     UnknownCompartment {
         /// `from`, `to` or `target`.
         field: &'static str,
@@ -132,7 +134,7 @@ pub enum ErrorKind {
         name: String,
     },
     /// A rule names a tag no compartment or template has.
-    #[error("{field} names tag {tag:?}, which no compartment or template has")]
+    #[error("{field} names tag {}, which no compartment or template has", Quoted(tag))]
     UnknownTag {
         /// `from` or `to`.
         field: &'static str,
@@ -140,7 +142,7 @@ pub enum ErrorKind {
         tag: String,
     },
     /// A pattern that matches nothing in this policy.
-    #[error("{field} pattern {pattern:?} matches no compartment of this policy")]
+    #[error("{field} pattern {} matches no compartment of this policy", Quoted(pattern))]
     MatchesNothing {
         /// `from` or `to`.
         field: &'static str,
@@ -164,7 +166,7 @@ pub enum ErrorKind {
         earlier: Location,
     },
     /// An `allow`/`ask` for a service nobody offers.
-    #[error("{action} for service {service:?}, which no compartment offers")]
+    #[error("{action} for service {}, which no compartment offers", Quoted(service))]
     NotOffered {
         /// `allow` or `ask`.
         action: &'static str,
@@ -172,7 +174,7 @@ pub enum ErrorKind {
         service: String,
     },
     /// An `allow`/`ask` to a compartment that does not offer the service.
-    #[error("{action} for service {service:?} to compartment {compartment:?}, which does not offer it")]
+    #[error("{action} for service {} to compartment {}, which does not offer it", Quoted(service), Quoted(compartment))]
     NotOfferedBy {
         /// `allow` or `ask`.
         action: &'static str,
@@ -183,7 +185,7 @@ pub enum ErrorKind {
     },
     /// An `allow`/`ask` to the host (`to` or `target`) for a service its
     /// `[host]` table does not offer.
-    #[error("{action} for service {service:?} to the host, which does not offer it")]
+    #[error("{action} for service {} to the host, which does not offer it", Quoted(service))]
     NotOfferedByHost {
         /// `allow` or `ask`.
         action: &'static str,
@@ -191,7 +193,7 @@ pub enum ErrorKind {
         service: String,
     },
     /// A compartment named like the host.
-    #[error("the name {name:?} is reserved for the host's services")]
+    #[error("the name {} is reserved for the host's services", Quoted(name))]
     ReservedName {
         /// The name (`host`).
         name: String,
@@ -218,7 +220,7 @@ pub enum ErrorKind {
     #[error("network rules need devices.network = true")]
     NetworkWithoutDevice,
     /// A template other than `[template.app]`.
-    #[error("template {name:?} is not supported; only [template.app] exists (ad-hoc compartments are apps)")]
+    #[error("template {} is not supported; only [template.app] exists (ad-hoc compartments are apps)", Quoted(name))]
     UnknownTemplate {
         /// The template's name as written.
         name: String,
@@ -277,7 +279,7 @@ impl std::error::Error for PolicyErrors {}
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
     /// The service call is not `service` or `service+argument`.
-    #[error("service call {call:?} is not valid: {reason}")]
+    #[error("service call {} is not valid: {reason}", Quoted(call))]
     BadServiceCall {
         /// The call as given.
         call: String,
@@ -285,7 +287,7 @@ pub enum QueryError {
         reason: String,
     },
     /// A compartment name that cannot be a name at all.
-    #[error("{name:?} is not a valid compartment name: {reason}")]
+    #[error("{} is not a valid compartment name: {reason}", Quoted(name))]
     BadName {
         /// The name as given.
         name: String,

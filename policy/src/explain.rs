@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::Policy;
+use crate::display::Quoted;
 use crate::error::{Location, QueryError};
 use crate::eval::{Decision, ServiceCall};
 use crate::model::{HOST, Rule};
@@ -112,7 +113,7 @@ pub fn render_explanation(explanation: &Explanation<'_>) -> String {
         (Some((rule, location)), Some(index)) => {
             let _ = write!(out, "{}", explanation.decision.action);
             if let Some(target) = explanation.decision.target {
-                let _ = write!(out, " (redirected to {target:?})");
+                let _ = write!(out, " (redirected to {})", Quoted(target));
             }
             let at = location.map(|location| format!(" at {location}")).unwrap_or_default();
             let _ = write!(out, ": rule #{}{at} decided\n  [[rule]] {rule}", index + 1);
@@ -136,13 +137,15 @@ pub fn render_explanation(explanation: &Explanation<'_>) -> String {
                 let at = location.map(|location| format!(" at {location}")).unwrap_or_default();
                 let _ = write!(
                     out,
-                    "\n  note: {name:?} is not defined: it is an ad-hoc compartment from [template.app]{at}"
+                    "\n  note: {} is not defined: it is an ad-hoc compartment from [template.app]{at}",
+                    Quoted(name)
                 );
             }
             Resolution::Undefined => {
                 let _ = write!(
                     out,
-                    "\n  note: {name:?} is not defined and the policy has no [template.app]: no rule matches it"
+                    "\n  note: {} is not defined and the policy has no [template.app]: no rule matches it",
+                    Quoted(name)
                 );
             }
         }

@@ -30,6 +30,7 @@
 
 mod check;
 mod diff;
+pub mod display;
 mod error;
 mod eval;
 mod explain;

@@ -9,6 +9,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::display::Quoted;
+
 /// Smallest and largest memory a compartment may have, in MiB. The upper
 /// bound is the VMM's: guest RAM ends below the MMIO window at 3.25 GiB.
 pub const MEMORY_MIB: std::ops::RangeInclusive<u32> = 8..=3328;
@@ -349,14 +351,14 @@ impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "service = {:?}, from = {:?}, to = {:?}, action = {:?}",
-            self.service.to_string(),
-            self.from.to_string(),
-            self.to.to_string(),
-            self.action.as_str()
+            "service = {}, from = {}, to = {}, action = {}",
+            Quoted(&self.service.to_string()),
+            Quoted(&self.from.to_string()),
+            Quoted(&self.to.to_string()),
+            Quoted(self.action.as_str())
         )?;
         if let Some(target) = &self.target {
-            write!(f, ", target = {target:?}")?;
+            write!(f, ", target = {}", Quoted(target))?;
         }
         Ok(())
     }

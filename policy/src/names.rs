@@ -2,6 +2,8 @@
 //! service arguments. Each check returns why a name is wrong, in words that
 //! complete "... is not valid: ".
 
+use crate::display::QuotedChar;
+
 /// Longest compartment, tag or volume name, in bytes.
 pub(crate) const MAX_NAME_LEN: usize = 63;
 
@@ -19,7 +21,7 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
     if let Some((position, found)) =
         name.chars().enumerate().find(|(_, c)| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
     {
-        return Err(format!("it has {found:?} at position {position}; use a-z, 0-9 and '-'"));
+        return Err(format!("it has {} at position {position}; use a-z, 0-9 and '-'", QuotedChar(found)));
     }
     if name.len() > MAX_NAME_LEN {
         return Err(format!("it is longer than {MAX_NAME_LEN} characters"));
@@ -47,7 +49,7 @@ fn check_word(word: &str, what: &str, allowed: impl Fn(char) -> bool) -> Result<
         return Err(format!("{what} cannot be empty"));
     }
     if let Some((position, found)) = word.chars().enumerate().find(|(_, c)| !allowed(*c)) {
-        return Err(format!("{what} cannot have {found:?} (at position {position})"));
+        return Err(format!("{what} cannot have {} (at position {position})", QuotedChar(found)));
     }
     if word.len() > MAX_SERVICE_LEN {
         return Err(format!("{what} is longer than {MAX_SERVICE_LEN} characters"));

@@ -9,6 +9,7 @@
 use std::fmt::Write as _;
 
 use crate::Policy;
+use crate::display::is_escaped;
 use crate::model::{CompartmentSpec, NetworkRule, PortRange, Rule};
 
 /// The effective policy as TOML text that re-parses to the same policy.
@@ -89,7 +90,9 @@ fn string_list<'a>(items: impl Iterator<Item = &'a str>) -> String {
     format!("[{}]", quoted.join(", "))
 }
 
-/// A TOML basic string: quotes, backslashes and control characters escaped.
+/// A TOML basic string: quotes, backslashes, control characters and
+/// bidirectional controls escaped (see [`crate::display::is_escaped`]), so
+/// the text shows as written and still loads back the same.
 pub(crate) fn quote(text: &str) -> String {
     let mut quoted = String::with_capacity(text.len() + 2);
     quoted.push('"');
@@ -100,7 +103,7 @@ pub(crate) fn quote(text: &str) -> String {
             '\n' => quoted.push_str("\\n"),
             '\t' => quoted.push_str("\\t"),
             '\r' => quoted.push_str("\\r"),
-            c if c.is_control() => {
+            c if is_escaped(c) => {
                 let _ = write!(quoted, "\\u{:04X}", u32::from(c));
             }
             c => quoted.push(c),
@@ -118,5 +121,6 @@ mod tests {
     fn quote_escapes_what_toml_needs() {
         assert_eq!(quote("plain"), "\"plain\"");
         assert_eq!(quote("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
+        assert_eq!(quote("x\u{202e}y\u{9b}"), "\"x\\u202Ey\\u009B\"");
     }
 }

@@ -7,6 +7,7 @@ use toml::de::DeTable;
 
 use super::fields::{Reader, Value};
 use super::network::read_network_rules;
+use crate::display::Quoted;
 use crate::error::ErrorKind;
 use crate::model::{
     BlockVolume, CompartmentSpec, DEFAULT_MEMORY_MIB, Devices, MEMORY_MIB, RestartPolicy, Role, VCPUS, VOLUME_MIB,
@@ -194,7 +195,7 @@ fn read_volumes(reader: &mut Reader<'_, '_>, value: &Value<'_>, context: &str) -
             }
         };
         let volume_context = match name {
-            Some((name, _)) => format!("{context}: block volume {name:?}"),
+            Some((name, _)) => format!("{context}: block volume {}", Quoted(name)),
             None => format!("{context}: block volume"),
         };
         reader.check_keys(table, VOLUME_KEYS, &volume_context);

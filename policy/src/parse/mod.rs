@@ -16,6 +16,7 @@ use compartment::{Kind, read_compartment, read_name_set};
 use fields::Reader;
 pub(crate) use rule::DraftRule;
 
+use crate::display::Quoted;
 use crate::error::{ErrorKind, Location, PolicyError};
 use crate::model::{CompartmentSpec, HOST, HostSpec};
 use crate::names::check_name;
@@ -89,7 +90,7 @@ fn read_document(reader: &mut Reader<'_, '_>, document: &DeTable<'_>, draft: &mu
     {
         for (key, value) in compartments {
             let name = key.get_ref().as_ref();
-            let context = format!("compartment {name:?}");
+            let context = format!("compartment {}", Quoted(name));
             let location = reader.location(&key.span());
             let name_ok = match check_name(name) {
                 Ok(()) if name == HOST => {

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::fields::{Reader, Value};
+use crate::display::Quoted;
 use crate::error::ErrorKind;
 use crate::model::{NetworkRule, Peer, PortRange};
 
@@ -127,7 +128,7 @@ pub(crate) fn parse_port_range(text: &str) -> Result<PortRange, String> {
     let port = |part: &str| -> Result<u16, String> {
         match part.trim().parse::<u16>() {
             Ok(0) | Err(_) => {
-                Err(format!("expected ports from 1 to 65535 as \"PORT\" or \"FIRST-LAST\", found {part:?}"))
+                Err(format!("expected ports from 1 to 65535 as \"PORT\" or \"FIRST-LAST\", found {}", Quoted(part)))
             }
             Ok(port) => Ok(port),
         }
