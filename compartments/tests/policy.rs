@@ -2,11 +2,40 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 fn ward(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ward")).args(args).env_remove("WARD_POLICY").output().unwrap()
+}
+
+/// `ward ARGS`, killed (and the test failed) if it has not finished within
+/// ten seconds: for commands that used to block.
+fn ward_within_10s(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args(args)
+        .env_remove("WARD_POLICY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(10) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("ward {args:?} still ran after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path; mkfifo touches nothing else.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
 }
 
 fn text(b: &[u8]) -> String {
@@ -90,6 +119,102 @@ fn diff_says_what_a_change_would_allow() {
     let new = policy_dir("diff-new", &[("00-base.toml", &BASE.replace("action = \"ask\"", "action = \"allow\""))]);
     let out = text(&ward(&["policy", "diff", old.to_str().unwrap(), new.to_str().unwrap()]).stdout);
     assert!(out.contains("mail") && out.contains("vault") && out.contains("allow"), "{out}");
+}
+
+/// BASE's compartments without its rule.
+const COMPARTMENTS: &str = r#"
+[compartment.vault]
+role = "identity"
+image = "hello"
+memory = 24
+offers = ["sign"]
+
+[compartment.mail]
+role = "app"
+image = "hello"
+memory = 40
+tags = ["work"]
+"#;
+
+/// Compartments, then (in `10-deny.toml`) a deny, then an allow that the
+/// deny must win over.
+const SPLIT: [(&str, &str); 2] = [
+    ("00-base.toml", COMPARTMENTS),
+    ("20-allow.toml", "[[rule]]\nservice = \"sign\"\nfrom = \"@any\"\nto = \"vault\"\naction = \"allow\"\n"),
+];
+const DENY: &str = "[[rule]]\nservice = \"sign\"\nfrom = \"mail\"\nto = \"vault\"\naction = \"deny\"\n";
+
+#[test]
+fn a_policy_file_whose_symlink_target_moved_refuses_the_policy_instead_of_dropping_its_rules() {
+    let dir = policy_dir("moved", &SPLIT);
+    let outside = policy_dir("moved-target", &[("deny.toml", DENY)]);
+    std::os::unix::fs::symlink(outside.join("deny.toml"), dir.join("10-deny.toml")).unwrap();
+    let p = dir.to_str().unwrap();
+    let explain = ["--policy", p, "policy", "explain", "--from", "mail", "--to", "vault", "--service", "sign"];
+    // While the link resolves, the deny decides.
+    let out = text(&ward(&explain).stdout);
+    assert!(out.contains("sign from mail to vault: deny: rule #1"), "{out}");
+
+    std::fs::rename(outside.join("deny.toml"), outside.join("elsewhere.toml")).unwrap();
+    let out = ward(&["policy", "check", p]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(err.contains("10-deny.toml") && err.contains("No such file or directory"), "{err}");
+    let out = ward(&explain);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(!text(&out.stdout).contains("allow"), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("10-deny.toml"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_toml_entry_that_is_a_fifo_or_a_directory_refuses_the_policy() {
+    let dir = policy_dir("fifo-entry", &SPLIT);
+    mkfifo(&dir.join("10-deny.toml"));
+    let out = ward_within_10s(&["policy", "check", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("10-deny.toml is a FIFO, not a regular file"), "{}", text(&out.stderr));
+
+    let dir = policy_dir("dir-entry", &SPLIT);
+    std::fs::create_dir(dir.join("10-deny.toml")).unwrap();
+    let out = ward(&["policy", "check", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("10-deny.toml is a directory, not a regular file"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_fifo_given_as_the_policy_is_refused_at_once() {
+    let dir = policy_dir("fifo", &[]);
+    let fifo = dir.join("policy.toml");
+    mkfifo(&fifo);
+    for args in [
+        vec!["policy", "check", fifo.to_str().unwrap()],
+        vec!["--policy", fifo.to_str().unwrap(), "policy", "show"],
+        vec!["--policy", fifo.to_str().unwrap(), "run", "mail"],
+    ] {
+        let out = ward_within_10s(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(text(&out.stderr).contains("policy.toml is a FIFO, not a regular file"), "{}", text(&out.stderr));
+    }
+}
+
+#[test]
+fn a_policy_file_larger_than_16_mib_is_refused_without_being_read() {
+    let dir = policy_dir("large", &[("00-base.toml", BASE)]);
+    // Sparse: a terabyte the test never writes, and ward must never read.
+    std::fs::File::create(dir.join("10-huge.toml")).unwrap().set_len(1 << 40).unwrap();
+    let out = ward_within_10s(&["policy", "check", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("10-huge.toml is 1099511627776 bytes, more than the 16777216 bytes allowed"));
+}
+
+#[test]
+fn invalid_utf8_in_a_policy_file_is_reported_at_its_line_and_column() {
+    let dir = policy_dir("utf8", &[("00-base.toml", BASE)]);
+    std::fs::write(dir.join("10-bad.toml"), b"# ok\n[compartment.x]\nimage = \"\xc3\xa9\xff\"\n").unwrap();
+    let out = ward(&["policy", "check", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("10-bad.toml:3:11: the file is not UTF-8 text (invalid byte 0xff)"), "{err}");
 }
 
 #[test]
