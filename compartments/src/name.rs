@@ -35,24 +35,28 @@ pub enum NameError {
     /// Starts or ends with `-`.
     #[error("compartment name {0:?} must start and end with a letter or digit")]
     BadEdge(String),
+    /// A name Ward uses itself.
+    #[error("the name {name:?} is reserved for {owner}; choose another")]
+    Reserved {
+        /// The name.
+        name: String,
+        /// What has it.
+        owner: &'static str,
+    },
 }
 
+/// Names no compartment may have, and what has each: the host in rules
+/// (`to = "host"`), and the IPC router among each daemon's cgroups.
+pub const RESERVED: [(&str, &str); 2] =
+    [(ward_policy::HOST, "the host's services"), (crate::daemon::ipc::ROUTER_CGROUP, "the IPC router")];
+
 impl CompartmentName {
-    /// Checks and wraps `name`.
+    /// Checks and wraps `name`: its spelling, and that Ward does not use
+    /// it itself ([`RESERVED`]).
     pub fn new(name: &str) -> Result<Self, NameError> {
-        if name.is_empty() {
-            return Err(NameError::Empty);
-        }
-        if let Some((position, found)) =
-            name.chars().enumerate().find(|(_, c)| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
-        {
-            return Err(NameError::BadCharacter { name: name.to_owned(), found, position });
-        }
-        if name.len() > MAX_NAME_LEN {
-            return Err(NameError::TooLong(name.to_owned()));
-        }
-        if name.starts_with('-') || name.ends_with('-') {
-            return Err(NameError::BadEdge(name.to_owned()));
+        check_spelling(name)?;
+        if let Some((_, owner)) = RESERVED.iter().find(|(reserved, _)| *reserved == name) {
+            return Err(NameError::Reserved { name: name.to_owned(), owner });
         }
         Ok(Self(name.to_owned()))
     }
@@ -61,6 +65,26 @@ impl CompartmentName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Whether `name` is spelled as a compartment name (reserved names too:
+/// the router's cgroup is named like one).
+pub fn check_spelling(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if let Some((position, found)) =
+        name.chars().enumerate().find(|(_, c)| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Err(NameError::BadCharacter { name: name.to_owned(), found, position });
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(NameError::TooLong(name.to_owned()));
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Err(NameError::BadEdge(name.to_owned()));
+    }
+    Ok(())
 }
 
 impl fmt::Display for CompartmentName {
@@ -99,5 +123,14 @@ mod tests {
         assert_eq!(CompartmentName::new("-x"), Err(NameError::BadEdge("-x".into())));
         assert_eq!(CompartmentName::new("x-"), Err(NameError::BadEdge("x-".into())));
         assert!(matches!(CompartmentName::new(&"a".repeat(64)), Err(NameError::TooLong(_))));
+    }
+
+    #[test]
+    fn reserved_names_are_refused_saying_what_has_them() {
+        let e = CompartmentName::new("host").unwrap_err();
+        assert_eq!(e.to_string(), "the name \"host\" is reserved for the host's services; choose another");
+        let e = CompartmentName::new("ward-ipc").unwrap_err();
+        assert!(e.to_string().contains("reserved for the IPC router"), "{e}");
+        assert!(check_spelling("ward-ipc").is_ok());
     }
 }

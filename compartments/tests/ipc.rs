@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use ward_compartments::daemon::slot;
 
 /// Three compartments that offer the same services; rules decide.
 const POLICY: &str = r#"
@@ -416,11 +417,13 @@ fn a_flooding_guest_is_limited_and_hurts_nobody_else() {
     assert_eq!(jailed.len(), 1, "the router runs as the child of its waiter: {jailed:?}");
     let status = std::fs::read_to_string(format!("/proc/{}/status", jailed[0])).unwrap();
     let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or_default().to_owned();
-    let expected = ward_compartments::daemon::supervisor::IPC_ROUTER_UID.to_string();
+    // The first uid of the daemon's slot (recorded in its state).
+    let slot: u32 = std::fs::read_to_string(d.dir.join("state/slot")).unwrap().trim().parse().unwrap();
+    let expected = (slot::UID_BASE + slot * slot::SLOT_UIDS).to_string();
     assert!(uid.split_whitespace().skip(1).all(|u| u == expected), "{uid}");
     // In a cgroup of its own, whose name no compartment may take.
     let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", jailed[0])).unwrap();
-    assert!(cgroup.contains("/ward/ward-ipc"), "{cgroup}");
+    assert!(cgroup.contains(&format!("/ward/{slot}.ward-ipc")), "{cgroup}");
     let taken = d.ward(&["create", "ward-ipc"]);
     assert!(String::from_utf8_lossy(&taken.stderr).contains("reserved for the IPC router"), "{taken:?}");
 }

@@ -1,17 +1,17 @@
 //! `ward-ipc`: the inter-compartment IPC router, as `wardd` starts it
 //! (docs/IPC.md, "The router process").
 //!
-//! `ward-ipc [--control-fd N] [--no-jail]` serves the control socket
-//! inherited as descriptor `N` (3 by default) until it closes. Unless
-//! `--no-jail` is given it first jails itself as a VMM does (its own PID
-//! namespace, an empty root, its own unprivileged uid (`IPC_ROUTER_UID`), `no_new_privs`,
+//! `ward-ipc [--control-fd N] (--uid UID | --no-jail)` serves the control
+//! socket inherited as descriptor `N` (3 by default) until it closes.
+//! Unless `--no-jail` is given it first jails itself as a VMM does (its own
+//! PID namespace, an empty root, the unprivileged uid and gid `UID`: its
+//! own, the first of its daemon's slot (`daemon::slot`), `no_new_privs`,
 //! limits, every other descriptor closed); its threads then add their
 //! seccomp filters. Log lines go to standard error, prefixed `ward-ipc:`.
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::process::ExitCode;
 
-use ward_compartments::daemon::supervisor::IPC_ROUTER_UID;
 use ward_compartments::jail::{self, JailSpec, PidNamespace};
 
 /// Descriptors the router may hold: a dozen per compartment (vhost-user
@@ -22,10 +22,15 @@ fn main() -> ExitCode {
     ward_ipc::init_logging();
     let mut control_fd: RawFd = 3;
     let mut jailed = true;
+    let mut uid = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--no-jail" => jailed = false,
+            "--uid" => match args.next().map(|value| value.parse::<u32>()) {
+                Some(Ok(value @ 1..)) => uid = Some(value),
+                _ => return usage(),
+            },
             "--control-fd" => match args.next().map(|value| value.parse::<RawFd>()) {
                 Some(Ok(fd @ 3..)) => control_fd = fd,
                 _ => return usage(),
@@ -39,6 +44,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     if jailed {
+        let Some(uid) = uid else { return usage() };
         match jail::enter_pid_namespace() {
             Ok(PidNamespace::Parent { child }) => jail::wait_and_exit(child),
             Ok(PidNamespace::Child) => {}
@@ -47,7 +53,7 @@ fn main() -> ExitCode {
         let mut spec = JailSpec::new("ward-ipc", 0, vec![control_fd]);
         // An identity of its own: no compartment's VMM, and nothing else
         // on the host, runs as it.
-        (spec.uid, spec.gid) = (IPC_ROUTER_UID, IPC_ROUTER_UID);
+        (spec.uid, spec.gid) = (uid, uid);
         // It maps the memory of every compartment it serves.
         spec.limits.address_space = u64::MAX;
         spec.limits.open_files = spec.limits.open_files.max(OPEN_FILES);
@@ -73,6 +79,6 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> ExitCode {
-    eprintln!("ward-ipc: usage: ward-ipc [--control-fd N] [--no-jail] (it is started by wardd)");
+    eprintln!("ward-ipc: usage: ward-ipc [--control-fd N] (--uid UID | --no-jail) (it is started by wardd)");
     ExitCode::from(2)
 }

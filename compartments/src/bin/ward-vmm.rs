@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use ward_compartments::console_log::{CappedLog, spawn_writer};
+use ward_compartments::daemon::spawner;
 use ward_compartments::jail::{self, JailSpec, PidNamespace};
 use ward_compartments::run::{EXIT_CRASHED, exit_code};
 use ward_compartments::vmm_spec::{ExitRecord, VmmSpec};
@@ -36,6 +37,8 @@ use ward_vmm::{ConsoleConfig, ConsoleInput, DiskConfig, SeccompMode, VirtioConfi
 
 fn main() -> ExitCode {
     let started = Instant::now();
+    // A VMM outlives the wardd that started it (a restarted one adopts it).
+    spawner::outlive_parent();
     env_logger::Builder::from_env(env_logger::Env::default().filter_or("WARD_LOG", "warn"))
         .format(|buf, record| writeln!(buf, "ward-vmm: {}: {}", record.level().as_str().to_lowercase(), record.args()))
         .init();

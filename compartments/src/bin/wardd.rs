@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use ward_compartments::daemon::paths::{Paths, default_socket, default_state_dir};
-use ward_compartments::daemon::server;
+use ward_compartments::daemon::paths::{Paths, default_slot_registry, default_socket, default_state_dir};
+use ward_compartments::daemon::server::{self, SocketClaim};
 use ward_compartments::daemon::supervisor::{Config, Supervisor};
 use ward_compartments::policy_source::PolicySource;
 
@@ -76,7 +76,7 @@ fn main() -> ExitCode {
         socket: args.socket.unwrap_or_else(default_socket),
     };
     if let Err(e) = paths.create() {
-        eprintln!("wardd: error: cannot create {}: {e}", paths.state_dir.display());
+        eprintln!("wardd: error: {e}");
         return ExitCode::FAILURE;
     }
     let sibling = |name: &str| {
@@ -95,9 +95,13 @@ fn main() -> ExitCode {
         ipc_binary: sibling("ward-ipc"),
         ask_timeout: Duration::from_secs(args.ask_timeout),
         host_services: args.host_services.into_iter().collect(),
+        slot_registry: default_slot_registry(),
     };
-    let listener = match server::bind(&paths.socket) {
-        Ok(l) => l,
+    // First the claim (is another wardd serving this socket?), then the
+    // store (is another wardd using this state?), then the socket, which
+    // goes with the claim on every way out.
+    let mut claim = match SocketClaim::take(&paths.socket) {
+        Ok(claim) => claim,
         Err(e) => {
             eprintln!("wardd: error: {e}");
             return ExitCode::FAILURE;
@@ -105,6 +109,13 @@ fn main() -> ExitCode {
     };
     let sup = match Supervisor::open(config) {
         Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("wardd: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match claim.bind() {
+        Ok(l) => l,
         Err(e) => {
             eprintln!("wardd: error: {e}");
             return ExitCode::FAILURE;
@@ -137,6 +148,6 @@ fn main() -> ExitCode {
     let _ = supervisor.join();
     sup.stop_all(Duration::from_secs(5));
     sup.stop_ipc();
-    let _ = std::fs::remove_file(&paths.socket);
+    drop(claim); // removes the socket
     ExitCode::SUCCESS
 }

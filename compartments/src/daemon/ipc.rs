@@ -16,7 +16,7 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 use ward_ipc::sockets::{one_connection, seqpacket_pair};
 
+use super::spawner::Spawner;
 use super::state::Store;
 use super::supervisor::join_in_child;
 use crate::jail::{Cgroup, CgroupLimits, CpuMax};
@@ -38,7 +39,8 @@ const MAX_MESSAGE: usize = 1 << 20;
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait between router restarts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// The router's cgroup (`ward/ward-ipc`); no compartment may take the name.
+/// The router's name in its daemon's cgroups (`ward/SLOT.ward-ipc`); no
+/// compartment may take the name.
 pub const ROUTER_CGROUP: &str = "ward-ipc";
 /// The router's limits: one CPU, its tasks (two per compartment), and the
 /// memory it touches (its buffers, up to 512 KiB a call, and the guests'
@@ -87,7 +89,7 @@ pub enum IpcError {
 /// What a vsock compartment's VMM inherits: its vhost-user stream, its end
 /// of the reconnect socket, and a copy of wardd's end, which it only keeps
 /// open, so the reconnect socket outlives this wardd and a restarted one
-/// can take its end back from the VMM ([`take_fd`]).
+/// can take its end back from the VMM ([`super::pidfd::Pidfd::take_fd`]).
 #[derive(Debug)]
 pub struct VmmSockets {
     /// The vhost-user stream.
@@ -96,31 +98,6 @@ pub struct VmmSockets {
     pub reconnect: OwnedFd,
     /// wardd's end, kept open by the VMM.
     pub keep: OwnedFd,
-}
-
-/// A copy of descriptor `fd` of process `pid` (`pidfd_getfd`; wardd runs
-/// as root, which may take a descriptor from its own compartments' VMMs).
-pub fn take_fd(pid: u32, fd: i32) -> std::io::Result<OwnedFd> {
-    use std::os::fd::FromRawFd;
-    let pid = libc::pid_t::try_from(pid).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    // SAFETY: pidfd_open takes plain integers; the result is checked and
-    // owned below.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    let pidfd = i32::try_from(pidfd).map_err(|_| std::io::Error::last_os_error())?;
-    if pidfd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `pidfd` was just returned to us and nothing else owns it.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    // SAFETY: pidfd_getfd takes our pidfd and plain integers; the result is
-    // a new descriptor in this process (close-on-exec), checked and owned.
-    let taken = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-    let taken = i32::try_from(taken).map_err(|_| std::io::Error::last_os_error())?;
-    if taken < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: as above: a fresh descriptor of ours.
-    Ok(unsafe { OwnedFd::from_raw_fd(taken) })
 }
 
 /// A message to the router.
@@ -206,6 +183,29 @@ struct Inner {
     restart_at: Option<Instant>,
 }
 
+/// How wardd runs its router.
+#[derive(Clone, Debug)]
+pub struct RouterConfig {
+    /// The `ward-ipc` executable.
+    pub binary: PathBuf,
+    /// wardd's state directory: the router's listeners go in its `ipc/`,
+    /// its standard error in its `ipc-errors.log`.
+    pub state_dir: PathBuf,
+    /// The policy it decides by.
+    pub policy: PolicySource,
+    /// Jail it.
+    pub jail: bool,
+    /// How long an `ask` waits for the user.
+    pub ask_timeout: Duration,
+    /// Host services by name: the UNIX socket each listens on.
+    pub host_services: HashMap<String, PathBuf>,
+    /// The uid (and gid) it runs as when jailed: its own (the first of the
+    /// daemon's slot, `daemon::slot`).
+    pub uid: u32,
+    /// Its cgroup's name (`SLOT.ward-ipc`).
+    pub cgroup: String,
+}
+
 /// wardd's handle on the IPC router.
 #[derive(Debug)]
 pub struct IpcRouter {
@@ -217,6 +217,9 @@ pub struct IpcRouter {
     policy: PolicySource,
     jail: bool,
     ask_timeout: Duration,
+    uid: u32,
+    cgroup: String,
+    spawner: Arc<Spawner>,
     store: Store,
     inner: Arc<Mutex<Inner>>,
     sequence: AtomicU64,
@@ -242,35 +245,24 @@ pub unsafe fn inherit_in_child(fds: &[i32]) -> std::io::Result<()> {
 }
 
 impl IpcRouter {
-    /// The router `binary`, its listeners under `state_dir/ipc`, its
-    /// stderr in `state_dir/ipc-errors.log`; audit lines to `store`.
-    pub fn new(
-        binary: PathBuf,
-        state_dir: &std::path::Path,
-        policy: PolicySource,
-        jail: bool,
-        ask_timeout: Duration,
-        store: Store,
-    ) -> Self {
+    /// The router `config` describes, started by `spawner`; audit lines
+    /// to `store`.
+    pub fn new(config: RouterConfig, store: Store, spawner: Arc<Spawner>) -> Self {
         Self {
-            binary,
-            dir: state_dir.join("ipc"),
-            errors: state_dir.join("ipc-errors.log"),
-            policy,
-            jail,
-            ask_timeout,
+            binary: config.binary,
+            dir: config.state_dir.join("ipc"),
+            errors: config.state_dir.join("ipc-errors.log"),
+            policy: config.policy,
+            jail: config.jail,
+            ask_timeout: config.ask_timeout,
+            uid: config.uid,
+            cgroup: config.cgroup,
+            spawner,
             store,
             inner: Arc::new(Mutex::new(Inner::default())),
             sequence: AtomicU64::new(0),
-            host_services: Arc::new(HashMap::new()),
+            host_services: Arc::new(config.host_services),
         }
-    }
-
-    /// Serves `services` (name, UNIX socket path) to compartments the
-    /// policy lets call `host`.
-    pub fn with_host_services(mut self, services: HashMap<String, PathBuf>) -> Self {
-        self.host_services = Arc::new(services);
-        self
     }
 
     /// Connects compartment `name` (CID `cid`) to the router, starting it
@@ -321,7 +313,7 @@ impl IpcRouter {
 
     /// A compartment whose VMM this wardd adopted after a restart, with
     /// wardd's end of its reconnect socket taken back from it
-    /// ([`take_fd`]): the old router went with the old wardd, so a new one
+    /// ([`super::pidfd::Pidfd::take_fd`]): the old router went with the old wardd, so a new one
     /// starts on the next supervision pass and every attached VMM gets a
     /// connection to it.
     pub fn adopt(&self, name: &str, cid: u64, reconnect: UnixDatagram) {
@@ -392,18 +384,18 @@ impl IpcRouter {
             .open(&self.errors)
             .map_err(|source| IpcError::Spawn { binary: self.errors.clone(), source })?;
         let fd = theirs.as_raw_fd();
-        let mut command = Command::new(&self.binary);
+        let mut command = Spawner::command(&self.binary);
         command.arg("--control-fd").arg(fd.to_string()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(errors);
-        if !self.jail {
-            command.arg("--no-jail");
-        }
         if self.jail {
-            match Cgroup::create(ROUTER_CGROUP, &ROUTER_LIMITS) {
+            command.arg("--uid").arg(self.uid.to_string());
+            match Cgroup::create(&self.cgroup, &ROUTER_LIMITS) {
                 Ok(cgroup) => join_in_child(&mut command, &cgroup),
                 Err(e) => {
                     let _ = self.store.audit("cgroup-unavailable", ROUTER_CGROUP, &e.to_string());
                 }
             }
+        } else {
+            command.arg("--no-jail");
         }
         // SAFETY: the closure only calls fcntl (async-signal-safe) in the
         // child between fork and exec.
@@ -411,7 +403,8 @@ impl IpcRouter {
             use std::os::unix::process::CommandExt;
             command.pre_exec(move || inherit_in_child(&[fd]));
         }
-        let mut child = command.spawn().map_err(|source| IpcError::Spawn { binary: self.binary.clone(), source })?;
+        let mut child =
+            self.spawner.spawn(command).map_err(|source| IpcError::Spawn { binary: self.binary.clone(), source })?;
         drop(theirs);
         let control = Arc::new(ours);
         if let Err(e) = send(&control, &ToRouter::Policy { files: files.clone() }, None, "the policy") {

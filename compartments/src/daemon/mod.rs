@@ -4,8 +4,14 @@
 
 pub mod client;
 pub mod ipc;
+pub mod lockfile;
 pub mod paths;
+pub mod pidfd;
 pub mod proto;
 pub mod server;
+pub mod slot;
+pub mod spawner;
+#[cfg(test)]
+mod stand_in;
 pub mod state;
 pub mod supervisor;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use super::lockfile::{LockError, LockFile};
 use super::proto::{self, ErrorKind, MAX_LINE, Reply, Request, State, VERSION};
 use super::supervisor::{DEFAULT_STOP_TIMEOUT, Supervisor};
 use crate::console_log;
@@ -29,22 +30,80 @@ pub enum ServerError {
         /// The error.
         source: std::io::Error,
     },
+    /// Its lock file could not be opened.
+    #[error(transparent)]
+    Lock(LockError),
 }
 
-/// Binds the control socket at `path` (replacing a stale one), mode 0600.
-pub fn bind(path: &std::path::Path) -> Result<UnixListener, ServerError> {
-    use std::os::unix::fs::PermissionsExt;
-    let err = |source| ServerError::Socket { path: path.to_owned(), source };
-    if path.exists() {
-        if UnixStream::connect(path).is_ok() {
-            return Err(err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "another wardd is serving it")));
+/// The daemon's claim on its control socket: a POSIX lock on
+/// `<socket>.lock`, held while the daemon lives. "Another wardd serves this
+/// socket" means another live process holds the lock, not that something
+/// answers a connect: a process the daemon forked keeps a copy of the
+/// listening socket until it execs, and would otherwise make a restarted
+/// daemon believe the old one still serves. POSIX record locks belong to
+/// the process, are not inherited by its children, and go when it dies.
+#[derive(Debug)]
+pub struct SocketClaim {
+    path: std::path::PathBuf,
+    _lock: LockFile,
+    /// The socket file was made by this daemon (and is removed with it).
+    bound: bool,
+}
+
+impl SocketClaim {
+    /// Claims `path` for this daemon, or says which wardd has it.
+    pub fn take(path: &std::path::Path) -> Result<Self, ServerError> {
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        match LockFile::try_lock(std::path::Path::new(&lock_path)) {
+            Ok(lock) => Ok(Self { path: path.to_owned(), _lock: lock, bound: false }),
+            Err(LockError::Held { holder }) => Err(ServerError::Socket {
+                path: path.to_owned(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    match holder {
+                        Some(pid) => format!("another wardd (pid {pid}) is serving it"),
+                        None => "another wardd is serving it".to_owned(),
+                    },
+                ),
+            }),
+            Err(e @ LockError::Open { .. }) => Err(ServerError::Lock(e)),
         }
-        std::fs::remove_file(path).map_err(err)?;
     }
-    let listener = UnixListener::bind(path).map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-    listener.set_nonblocking(true).map_err(err)?;
-    Ok(listener)
+
+    /// Binds the control socket, mode 0600, replacing a stale one (a socket
+    /// file only: anything else at the path is refused, not removed).
+    pub fn bind(&mut self) -> Result<UnixListener, ServerError> {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        let path = &self.path;
+        let err = |source| ServerError::Socket { path: path.to_owned(), source };
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path).map_err(err)?,
+            Ok(_) => {
+                return Err(err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "something that is not a socket is there; wardd removes only a socket it finds",
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(e)),
+        }
+        let listener = UnixListener::bind(path).map_err(err)?;
+        self.bound = true;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+        listener.set_nonblocking(true).map_err(err)?;
+        Ok(listener)
+    }
+}
+
+impl Drop for SocketClaim {
+    /// The socket file goes with the daemon that claimed it (whatever the
+    /// way out: a clean stop, or a failure after binding).
+    fn drop(&mut self) {
+        if self.bound {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// Accepts connections until `stop` is set.

@@ -11,14 +11,17 @@ use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use ward_policy::{Lookup, Role};
 
-use super::ipc::{IpcRouter, PendingAsk, VmmSockets, take_fd};
+use super::ipc::{IpcRouter, PendingAsk, RouterConfig, VmmSockets};
 use super::paths::Paths;
+use super::pidfd::Pidfd;
 use super::proto::{CreateArgs, ErrorKind, Reply, State, Status};
+use super::slot::{Slot, SlotError};
+use super::spawner::Spawner;
 use super::state::{Granted, Record, Restart, Store, StoreError, now_ms};
 use crate::console_log;
 use crate::grant::{DiskRequest, grant};
@@ -26,16 +29,6 @@ use crate::jail::{Cgroup, CgroupLimits};
 use crate::name::CompartmentName;
 use crate::policy_source::PolicySource;
 use crate::vmm_spec::{ExitRecord, VmmSpec, VsockSpec};
-
-/// The first uid (and gid) a compartment's VMM runs as; each compartment
-/// has its own, from this range. Far above login users (1000..) and the
-/// usual subordinate-id ranges of user namespaces (100000 + 65536·n).
-pub const COMPARTMENT_UID_BASE: u32 = 2_100_000_000;
-/// How many compartment uids there are.
-pub const COMPARTMENT_UIDS: u32 = 1_000_000;
-/// The uid (and gid) of the IPC router `ward-ipc`: its own, just below the
-/// compartments', shared with nothing.
-pub const IPC_ROUTER_UID: u32 = COMPARTMENT_UID_BASE - 1;
 
 /// How long console input waits for a guest that does not read.
 const INPUT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -67,6 +60,22 @@ pub struct Config {
     /// Host services compartments may call (`to = "host"`): name and the
     /// UNIX socket the service listens on.
     pub host_services: HashMap<String, PathBuf>,
+    /// The host-wide directory of daemon slots (`daemon::slot`).
+    pub slot_registry: PathBuf,
+}
+
+/// The daemon could not open its state.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No slot of the host's uids and cgroup names.
+    #[error(transparent)]
+    Slot(#[from] SlotError),
+    /// The thread that starts processes.
+    #[error("cannot start the spawning thread: {0}")]
+    Spawner(std::io::Error),
 }
 
 /// A lifecycle operation failed: the error reply.
@@ -101,6 +110,10 @@ pub struct Supervisor {
     inputs: Mutex<HashMap<String, std::os::unix::net::UnixStream>>,
     /// The IPC router, for compartments with a vsock device.
     ipc: IpcRouter,
+    /// The host's uids and cgroup names this daemon may use.
+    slot: Slot,
+    /// Starts every process of the daemon.
+    spawner: Arc<Spawner>,
 }
 
 /// Backoff before restart number `failures` (1 s, 2 s, 4 s ... 30 s).
@@ -178,21 +191,27 @@ fn signal(pid: u32, sig: i32) {
 
 impl Supervisor {
     /// Opens the store and finds the compartments again.
-    pub fn open(config: Config) -> Result<Self, StoreError> {
+    pub fn open(config: Config) -> Result<Self, OpenError> {
         let store = Store::open(&config.paths.db())?;
-        let ipc = IpcRouter::new(
-            config.ipc_binary.clone(),
-            &config.paths.state_dir,
-            config.policy.clone(),
-            config.jail,
-            config.ask_timeout,
-            store.clone(),
-        )
-        .with_host_services(config.host_services.clone());
+        let slot = Slot::claim(&config.slot_registry, &config.paths.state_dir)?;
+        let spawner = Arc::new(Spawner::start().map_err(OpenError::Spawner)?);
+        let router = RouterConfig {
+            binary: config.ipc_binary.clone(),
+            state_dir: config.paths.state_dir.clone(),
+            policy: config.policy.clone(),
+            jail: config.jail,
+            ask_timeout: config.ask_timeout,
+            host_services: config.host_services.clone(),
+            uid: slot.router_uid(),
+            cgroup: slot.cgroup(super::ipc::ROUTER_CGROUP),
+        };
+        let ipc = IpcRouter::new(router, store.clone(), Arc::clone(&spawner));
         let sup = Self {
             config,
             store,
             ipc,
+            slot,
+            spawner,
             ops: Mutex::new(()),
             children: Mutex::new(HashMap::new()),
             cgroups: Mutex::new(HashMap::new()),
@@ -257,7 +276,7 @@ impl Supervisor {
             std::fs::read(self.config.paths.spec(&rec.name)).ok().and_then(|b| serde_json::from_slice(&b).ok());
         let Some(vsock) = spec.and_then(|s| s.vsock) else { return };
         let Some(keep_fd) = vsock.keep_fd else { return };
-        match take_fd(pid, keep_fd) {
+        match Pidfd::open(pid).and_then(|pidfd| pidfd.take_fd(keep_fd)) {
             Ok(fd) => self.ipc.adopt(&rec.name, vsock.cid, std::os::unix::net::UnixDatagram::from(fd)),
             Err(e) => {
                 let _ = self.store.audit("ipc-lost", &rec.name, &format!("cannot take back its reconnect socket: {e}"));
@@ -270,9 +289,6 @@ impl Supervisor {
         let CreateArgs { name, image, memory_mib, cmdline, disks, disposable } = args;
         let (name, disposable) = (name.as_str(), *disposable);
         let valid = CompartmentName::new(name).map_err(|e| OpError(ErrorKind::Denied, e.to_string()))?;
-        if name == super::ipc::ROUTER_CGROUP {
-            return Err(OpError(ErrorKind::Denied, format!("the name {name} is reserved for the IPC router")));
-        }
         let _guard = lock(&self.ops);
         if self.store.get(name)?.is_some() {
             return Err(OpError(ErrorKind::Exists, format!("compartment {name} exists")));
@@ -338,14 +354,15 @@ impl Supervisor {
 
     /// Starts the VMM process of `rec` (the ops lock is held).
     fn spawn(&self, rec: &mut Record) -> Result<(), OpError> {
-        if rec.uid.is_none() {
+        // A uid from another slot (the daemon's slot changed) is not ours.
+        if rec.uid.is_none_or(|uid| !self.slot.compartment_uids().contains(&uid)) {
             rec.uid = Some(self.free_uid()?);
         }
         // IPC: a connection to the router, and the socket a new one comes
         // on if the router restarts; the VMM inherits both.
         let vsock = match (rec.devices.vsock, rec.uid) {
             (true, Some(uid)) => {
-                let cid = ward_abi::vsock::FIRST_GUEST_CID + u64::from(uid.saturating_sub(COMPARTMENT_UID_BASE));
+                let cid = Slot::cid(uid);
                 let sockets =
                     self.ipc.attach(&rec.name, cid).map_err(|e| OpError(ErrorKind::Internal, e.to_string()))?;
                 Some((cid, sockets))
@@ -404,7 +421,7 @@ impl Supervisor {
         // socket pair; `input` writes to the other.
         let (input, vmm_input) =
             std::os::unix::net::UnixStream::pair().map_err(|e| internal("making the console input", e))?;
-        let mut command = Command::new(&self.config.vmm_binary);
+        let mut command = Spawner::command(&self.config.vmm_binary);
         command
             .arg("--spec")
             .arg(&spec_path)
@@ -421,7 +438,7 @@ impl Supervisor {
             }
         }
         let cgroup = self.config.jail.then(|| self.cgroup_for(rec, &mut command)).flatten();
-        let child = match command.spawn() {
+        let child = match self.spawner.spawn(command) {
             Ok(child) => child,
             Err(e) => {
                 if let Some(cgroup) = cgroup {
@@ -437,8 +454,9 @@ impl Supervisor {
         if let Some(cgroup) = cgroup {
             lock(&self.cgroups).insert(rec.name.clone(), cgroup);
         }
-        drop(command); // closes the VMM's end of the input here
-        drop(vsock_fds); // and of its IPC sockets
+        // The command went with the spawn, closing the VMM's end of the
+        // input here; close its IPC sockets too.
+        drop(vsock_fds);
         let pid = child.id();
         lock(&self.children).insert(rec.name.clone(), child);
         lock(&self.inputs).insert(rec.name.clone(), input);
@@ -452,12 +470,15 @@ impl Supervisor {
         Ok(())
     }
 
-    /// The lowest compartment uid no compartment has (the ops lock is held).
+    /// The lowest uid of the daemon's slot no compartment has (the ops
+    /// lock is held).
     fn free_uid(&self) -> Result<u32, OpError> {
         let taken: std::collections::HashSet<u32> = self.store.all()?.iter().filter_map(|r| r.uid).collect();
-        (COMPARTMENT_UID_BASE..COMPARTMENT_UID_BASE.saturating_add(COMPARTMENT_UIDS))
-            .find(|uid| !taken.contains(uid))
-            .ok_or_else(|| OpError(ErrorKind::Internal, format!("all {COMPARTMENT_UIDS} compartment uids are in use")))
+        let mut uids = self.slot.compartment_uids();
+        let count = uids.len();
+        uids.find(|uid| !taken.contains(uid)).ok_or_else(|| {
+            OpError(ErrorKind::Internal, format!("all {count} compartment uids of this wardd's slot are in use"))
+        })
     }
 
     /// Makes the compartment's cgroup (memory, CPU, task limits) and has the
@@ -465,7 +486,8 @@ impl Supervisor {
     /// so everything it starts is limited too. A host without the cgroup
     /// controllers gets the VMM without them, reported once in the audit.
     fn cgroup_for(&self, rec: &Record, command: &mut Command) -> Option<Cgroup> {
-        let cgroup = match Cgroup::create(&rec.name, &CgroupLimits::for_guest(rec.memory_mib << 20)) {
+        let cgroup = match Cgroup::create(&self.slot.cgroup(&rec.name), &CgroupLimits::for_guest(rec.memory_mib << 20))
+        {
             Ok(c) => c,
             Err(e) => {
                 let _ = self.store.audit("cgroup-unavailable", &rec.name, &e.to_string());
@@ -669,7 +691,8 @@ impl Supervisor {
         // A compartment adopted after a daemon restart has its group on the
         // host but not in this daemon's memory.
         let cgroup = lock(&self.cgroups).remove(&rec.name);
-        let cgroup = cgroup.or_else(|| self.config.jail.then(|| Cgroup::open(&rec.name).ok()).flatten());
+        let cgroup =
+            cgroup.or_else(|| self.config.jail.then(|| Cgroup::open(&self.slot.cgroup(&rec.name)).ok()).flatten());
         if let Some(cgroup) = cgroup
             && let Err(e) = cgroup.remove()
         {

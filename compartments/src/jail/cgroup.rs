@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use super::error::JailError;
 use super::report::Measure;
-use crate::name::CompartmentName;
+use crate::name::check_spelling;
 
 /// The directory under each hierarchy's root that holds compartments.
 pub const PARENT: &str = "ward";
@@ -398,11 +398,21 @@ impl Cgroup {
     }
 }
 
-/// A cgroup name must be a compartment name (which is a safe directory name).
+/// A cgroup name is a compartment name (a safe directory name), alone or
+/// after a daemon's slot number and a dot (`3.mail`: see
+/// `daemon::slot`).
 fn check_name(name: &str) -> Result<(), JailError> {
-    CompartmentName::new(name)
-        .map(drop)
-        .map_err(|e| JailError::CgroupName { name: name.to_owned(), reason: e.to_string() })
+    let bad = |reason: String| JailError::CgroupName { name: name.to_owned(), reason };
+    let compartment = match name.split_once('.') {
+        Some((slot, compartment)) => {
+            if slot.is_empty() || slot.len() > 4 || !slot.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad(format!("{slot:?} is not a slot number")));
+            }
+            compartment
+        }
+        None => name,
+    };
+    check_spelling(compartment).map_err(|e| bad(e.to_string()))
 }
 
 /// The directories to use for `wanted` on `host`: the v2 group (always,
@@ -715,8 +725,11 @@ mod tests {
 
     #[test]
     fn bad_names_are_refused() {
-        for name in ["", "..", "a/b", "UPPER"] {
+        for name in ["", "..", "a/b", "UPPER", "3./x", "x.mail", "12345.mail", ".mail", "3.", "3.a.b"] {
             assert!(matches!(check_name(name), Err(JailError::CgroupName { .. })), "{name:?}");
+        }
+        for name in ["mail", "0.mail", "999.ward-ipc"] {
+            assert!(check_name(name).is_ok(), "{name:?}");
         }
     }
 
