@@ -18,6 +18,12 @@ image = "idle"
 memory = 16
 restart = "always"
 
+[compartment.looper]
+role = "app"
+image = "hello"
+memory = 16
+restart = "on-failure"
+
 [template.app]
 image = "idle"
 memory = 16
@@ -91,6 +97,16 @@ impl Daemon {
 
     fn state(&self, name: &str) -> Option<String> {
         self.table().into_iter().find(|r| r.0 == name).map(|r| r.1)
+    }
+
+    /// The daemon's slot (`daemon::slot`), as it recorded it.
+    fn slot(&self) -> u32 {
+        std::fs::read_to_string(self.dir.join("state/slot")).unwrap().trim().parse().unwrap()
+    }
+
+    /// The pid of wardd.
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap()
     }
 
     fn kill_daemon(&mut self, signal: i32) {
@@ -249,9 +265,10 @@ fn a_daemon_killed_mid_start_finds_every_compartment_again() {
     }
     assert!(d.vmms().is_empty(), "stray VMMs: {:?}", d.vmms());
     // Adopted or not, each compartment's cgroup went with its VMM.
+    let slot = d.slot();
     for n in &names {
-        let left = ward_compartments::jail::Cgroup::open(n).map(|c| c.paths().len()).unwrap_or(0);
-        assert_eq!(left, 0, "cgroup ward/{n} is left behind");
+        let left = ward_compartments::jail::Cgroup::open(&format!("{slot}.{n}")).map(|c| c.paths().len()).unwrap_or(0);
+        assert_eq!(left, 0, "cgroup ward/{slot}.{n} is left behind");
     }
 }
 
@@ -476,4 +493,179 @@ fn standard_input_of_ward_run_reaches_a_compartment_in_the_daemon() {
     assert_eq!(out.status.code(), Some(0), "{console}{}", String::from_utf8_lossy(&out.stderr));
     assert!(console.contains("echo: first line\necho: second line\necho: input ended"), "{console}");
     assert!(d.table().is_empty(), "the disposable compartment is gone: {:?}", d.table());
+}
+
+/// Sends `signal` to `pid`.
+fn kill(pid: u32, signal: i32) {
+    // SAFETY: signalling a process this test started.
+    unsafe { libc_kill(i32::try_from(pid).unwrap(), signal) };
+}
+
+#[test]
+fn a_stop_cut_short_by_a_daemon_crash_is_finished_by_the_next_daemon() {
+    let mut d = Daemon::start("stop-crash", POLICY, &[]);
+    d.ok(&["create", "keeper"]);
+    d.ok(&["start", "keeper"]);
+    let vmm = d.table()[0].2.expect("keeper has a pid");
+    // A VMM that cannot act on SIGTERM (stopped), so the stop must wait
+    // for its deadline, 3 s away; the daemon dies while it waits.
+    kill(vmm, 19);
+    let mut stop = Command::new(bin("ward"))
+        .arg("--socket")
+        .arg(d.socket())
+        .args(["stop", "keeper", "--timeout", "3"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the stop began", Duration::from_secs(10), || d.ok(&["audit"]).contains("stop keeper"));
+    d.kill_daemon(9);
+    let _ = stop.wait();
+    assert_eq!(d.vmms(), [vmm], "the VMM outlived the daemon");
+    d.spawn();
+    // The new daemon carries the stop on and kills the VMM at the deadline.
+    wait_until("keeper stopped", Duration::from_secs(15), || d.state("keeper").as_deref() == Some("stopped"));
+    assert!(d.vmms().is_empty(), "stray VMMs: {:?}", d.vmms());
+    d.ok(&["rm", "keeper"]);
+}
+
+#[test]
+fn a_vmm_no_record_claims_is_killed_when_the_daemon_restarts() {
+    let mut d = Daemon::start("stray", POLICY, &[]);
+    d.ok(&["create", "keeper"]);
+    d.ok(&["start", "keeper"]);
+    d.kill_daemon(9);
+    // A VMM of this daemon's state that no record knows: keeper's spec
+    // under another name, started by hand.
+    let run = d.dir.join("state/run");
+    let spec = std::fs::read_to_string(run.join("keeper.json")).unwrap();
+    let ghost =
+        spec.replace("\"keeper\"", "\"ghost\"").replace("keeper.exit", "ghost.exit").replace("keeper.log", "ghost.log");
+    std::fs::write(run.join("ghost.json"), ghost).unwrap();
+    let mut stray = Command::new(bin("ward-vmm"))
+        .arg("--spec")
+        .arg(run.join("ghost.json"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the stray runs", Duration::from_secs(10), || d.vmms().contains(&stray.id()));
+    d.spawn();
+    wait_until("the stray is killed", Duration::from_secs(10), || stray.try_wait().unwrap().is_some());
+    let audit = d.ok(&["audit"]);
+    assert!(audit.lines().any(|l| l.contains("kill-stray ghost") && l.contains("no record claims")), "{audit}");
+    assert!(audit.contains("adopt keeper"), "{audit}");
+    assert_eq!(d.state("keeper").as_deref(), Some("running"));
+    d.ok(&["stop", "keeper"]);
+}
+
+#[test]
+fn a_crash_loop_stops_at_the_start_limit_and_a_manual_start_begins_afresh() {
+    let d = Daemon::start("crash-loop", POLICY, &[]);
+    // Panics at once, every time: exit code 101.
+    d.ok(&["create", "looper", "--cmdline", "ward.panic"]);
+    d.ok(&["start", "looper"]);
+    // Five failed runs: four restarts after 1, 2, 4 and 8 s, then none.
+    wait_until("the start limit", Duration::from_secs(60), || d.ok(&["audit"]).contains("restart-limit looper"));
+    let row = d.table().into_iter().find(|r| r.0 == "looper").unwrap();
+    assert_eq!((row.1.as_str(), row.3), ("stopped", 4), "{}", d.ok(&["ls"]));
+    let audit = d.ok(&["audit"]);
+    let waits: Vec<&str> = audit.lines().filter(|l| l.contains("restart-scheduled looper")).collect();
+    assert_eq!(waits.len(), 4, "{audit}");
+    assert!(waits[3].ends_with("in 8000 ms"), "{audit}");
+    // A person's start: no backoff left over, the first restart in 1 s.
+    d.ok(&["start", "looper"]);
+    wait_until("a fresh restart", Duration::from_secs(20), || {
+        d.ok(&["audit"]).lines().filter(|l| l.contains("restart-scheduled looper")).count() == 5
+    });
+    let audit = d.ok(&["audit"]);
+    let last = audit.lines().rfind(|l| l.contains("restart-scheduled looper")).unwrap();
+    assert!(last.ends_with("in 1000 ms"), "{audit}");
+    d.ok(&["stop", "looper"]);
+}
+
+#[test]
+fn two_daemons_share_no_uid_cgroup_or_socket() {
+    let a = Daemon::start("twin-a", POLICY, &[]);
+    let b = Daemon::start("twin-b", POLICY, &[]);
+    assert_ne!(a.slot(), b.slot());
+    for d in [&a, &b] {
+        d.ok(&["create", "twin"]);
+        d.ok(&["start", "twin"]);
+    }
+    let jailed = |d: &Daemon| {
+        let waiter = d.vmms()[0];
+        let uid = jailed_uid(waiter).expect("a jailed child");
+        let cgroup = std::fs::read_to_string(format!("/proc/{waiter}/cgroup")).unwrap();
+        (uid, cgroup)
+    };
+    let (a_uid, a_cgroup) = jailed(&a);
+    let (b_uid, b_cgroup) = jailed(&b);
+    assert_ne!(a_uid, b_uid, "two compartments called twin share a uid");
+    assert!(a_cgroup.contains(&format!("/ward/{}.twin", a.slot())), "{a_cgroup}");
+    assert!(b_cgroup.contains(&format!("/ward/{}.twin", b.slot())), "{b_cgroup}");
+    // A third wardd on a's socket is refused, naming the one serving it.
+    let out = Command::new(bin("wardd"))
+        .arg("--socket")
+        .arg(a.socket())
+        .arg("--state-dir")
+        .arg(a.dir.join("other-state"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&format!("another wardd (pid {}) is serving it", a.pid())), "{err}");
+    // One on a's state with a socket of its own fails on the store and
+    // leaves no socket behind.
+    let other = a.dir.join("other.sock");
+    let out = Command::new(bin("wardd"))
+        .arg("--socket")
+        .arg(&other)
+        .arg("--state-dir")
+        .arg(a.dir.join("state"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!other.exists(), "a wardd that failed left its socket");
+    assert_eq!(a.state("twin").as_deref(), Some("running"));
+    a.ok(&["stop", "twin"]);
+    b.ok(&["stop", "twin"]);
+}
+
+#[test]
+fn a_socket_directory_others_may_write_to_is_refused_and_left_as_it_is() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("ward-daemon-{}-open-dir", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("open")).unwrap();
+    std::fs::set_permissions(dir.join("open"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = Command::new(bin("wardd"))
+        .arg("--socket")
+        .arg(dir.join("open/w.sock"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("is writable by other users (mode 0777) without the sticky bit"), "{err}");
+    let mode = std::fs::metadata(dir.join("open")).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o777, "wardd changed the mode of a directory it did not make");
+    // A shared directory with the sticky bit (as /tmp) is used, unchanged.
+    std::fs::set_permissions(dir.join("open"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let mut wardd = Command::new(bin("wardd"))
+        .arg("--socket")
+        .arg(dir.join("open/w.sock"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("wardd serves", Duration::from_secs(10), || dir.join("open/w.sock").exists());
+    let mode = std::fs::metadata(dir.join("open")).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o1777);
+    kill(wardd.id(), 15);
+    wardd.wait().unwrap();
+    assert!(!dir.join("open/w.sock").exists(), "the socket goes with the daemon");
+    std::fs::remove_dir_all(dir).unwrap();
 }

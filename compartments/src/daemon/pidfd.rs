@@ -27,6 +27,16 @@ impl Pidfd {
         ready > 0 && poll.revents != 0
     }
 
+    /// Sends `signal` to the process (never to another that got its pid).
+    pub fn signal(&self, signal: i32) -> std::io::Result<()> {
+        // SAFETY: our pidfd, a signal number, no siginfo, no flags.
+        let rc = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, self.0.as_raw_fd(), signal, 0usize, 0) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// A copy of the process's descriptor `fd` (`pidfd_getfd`; wardd runs
     /// as root, which may take a descriptor from its own compartments'
     /// VMMs).
@@ -58,7 +68,7 @@ mod tests {
         let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
         let pidfd = Pidfd::open(child.id()).unwrap();
         assert!(!pidfd.has_exited());
-        child.kill().unwrap();
+        pidfd.signal(libc::SIGKILL).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         // Not reaped yet: a zombie.
         while !pidfd.has_exited() {

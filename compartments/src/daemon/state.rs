@@ -87,6 +87,10 @@ pub struct Record {
     /// first start.
     #[serde(default)]
     pub uid: Option<u32>,
+    /// While stopping: Unix time (ms) after which its VMM is killed. Kept
+    /// in the record so a stop outlives the daemon that began it.
+    #[serde(default)]
+    pub stop_deadline_ms: Option<u64>,
 }
 
 /// Devices the policy granted a compartment (its disks are in
@@ -208,6 +212,7 @@ mod tests {
             devices: Granted::default(),
             disks: Vec::new(),
             uid: None,
+            stop_deadline_ms: None,
         }
     }
 

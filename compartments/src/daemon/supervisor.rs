@@ -35,8 +35,16 @@ const INPUT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long `stop` waits after SIGTERM before SIGKILL, by default.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_STOP_MS: u64 = 5_000;
 /// Longest wait between restarts.
 pub const MAX_BACKOFF_MS: u64 = 30_000;
+/// A compartment that fails this many runs in a row, each ending within
+/// [`STABLE_RUN_MS`] of its start, is not restarted again (a crash loop;
+/// systemd's start limit is the model). `ward start` tries again.
+pub const START_LIMIT_BURST: u32 = 5;
+/// A run that lasted this long counts as a success for the start limit:
+/// the next failure starts the count again.
+pub const STABLE_RUN_MS: u64 = 60_000;
 /// How long a stopped disposable compartment stays before it is removed.
 pub const DISPOSABLE_GRACE_MS: u64 = 10_000;
 
@@ -101,9 +109,11 @@ pub struct Supervisor {
     store: Store,
     /// Held across every state change.
     ops: Mutex<()>,
-    /// VMMs this daemon started (it can wait for them); adopted ones after a
-    /// restart are watched by pid.
+    /// VMMs this daemon started (it can wait for them).
     children: Mutex<HashMap<String, Child>>,
+    /// A process descriptor of every running VMM, started or adopted:
+    /// liveness and signals without `/proc` and without pid reuse.
+    vmms: Mutex<HashMap<String, Pidfd>>,
     /// The cgroup of each running compartment, removed when it ends.
     cgroups: Mutex<HashMap<String, Cgroup>>,
     /// The daemon's end of each running compartment's console input.
@@ -181,14 +191,6 @@ fn disk_size(name: &str, disk: &DiskRequest) -> Result<(DiskRequest, u64), OpErr
     }
 }
 
-fn signal(pid: u32, sig: i32) {
-    if let Ok(pid) = i32::try_from(pid) {
-        // SAFETY: kill has no memory-safety preconditions; a stale pid at
-        // worst signals nothing (ESRCH), and `is_our_vmm` is checked first.
-        unsafe { libc::kill(pid, sig) };
-    }
-}
-
 impl Supervisor {
     /// Opens the store and finds the compartments again.
     pub fn open(config: Config) -> Result<Self, OpenError> {
@@ -214,6 +216,7 @@ impl Supervisor {
             spawner,
             ops: Mutex::new(()),
             children: Mutex::new(HashMap::new()),
+            vmms: Mutex::new(HashMap::new()),
             cgroups: Mutex::new(HashMap::new()),
             inputs: Mutex::new(HashMap::new()),
         };
@@ -232,35 +235,59 @@ impl Supervisor {
     }
 
     /// After a restart of the daemon: each record that says running is
-    /// matched with its VMM process (adopted) or its exit record; a VMM the
-    /// store does not know (the daemon died right after starting it) is
-    /// adopted too.
+    /// matched with its VMM process (adopted) or its exit record; a stop
+    /// the old daemon began is carried on (signalled again, killed at its
+    /// deadline by the supervision pass). A live VMM of this daemon's
+    /// state that no running record claims (a record stopped or removed,
+    /// or none: the daemon died between writing a spec and recording it)
+    /// is killed: nothing the policy decided stands behind it.
     fn recover(&self) -> Result<(), StoreError> {
         let _guard = lock(&self.ops);
-        let live = running_vmms();
+        let run_dir = self.config.paths.spec("x").parent().map(std::path::Path::to_owned).unwrap_or_default();
+        let mut live: Vec<(u32, PathBuf)> =
+            running_vmms().into_iter().filter(|(_, spec)| spec.parent() == Some(run_dir.as_path())).collect();
         for mut rec in self.store.all()? {
             let spec = self.config.paths.spec(&rec.name);
-            let vmm = live.iter().find(|(_, s)| *s == spec).map(|(pid, _)| *pid);
-            match (rec.state, vmm) {
-                (State::Running | State::Starting | State::Stopping, Some(pid)) => {
+            let vmm = live.iter().position(|(_, s)| *s == spec).map(|i| live.swap_remove(i).0);
+            let pidfd = vmm.and_then(|pid| Pidfd::open(pid).ok().map(|pidfd| (pid, pidfd)));
+            match (rec.state, pidfd) {
+                (State::Running | State::Starting | State::Stopping, Some((pid, pidfd))) => {
                     rec.pid = Some(pid);
                     if rec.state == State::Starting {
                         rec.state = State::Running;
                     }
+                    if rec.state == State::Stopping {
+                        // The old daemon may have died before its signal.
+                        let deadline = rec.stop_deadline_ms.get_or_insert(now_ms() + DEFAULT_STOP_MS);
+                        if *deadline > now_ms() {
+                            let _ = pidfd.signal(libc::SIGTERM);
+                        }
+                    }
                     self.store.put(&rec)?;
                     self.store.audit("adopt", &rec.name, &format!("pid {pid} (daemon restarted)"))?;
-                    self.adopt_ipc(&rec, pid);
+                    self.adopt_ipc(&rec, &pidfd);
+                    lock(&self.vmms).insert(rec.name.clone(), pidfd);
                 }
                 (State::Running | State::Starting | State::Stopping, None) => {
                     self.finish(&mut rec, "while the daemon was down")?;
                 }
-                (_, Some(pid)) => {
-                    // Not ours to run any more: a stray.
-                    signal(pid, libc::SIGKILL);
-                    self.store.audit("kill-stray", &rec.name, &format!("pid {pid}"))?;
+                (_, Some((pid, pidfd))) => {
+                    let _ = pidfd.signal(libc::SIGKILL);
+                    self.store.audit(
+                        "kill-stray",
+                        &rec.name,
+                        &format!("pid {pid}: its record says {:?}", rec.state),
+                    )?;
                 }
                 _ => {}
             }
+        }
+        for (pid, spec) in live {
+            if let Ok(pidfd) = Pidfd::open(pid) {
+                let _ = pidfd.signal(libc::SIGKILL);
+            }
+            let name = spec.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            self.store.audit("kill-stray", &name, &format!("pid {pid}: no record claims {}", spec.display()))?;
         }
         Ok(())
     }
@@ -268,7 +295,7 @@ impl Supervisor {
     /// An adopted VMM with a vsock device: takes back wardd's end of its
     /// reconnect socket (the VMM kept a copy open for this), so the new
     /// router can be handed to it.
-    fn adopt_ipc(&self, rec: &Record, pid: u32) {
+    fn adopt_ipc(&self, rec: &Record, pidfd: &Pidfd) {
         if !rec.devices.vsock {
             return;
         }
@@ -276,7 +303,7 @@ impl Supervisor {
             std::fs::read(self.config.paths.spec(&rec.name)).ok().and_then(|b| serde_json::from_slice(&b).ok());
         let Some(vsock) = spec.and_then(|s| s.vsock) else { return };
         let Some(keep_fd) = vsock.keep_fd else { return };
-        match Pidfd::open(pid).and_then(|pidfd| pidfd.take_fd(keep_fd)) {
+        match pidfd.take_fd(keep_fd) {
             Ok(fd) => self.ipc.adopt(&rec.name, vsock.cid, std::os::unix::net::UnixDatagram::from(fd)),
             Err(e) => {
                 let _ = self.store.audit("ipc-lost", &rec.name, &format!("cannot take back its reconnect socket: {e}"));
@@ -328,6 +355,7 @@ impl Supervisor {
             devices: Granted { console: g.console, rng: g.rng, vsock: g.vsock },
             disks: disks.clone(),
             uid: None,
+            stop_deadline_ms: None,
         };
         self.store.put(&record)?;
         let mut what = format!("image {} memory {} MiB", record.image, record.memory_mib);
@@ -343,7 +371,11 @@ impl Supervisor {
         let _guard = lock(&self.ops);
         let mut rec = self.get(name)?;
         match rec.state {
-            State::Created | State::Stopped | State::Restarting => self.spawn(&mut rec),
+            State::Created | State::Stopped | State::Restarting => {
+                // A person's start begins afresh: no backoff, no start limit.
+                rec.failures = 0;
+                self.spawn(&mut rec)
+            }
             state => Err(OpError(ErrorKind::WrongState, format!("compartment {name} is {state:?}"))),
         }
     }
@@ -458,12 +490,20 @@ impl Supervisor {
         // input here; close its IPC sockets too.
         drop(vsock_fds);
         let pid = child.id();
+        match Pidfd::open(pid) {
+            Ok(pidfd) => {
+                lock(&self.vmms).insert(rec.name.clone(), pidfd);
+            }
+            // It already ended: the supervision pass reaps it.
+            Err(e) => log::warn!("compartment {}: no pidfd for pid {pid}: {e}", rec.name),
+        }
         lock(&self.children).insert(rec.name.clone(), child);
         lock(&self.inputs).insert(rec.name.clone(), input);
         rec.state = State::Running;
         rec.pid = Some(pid);
         rec.started_at_ms = Some(now_ms());
         rec.restart_at_ms = None;
+        rec.stop_deadline_ms = None;
         self.store.put(rec)?;
         let uid = rec.uid.filter(|_| self.config.jail).map(|uid| format!(" uid {uid}")).unwrap_or_default();
         self.store.audit("start", &rec.name, &format!("pid {pid}{uid}"))?;
@@ -504,9 +544,10 @@ impl Supervisor {
     }
 
     /// Stops a compartment: SIGTERM, then SIGKILL after `timeout`. Returns
-    /// once its VMM is gone.
+    /// once its VMM is gone. The deadline is in the record: if the daemon
+    /// dies meanwhile, the next one finishes the stop.
     pub fn stop(&self, name: &str, timeout: Duration, force: bool) -> Result<(), OpError> {
-        let pid = {
+        let deadline = {
             let _guard = lock(&self.ops);
             let mut rec = self.get(name)?;
             match rec.state {
@@ -520,24 +561,24 @@ impl Supervisor {
                 }
                 state => return Err(OpError(ErrorKind::WrongState, format!("compartment {name} is {state:?}"))),
             }
+            let timeout_ms = if force { 0 } else { u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX) };
+            let deadline = now_ms().saturating_add(timeout_ms);
+            // A second stop may shorten a first one's wait, never lengthen it.
+            let deadline =
+                rec.stop_deadline_ms.filter(|_| rec.state == State::Stopping).map_or(deadline, |d| d.min(deadline));
             rec.state = State::Stopping;
+            rec.stop_deadline_ms = Some(deadline);
             self.store.put(&rec)?;
             self.store.audit(if force { "kill" } else { "stop" }, name, "")?;
-            rec.pid
+            self.signal_vmm(name, if force { libc::SIGKILL } else { libc::SIGTERM });
+            deadline
         };
-        if let Some(pid) = pid.filter(|&p| is_our_vmm(p, &self.config.paths.spec(name))) {
-            signal(pid, if force { libc::SIGKILL } else { libc::SIGTERM });
-            let deadline = std::time::Instant::now() + timeout;
-            // A zombie is not "our VMM" any more: it has exited, and the
-            // supervision pass reaps it and records how.
-            while is_our_vmm(pid, &self.config.paths.spec(name)) && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if is_our_vmm(pid, &self.config.paths.spec(name)) {
-                signal(pid, libc::SIGKILL);
-            }
+        while self.vmm_alive(name) && now_ms() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
         }
-        // The supervision pass records the exit; wait for it.
+        if self.vmm_alive(name) {
+            self.signal_vmm(name, libc::SIGKILL);
+        }
         // The end is recorded by a supervision pass; run this compartment's
         // part of one (a whole pass per stop makes stopping n compartments
         // cost n²).
@@ -548,6 +589,18 @@ impl Supervisor {
             std::thread::sleep(Duration::from_millis(10));
         }
         Err(OpError(ErrorKind::Internal, format!("compartment {name} did not stop")))
+    }
+
+    /// Whether `name`'s VMM is still running (a zombie is not).
+    fn vmm_alive(&self, name: &str) -> bool {
+        lock(&self.vmms).get(name).is_some_and(|pidfd| !pidfd.has_exited())
+    }
+
+    /// Signals `name`'s VMM, if it runs.
+    fn signal_vmm(&self, name: &str, signal: i32) {
+        if let Some(pidfd) = lock(&self.vmms).get(name) {
+            let _ = pidfd.signal(signal);
+        }
     }
 
     /// Passes `data` to a running compartment's console input; `end`
@@ -643,12 +696,20 @@ impl Supervisor {
     fn supervise_record(&self, mut rec: Record) {
         match rec.state {
             State::Running | State::Stopping | State::Starting => {
-                // A child's end shows in `waitpid`, and only there: a
-                // look in `/proc` could see it end between the two and
-                // record the end without reaping it (a zombie for good).
-                // Only a VMM adopted after a restart needs `/proc`.
+                // A child's end shows in `waitpid`, and only there: its
+                // pidfd could see it end first and record the end without
+                // reaping it (a zombie for good). A VMM adopted after a
+                // restart is not our child: its pidfd tells.
                 let (child, status) = self.reap(&rec.name);
-                let gone = !child && rec.pid.is_none_or(|pid| !is_our_vmm(pid, &self.config.paths.spec(&rec.name)));
+                let gone = !child && !self.vmm_alive(&rec.name);
+                if status.is_none()
+                    && !gone
+                    && rec.state == State::Stopping
+                    && rec.stop_deadline_ms.is_none_or(|deadline| now_ms() >= deadline)
+                {
+                    // A stop past its deadline, whoever began it.
+                    self.signal_vmm(&rec.name, libc::SIGKILL);
+                }
                 if status.is_some() || gone {
                     let how = status.map_or_else(|| "exited".to_owned(), |s| s.to_string());
                     if let Err(e) = self.finish(&mut rec, &how) {
@@ -677,6 +738,7 @@ impl Supervisor {
     /// Records the end of `rec`'s run and decides what comes next.
     fn finish(&self, rec: &mut Record, how: &str) -> Result<(), StoreError> {
         lock(&self.inputs).remove(&rec.name);
+        lock(&self.vmms).remove(&rec.name);
         self.ipc.detach(&rec.name);
         let without_record = if rec.state == State::Stopping {
             format!("stopped ({how})")
@@ -702,19 +764,35 @@ impl Supervisor {
             std::fs::read(self.config.paths.exit_file(&rec.name)).ok().and_then(|b| serde_json::from_slice(&b).ok());
         rec.exit_code = exit.as_ref().and_then(|e| e.exit_code);
         rec.pid = None;
-        rec.ended_at_ms = Some(now_ms());
+        let now = now_ms();
+        rec.ended_at_ms = Some(now);
+        rec.stop_deadline_ms = None;
         let stopped_by_user = rec.state == State::Stopping;
         let failed = rec.exit_code != Some(0);
+        let stable = rec.started_at_ms.is_some_and(|t| now.saturating_sub(t) >= STABLE_RUN_MS);
+        rec.failures = match (failed, stable) {
+            (false, _) => 0,
+            (true, true) => 1,
+            (true, false) => rec.failures.saturating_add(1),
+        };
         let reason = exit.map_or(without_record, |e| e.reason);
         self.store.audit("exit", &rec.name, &reason)?;
-        let restart = !stopped_by_user
+        let mut restart = !stopped_by_user
             && match rec.restart {
                 Restart::Never => false,
                 Restart::OnFailure => failed,
                 Restart::Always => true,
             };
+        if restart && rec.failures >= START_LIMIT_BURST {
+            restart = false;
+            let why = format!(
+                "failed {} times in a row, each within {} s of its start; not restarted (`ward start` tries again)",
+                rec.failures,
+                STABLE_RUN_MS / 1000
+            );
+            self.store.audit("restart-limit", &rec.name, &why)?;
+        }
         if restart {
-            rec.failures = if failed { rec.failures + 1 } else { 0 };
             let wait = backoff_ms(rec.failures.saturating_sub(1));
             rec.state = State::Restarting;
             rec.restart_at_ms = Some(now_ms() + wait);
