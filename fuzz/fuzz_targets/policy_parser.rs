@@ -1,38 +1,15 @@
-//! Fuzzes the policy parser with one to three files cut from the input at
-//! NUL bytes. Whatever the input, loading must not panic; and a policy that
-//! loads must show as text that loads back to the same policy, explain and
-//! diff without panicking.
+//! Fuzz target `policy_parser`: the policy parser with one to three files
+//! cut from the input at NUL bytes. What it checks: `ward_fuzz::policy`
+//! (fuzz/src/policy.rs); seeds: fuzz/seeds/; dictionary: policy.dict; how
+//! to run it: docs/FUZZING.md (and docs/POLICY.md, "Fuzzing"), e.g. (in
+//! `fuzz/`)
+//!
+//! ```sh
+//! cargo fuzz run --sanitizer none policy_parser corpus/policy_parser seeds/policy_parser -- -dict=policy.dict
+//! ```
 
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use ward_policy::{Policy, diff, explain, render_diff, render_explanation, show};
-
-fuzz_target!(|data: &[u8]| {
-    let text = String::from_utf8_lossy(data);
-    let files: Vec<(String, &str)> =
-        text.splitn(3, '\0').enumerate().map(|(index, text)| (format!("policy/{index}.toml"), text)).collect();
-    let Ok(policy) = Policy::from_files(&files) else { return };
-
-    let shown = show(&policy);
-    let again = match Policy::from_text("shown.toml", &shown) {
-        Ok(again) => again,
-        Err(errors) => panic!("show output does not load:\n{errors}\n{shown}"),
-    };
-    assert_eq!(again, policy, "show output loads to another policy:\n{shown}");
-    assert!(diff(&policy, &again).is_empty());
-    let _ = render_diff(&diff(&policy, &Policy::from_text("empty.toml", "").unwrap_or(again)));
-
-    let names: Vec<&str> = policy.compartment_names().chain(["tmp-1"]).collect();
-    let services: Vec<String> =
-        policy.rules().iter().map(|rule| rule.service.to_string()).filter(|s| s != "*").collect();
-    for from in names.iter().take(4) {
-        for to in names.iter().take(4) {
-            for service in services.iter().take(4) {
-                if let Ok(explanation) = explain(&policy, from, to, service) {
-                    let _ = render_explanation(&explanation);
-                }
-            }
-        }
-    }
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = ward_fuzz::policy::run(data);
 });

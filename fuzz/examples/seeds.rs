@@ -1,0 +1,25 @@
+//! Writes the seed corpora to `fuzz/seeds/<target>/` (replacing what is
+//! there) and the router's dictionary to `fuzz/ipc_router.dict`: `cargo run --manifest-path fuzz/Cargo.toml --example seeds`.
+//! Run it after changing a target's input format or a seed in
+//! `src/seeds.rs`; `tests/seeds.rs` fails while the files are out of date.
+
+use std::path::Path;
+
+fn main() -> std::io::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
+    for (target, seeds) in ward_fuzz::seeds::all() {
+        let dir = root.join(target);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::create_dir_all(&dir)?;
+        for seed in &seeds {
+            std::fs::write(dir.join(&seed.name), &seed.bytes)?;
+        }
+        println!("{}: {} seeds", dir.display(), seeds.len());
+    }
+    let dict = Path::new(env!("CARGO_MANIFEST_DIR")).join("ipc_router.dict");
+    std::fs::write(&dict, ward_fuzz::seeds::router_dict())?;
+    println!("{}", dict.display());
+    Ok(())
+}
