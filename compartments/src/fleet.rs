@@ -100,7 +100,7 @@ pub fn fleet(socket: &Path, args: &BenchFleetArgs) -> Result<String, ManageError
         wait_all_asleep(socket, &names)?;
         std::thread::sleep(Duration::from_millis(500));
         let after = mem_available_kib();
-        let rss: u64 = match Client::connect(socket)?.request(&Request::List)? {
+        let rss: u64 = match Client::connect(socket)?.request(&Request::List {})? {
             Reply::List { compartments, .. } => {
                 compartments.iter().filter(|s| names.contains(&s.name)).filter_map(|s| s.rss_kib).sum()
             }

@@ -58,7 +58,7 @@ pub fn forward_input(socket: &Path, name: &str, mut input: impl std::io::Read) -
 
 /// `ward ls`.
 pub fn list(socket: &Path) -> Result<String, ManageError> {
-    match Client::connect(socket)?.request(&Request::List)? {
+    match Client::connect(socket)?.request(&Request::List {})? {
         Reply::List { compartments, .. } => Ok(render_list(&compartments)),
         Reply::Error { message, .. } => Err(ManageError::Refused(message)),
         other => Err(ManageError::Unexpected(Box::new(other))),
@@ -110,7 +110,7 @@ pub fn audit(socket: &Path, limit: usize) -> Result<String, ManageError> {
 
 /// `ward pending`.
 pub fn pending(socket: &Path) -> Result<String, ManageError> {
-    match Client::connect(socket)?.request(&Request::Pending)? {
+    match Client::connect(socket)?.request(&Request::Pending {})? {
         Reply::Pending { asks, .. } if asks.is_empty() => Ok("no calls are waiting for an answer\n".to_owned()),
         Reply::Pending { asks, .. } => {
             let mut out = format!("{:>6} {:<20} {:<20} {:<32} {:>7}\n", "ID", "FROM", "TO", "SERVICE", "WAITING");
@@ -150,7 +150,7 @@ pub fn logs(socket: &Path, name: &str, follow: bool, out: &mut dyn Write) -> Res
 
 /// Whether a daemon answers at `socket`.
 pub fn daemon_available(socket: &Path) -> bool {
-    Client::connect(socket).and_then(|mut c| c.request(&Request::Ping)).is_ok_and(|r| matches!(r, Reply::Ok { .. }))
+    Client::connect(socket).and_then(|mut c| c.request(&Request::Ping {})).is_ok_and(|r| matches!(r, Reply::Ok { .. }))
 }
 
 /// Whether `state` means the compartment runs or will.

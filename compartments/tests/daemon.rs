@@ -669,3 +669,50 @@ fn a_socket_directory_others_may_write_to_is_refused_and_left_as_it_is() {
     assert!(!dir.join("open/w.sock").exists(), "the socket goes with the daemon");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// The threads of process `pid`.
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count)
+}
+
+#[test]
+fn idle_connections_are_bounded_and_a_follower_that_went_away_is_noticed() {
+    let d = Daemon::start("clients", POLICY, &[]);
+    d.ok(&["create", "keeper"]);
+    d.ok(&["start", "keeper"]);
+    let baseline = threads(d.pid());
+    // Abandoned followers: their threads go at once, not when keeper
+    // next prints (it never does).
+    let mut followers: Vec<Child> = (0..20)
+        .map(|_| {
+            Command::new(bin("ward"))
+                .arg("--socket")
+                .arg(d.socket())
+                .args(["logs", "-f", "keeper"])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    wait_until("twenty followers are served", Duration::from_secs(10), || threads(d.pid()) >= baseline + 20);
+    for f in &mut followers {
+        f.kill().unwrap();
+        f.wait().unwrap();
+    }
+    wait_until("their threads are gone", Duration::from_secs(2), || threads(d.pid()) <= baseline);
+    // Idle connections past the bound get a clear refusal, not a hang or
+    // a reset, and the daemon serves again once they go.
+    let idle: Vec<UnixStream> = (0..ward_compartments::daemon::server::MAX_CONNECTIONS)
+        .map(|_| UnixStream::connect(d.socket()).unwrap())
+        .collect();
+    wait_until("every idle connection is served", Duration::from_secs(10), || {
+        threads(d.pid()) >= baseline + ward_compartments::daemon::server::MAX_CONNECTIONS
+    });
+    let refused = d.ward(&["ls"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("wardd is busy"), "{err}");
+    drop(idle);
+    wait_until("wardd serves again", Duration::from_secs(5), || d.ward(&["ls"]).status.success());
+    d.ok(&["stop", "keeper"]);
+}

@@ -71,6 +71,7 @@ fn main() -> ExitCode {
         .format(|buf, record| writeln!(buf, "wardd: {}: {}", record.level().as_str().to_lowercase(), record.args()))
         .init();
     let args = Args::parse();
+    raise_open_file_limit();
     let paths = Paths {
         state_dir: args.state_dir.unwrap_or_else(default_state_dir),
         socket: args.socket.unwrap_or_else(default_socket),
@@ -150,4 +151,18 @@ fn main() -> ExitCode {
     sup.stop_ipc();
     drop(claim); // removes the socket
     ExitCode::SUCCESS
+}
+
+/// Lifts the soft limit of open descriptors to the hard one: wardd holds
+/// several per compartment and one per client connection (at most
+/// `server::MAX_CONNECTIONS`), more than the usual soft limit of 1,024.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit read and write the `rlimit` we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit);
+        }
+    }
 }

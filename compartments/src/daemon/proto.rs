@@ -57,8 +57,9 @@ impl CreateArgs {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
-    /// Is the daemon there?
-    Ping,
+    /// Is the daemon there? (Fields-less variants are written `{}`:
+    /// serde checks unknown fields only of a struct variant.)
+    Ping {},
     /// Define a compartment (from the policy, optionally narrowing it).
     Create(CreateArgs),
     /// Start a created or stopped compartment.
@@ -84,7 +85,7 @@ pub enum Request {
         name: String,
     },
     /// Every compartment's status.
-    List,
+    List {},
     /// One compartment's full record.
     Inspect {
         /// Its name.
@@ -117,7 +118,7 @@ pub enum Request {
         limit: usize,
     },
     /// The IPC calls waiting for the user's answer (the policy said `ask`).
-    Pending,
+    Pending {},
     /// The user's answer to a pending call.
     Answer {
         /// Its id (from [`Request::Pending`]).
@@ -256,6 +257,8 @@ pub enum ErrorKind {
     Denied,
     /// The caller may not use the daemon.
     Forbidden,
+    /// The daemon serves as many connections as it will; try again.
+    Busy,
     /// The daemon failed.
     Internal,
 }
@@ -313,7 +316,7 @@ mod tests {
     #[test]
     fn requests_round_trip() {
         for request in [
-            Request::Ping,
+            Request::Ping {},
             Request::Create(CreateArgs {
                 memory_mib: Some(32),
                 disposable: true,
@@ -340,6 +343,11 @@ mod tests {
         assert_eq!(kind(r#"{"version":1}"#), Some(ErrorKind::Malformed));
         assert_eq!(kind(r#"{"version":1,"request":{"kind":"format_disk"}}"#), Some(ErrorKind::Malformed));
         assert_eq!(kind(r#"{"version":1,"request":{"kind":"ping"},"extra":1}"#), Some(ErrorKind::Malformed));
+        for request in [r#"{"kind":"ping","extra":1}"#, r#"{"kind":"list","x":0}"#, r#"{"kind":"pending","a":[]}"#] {
+            let line = format!(r#"{{"version":1,"request":{request}}}"#);
+            assert_eq!(kind(&line), Some(ErrorKind::Malformed), "{line}");
+        }
+        assert_eq!(parse_request(r#"{"version":1,"request":{"kind":"ping"}}"#), Ok(Request::Ping {}));
         assert_eq!(kind(r#"{"version":9,"request":{"kind":"ping"}}"#), Some(ErrorKind::Version));
         assert_eq!(kind(&"x".repeat(MAX_LINE + 1)), Some(ErrorKind::TooLarge));
     }

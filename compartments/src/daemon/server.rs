@@ -6,13 +6,19 @@
 //! served on its own thread, one request per line. A line that is not a
 //! valid request gets an error reply; one that is too long gets an error
 //! reply and the connection is closed. Nothing a client sends can stop the
-//! daemon.
+//! daemon, and nothing a client leaves behind holds it: at most
+//! [`MAX_CONNECTIONS`] are served at once (the next get a `busy` reply),
+//! a connection that sends nothing for [`IDLE_TIMEOUT`] or leaves a line
+//! unfinished for [`LINE_TIMEOUT`] is closed, a reply not taken within
+//! [`WRITE_TIMEOUT`] ends the connection, and a follower of `ward logs
+//! -f` that went away is noticed at once, not when the compartment next
+//! prints.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use super::lockfile::{LockError, LockFile};
 use super::proto::{self, ErrorKind, MAX_LINE, Reply, Request, State, VERSION};
@@ -106,14 +112,45 @@ impl Drop for SocketClaim {
     }
 }
 
+/// Most connections served at once.
+pub const MAX_CONNECTIONS: usize = 256;
+/// A connection that sends nothing for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A request line must arrive whole within this long of its first byte.
+pub const LINE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A reply the client does not take within this long ends the connection.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a follower's compartment is looked at for new output.
+const FOLLOW_POLL: Duration = Duration::from_millis(50);
+
+/// Counts a connection while its thread serves it.
+struct Served(Arc<AtomicUsize>);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Accepts connections until `stop` is set.
 pub fn serve(listener: &UnixListener, sup: &Arc<Supervisor>, stop: &AtomicBool) {
+    let active = Arc::new(AtomicUsize::new(0));
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
-            Ok((stream, _)) => {
+            Ok((mut stream, _)) => {
+                if active.fetch_add(1, Ordering::Relaxed) >= MAX_CONNECTIONS {
+                    active.fetch_sub(1, Ordering::Relaxed);
+                    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+                    let busy = format!("wardd is busy: {MAX_CONNECTIONS} connections are open; try again");
+                    send(&mut stream, &Reply::error(ErrorKind::Busy, busy));
+                    continue;
+                }
+                let served = Served(Arc::clone(&active));
                 let sup = Arc::clone(sup);
-                let spawned =
-                    std::thread::Builder::new().name("wardd-conn".into()).spawn(move || connection(stream, &sup));
+                let spawned = std::thread::Builder::new().name("wardd-conn".into()).spawn(move || {
+                    let _served = served;
+                    connection(stream, &sup);
+                });
                 if let Err(e) = spawned {
                     log::warn!("cannot serve a connection: {e}");
                 }
@@ -146,6 +183,7 @@ fn send(stream: &mut UnixStream, reply: &Reply) -> bool {
 
 fn connection(mut stream: UnixStream, sup: &Supervisor) {
     let _ = stream.set_nonblocking(false);
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     match peer_uid(&stream) {
@@ -156,20 +194,21 @@ fn connection(mut stream: UnixStream, sup: &Supervisor) {
             return;
         }
     }
-    let Ok(read_half) = stream.try_clone() else { return };
-    let mut reader = BufReader::new(read_half);
+    let mut lines = Lines::default();
     loop {
-        let mut line = Vec::new();
-        // Read at most one byte past the limit, so a huge line cannot make
-        // us hold it all.
-        let n = match (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
+        let line = match lines.next(&stream, IDLE_TIMEOUT, LINE_TIMEOUT) {
+            Ok(line) => line,
+            Err(LineEnd::TooLong) => {
+                send(&mut stream, &Reply::error(ErrorKind::TooLarge, format!("request over {MAX_LINE} bytes")));
+                return;
+            }
+            Err(LineEnd::Slow) => {
+                let slow = format!("request not finished within {} s", LINE_TIMEOUT.as_secs());
+                send(&mut stream, &Reply::error(ErrorKind::Malformed, slow));
+                return;
+            }
+            Err(LineEnd::Closed) => return,
         };
-        if n > MAX_LINE {
-            send(&mut stream, &Reply::error(ErrorKind::TooLarge, format!("request over {MAX_LINE} bytes")));
-            return;
-        }
         let text = String::from_utf8_lossy(&line);
         let reply = match proto::parse_request(text.trim_end()) {
             Err(reply) => reply,
@@ -185,10 +224,88 @@ fn connection(mut stream: UnixStream, sup: &Supervisor) {
     }
 }
 
+/// How reading a request line ended without one.
+#[derive(Debug, PartialEq, Eq)]
+enum LineEnd {
+    /// Closed, broken, or idle for [`IDLE_TIMEOUT`].
+    Closed,
+    /// Over [`MAX_LINE`] bytes.
+    TooLong,
+    /// Begun but not finished within [`LINE_TIMEOUT`].
+    Slow,
+}
+
+/// Request lines from a connection, each within its deadlines.
+#[derive(Debug, Default)]
+struct Lines {
+    /// Bytes received after the last line.
+    pending: Vec<u8>,
+}
+
+impl Lines {
+    /// The next line; `idle` bounds the wait for its first byte, `whole`
+    /// the time from its first byte to its end.
+    fn next(&mut self, mut stream: &UnixStream, idle: Duration, whole: Duration) -> Result<Vec<u8>, LineEnd> {
+        let idle_since = Instant::now();
+        let mut begun = (!self.pending.is_empty()).then_some(idle_since);
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+                return Ok(self.pending.drain(..=end).collect());
+            }
+            if self.pending.len() > MAX_LINE {
+                return Err(LineEnd::TooLong);
+            }
+            let deadline = begun.map_or(idle_since + idle, |at| at + whole);
+            let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
+                return Err(if begun.is_some() { LineEnd::Slow } else { LineEnd::Closed });
+            };
+            if stream.set_read_timeout(Some(left)).is_err() {
+                return Err(LineEnd::Closed);
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) => return Err(LineEnd::Closed),
+                Ok(n) => {
+                    begun.get_or_insert_with(Instant::now);
+                    self.pending.extend_from_slice(&chunk[..n]);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => return Err(LineEnd::Closed),
+            }
+        }
+    }
+}
+
+/// Waits up to `timeout` for the client of a followed stream to go away;
+/// true if it did (closed, or shut its side). Bytes it sends meanwhile are
+/// read and dropped.
+fn client_gone(stream: &UnixStream, timeout: Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut poll = libc::pollfd { fd: stream.as_raw_fd(), events: libc::POLLIN | libc::POLLRDHUP, revents: 0 };
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd.
+    let ready = unsafe { libc::poll(&raw mut poll, 1, ms) };
+    if ready <= 0 {
+        return false;
+    }
+    if poll.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        return true;
+    }
+    let mut sink = [0u8; 4096];
+    let _ = stream.set_nonblocking(true);
+    let gone = matches!((&mut &*stream).read(&mut sink), Ok(0));
+    let _ = stream.set_nonblocking(false);
+    gone
+}
+
 /// Answers one request.
 pub fn handle(sup: &Supervisor, request: Request) -> Reply {
     let result = match request {
-        Request::Ping => Ok(Reply::ok()),
+        Request::Ping {} => Ok(Reply::ok()),
         Request::Create(args) => sup.create(&args).map(|()| Reply::ok()),
         Request::Start { name } => sup.start(&name).map(|()| Reply::ok()),
         Request::Stop { name, timeout_ms } => {
@@ -198,13 +315,13 @@ pub fn handle(sup: &Supervisor, request: Request) -> Reply {
         Request::Kill { name } => sup.stop(&name, Duration::ZERO, true).map(|()| Reply::ok()),
         Request::Remove { name } => sup.remove(&name).map(|()| Reply::ok()),
         Request::Input { name, data, end } => sup.input(&name, &data, end).map(|()| Reply::ok()),
-        Request::List => sup.list().map(|compartments| Reply::List { version: VERSION, compartments }),
+        Request::List {} => sup.list().map(|compartments| Reply::List { version: VERSION, compartments }),
         Request::Inspect { name } => sup.inspect(&name).map(|record| Reply::Inspect { version: VERSION, record }),
         Request::Audit { limit } => {
             sup.store().audit_tail(limit).map(|entries| Reply::Audit { version: VERSION, entries }).map_err(Into::into)
         }
         Request::Logs { .. } => Ok(Reply::error(ErrorKind::Malformed, "logs is streamed")),
-        Request::Pending => Ok(Reply::Pending { version: VERSION, asks: sup.pending() }),
+        Request::Pending {} => Ok(Reply::Pending { version: VERSION, asks: sup.pending() }),
         Request::Answer { id, allow } => sup.answer(id, allow).map(|()| Reply::ok()),
     };
     result.unwrap_or_else(Reply::from)
@@ -249,7 +366,9 @@ fn stream_logs(stream: &mut UnixStream, sup: &Supervisor, name: &str, from: u64,
         }
         match state {
             Some((State::Running | State::Starting | State::Stopping | State::Restarting | State::Created, _)) => {
-                std::thread::sleep(Duration::from_millis(50));
+                if client_gone(stream, FOLLOW_POLL) {
+                    return;
+                }
             }
             Some((State::Stopped, exit_code)) => {
                 // One last read: the VMM may have written just before it ended.
@@ -269,5 +388,68 @@ fn stream_logs(stream: &mut UnixStream, sup: &Supervisor, name: &str, from: u64,
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHORT: Duration = Duration::from_millis(200);
+
+    #[test]
+    fn lines_are_split_and_kept_across_reads() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        theirs.write_all(b"one\ntw").unwrap();
+        let mut lines = Lines::default();
+        assert_eq!(lines.next(&ours, SHORT, SHORT).unwrap(), b"one\n");
+        theirs.write_all(b"o\n").unwrap();
+        assert_eq!(lines.next(&ours, SHORT, SHORT).unwrap(), b"two\n");
+        drop(theirs);
+        assert_eq!(lines.next(&ours, SHORT, SHORT), Err(LineEnd::Closed));
+    }
+
+    #[test]
+    fn an_idle_client_is_closed_and_a_half_written_line_times_out() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let started = Instant::now();
+        assert_eq!(Lines::default().next(&ours, SHORT, SHORT), Err(LineEnd::Closed));
+        assert!(started.elapsed() >= SHORT);
+        // Half a line, then a byte now and then: the line's own deadline
+        // holds however the bytes trickle in.
+        theirs.write_all(b"{\"version\":").unwrap();
+        let trickle = std::thread::spawn(move || {
+            for _ in 0..10 {
+                std::thread::sleep(Duration::from_millis(50));
+                if theirs.write_all(b" ").is_err() {
+                    break;
+                }
+            }
+        });
+        assert_eq!(Lines::default().next(&ours, Duration::from_secs(5), SHORT), Err(LineEnd::Slow));
+        drop(ours);
+        trickle.join().unwrap();
+    }
+
+    #[test]
+    fn an_endless_line_is_refused_at_the_limit() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let writer = std::thread::spawn(move || {
+            let chunk = vec![b'x'; 8192];
+            while theirs.write_all(&chunk).is_ok() {}
+        });
+        assert_eq!(Lines::default().next(&ours, SHORT, Duration::from_secs(5)), Err(LineEnd::TooLong));
+        drop(ours);
+        writer.join().unwrap();
+    }
+
+    #[test]
+    fn a_follower_that_went_away_is_noticed() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        assert!(!client_gone(&ours, Duration::from_millis(10)));
+        (&theirs).write_all(b"stray bytes").unwrap();
+        assert!(!client_gone(&ours, Duration::from_millis(10)));
+        drop(theirs);
+        assert!(client_gone(&ours, Duration::from_millis(10)));
     }
 }

@@ -22,7 +22,9 @@ use std::sync::{Mutex, PoisonError};
 
 type Job = (Command, mpsc::SyncSender<io::Result<Child>>);
 
-/// The thread that starts processes.
+/// The thread that starts processes. It ends when this value is dropped,
+/// and with it (by their parent-death signal) any child that has not yet
+/// cleared that signal: the daemon keeps it for its whole life.
 #[derive(Debug)]
 pub struct Spawner {
     jobs: Mutex<mpsc::Sender<Job>>,
@@ -96,13 +98,13 @@ mod tests {
     fn a_child_dies_with_the_daemon_that_started_it() {
         // A stand-in daemon starts `sleep 30` with the spawner.
         let daemon = StandIn::fork(|| {
-            Spawner::start()
-                .and_then(|spawner| {
-                    let mut sleep = Spawner::command("sleep");
-                    sleep.arg("30");
-                    spawner.spawn(sleep)
-                })
-                .map_or(0, |child| child.id())
+            let Ok(spawner) = Spawner::start() else { return 0 };
+            let mut sleep = Spawner::command("sleep");
+            sleep.arg("30");
+            let pid = spawner.spawn(sleep).map_or(0, |child| child.id());
+            // As in wardd, the spawning thread lives as long as the daemon.
+            std::mem::forget(spawner);
+            pid
         });
         let sleeper = i32::try_from(daemon.report).unwrap();
         assert!(sleeper > 0, "the stand-in daemon could not start sleep");

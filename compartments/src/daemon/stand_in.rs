@@ -22,7 +22,8 @@ impl StandIn {
         if pid == 0 {
             // SAFETY: plain integers; the stand-in must not outlive the test.
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-            let report = work();
+            // A panic must not unwind into the test harness of this copy.
+            let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or(u32::MAX);
             let _ = std::io::Write::write_all(&mut &theirs, &report.to_le_bytes());
             loop {
                 // SAFETY: pause has no preconditions; the process is killed.
