@@ -716,3 +716,14 @@ fn idle_connections_are_bounded_and_a_follower_that_went_away_is_noticed() {
     wait_until("wardd serves again", Duration::from_secs(5), || d.ward(&["ls"]).status.success());
     d.ok(&["stop", "keeper"]);
 }
+
+#[test]
+fn what_a_start_would_refuse_is_refused_at_create() {
+    let d = Daemon::start("create-checks", POLICY, &[]);
+    let long = "x".repeat(5000);
+    let out = d.ward(&["create", "wordy", "--cmdline", &long]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("the kernel command line is 5000 bytes; at most 4096 are allowed"), "{err}");
+    assert!(d.table().is_empty(), "nothing was created: {:?}", d.table());
+}

@@ -142,7 +142,10 @@ pub fn build_boot_info(
     Ok(info)
 }
 
-fn check_cmdline(cmdline: &[u8]) -> Result<(), BootError> {
+/// Whether `cmdline` can be given to the guest: at most
+/// [`CMDLINE_MAX_LEN`] bytes, no NUL. The VMM checks it before it touches
+/// KVM; wardd checks it when a compartment is created.
+pub fn check_cmdline(cmdline: &[u8]) -> Result<(), BootError> {
     if cmdline.len() > CMDLINE_MAX_LEN {
         return Err(BootError::CmdlineTooLong(cmdline.len()));
     }

@@ -189,6 +189,7 @@ impl Vm {
     pub fn new(config: &VmConfig, console: Box<dyn Write + Send>, started: Instant) -> Result<Self, VmError> {
         // Check what the user gave before touching KVM.
         let memory_size = memory::checked_size(config.memory_mib)?;
+        boot::check_cmdline(config.cmdline.as_bytes())?;
         config.kernel.check(memory_size)?;
         // The debug console and the virtio console share the sink; without
         // a virtio console the debug console has it to itself, as before.

@@ -255,6 +255,8 @@ pub enum ErrorKind {
     WrongState,
     /// The policy does not allow it.
     Denied,
+    /// What it asks for cannot work (a command line too long, say).
+    Invalid,
     /// The caller may not use the daemon.
     Forbidden,
     /// The daemon serves as many connections as it will; try again.

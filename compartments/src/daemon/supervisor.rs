@@ -316,6 +316,9 @@ impl Supervisor {
         let CreateArgs { name, image, memory_mib, cmdline, disks, disposable } = args;
         let (name, disposable) = (name.as_str(), *disposable);
         let valid = CompartmentName::new(name).map_err(|e| OpError(ErrorKind::Denied, e.to_string()))?;
+        // What the VMM would refuse at start is refused now.
+        ward_vmm::boot::check_cmdline(cmdline.as_bytes())
+            .map_err(|e| OpError(ErrorKind::Invalid, format!("compartment {name}: {e}")))?;
         let _guard = lock(&self.ops);
         if self.store.get(name)?.is_some() {
             return Err(OpError(ErrorKind::Exists, format!("compartment {name} exists")));
