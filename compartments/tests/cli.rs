@@ -192,3 +192,41 @@ fn invalid_compartment_name_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("use a-z, 0-9 and '-'"), "{}", text(&out.stderr));
 }
+
+/// A static x86_64 ELF kernel of one read-and-execute segment holding
+/// `code`, linked and loaded at 1 MiB in Ward's kernel window.
+fn tiny_kernel(code: &[u8]) -> Vec<u8> {
+    let entry: u64 = 0xffff_ffff_8000_0000 + 0x10_0000;
+    let mut elf = vec![0u8; 64 + 56];
+    elf[..4].copy_from_slice(b"\x7fELF");
+    elf[4] = 2; // 64-bit
+    elf[5] = 1; // little endian
+    elf[6] = 1;
+    elf[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf[18..20].copy_from_slice(&62u16.to_le_bytes()); // x86_64
+    elf[20..24].copy_from_slice(&1u32.to_le_bytes());
+    elf[24..32].copy_from_slice(&entry.to_le_bytes());
+    elf[32..40].copy_from_slice(&64u64.to_le_bytes()); // program headers
+    elf[52..54].copy_from_slice(&64u16.to_le_bytes());
+    elf[54..56].copy_from_slice(&56u16.to_le_bytes());
+    elf[56..58].copy_from_slice(&1u16.to_le_bytes());
+    let ph = 64;
+    elf[ph..ph + 4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    elf[ph + 4..ph + 8].copy_from_slice(&5u32.to_le_bytes()); // R+X
+    elf[ph + 8..ph + 16].copy_from_slice(&120u64.to_le_bytes()); // offset
+    elf[ph + 16..ph + 24].copy_from_slice(&entry.to_le_bytes());
+    elf[ph + 24..ph + 32].copy_from_slice(&0x10_0000u64.to_le_bytes());
+    elf[ph + 32..ph + 40].copy_from_slice(&(code.len() as u64).to_le_bytes());
+    elf[ph + 40..ph + 48].copy_from_slice(&(code.len() as u64).to_le_bytes());
+    elf.extend_from_slice(code);
+    elf
+}
+
+#[test]
+fn a_guest_halted_with_interrupts_disabled_ends_as_a_crash_instead_of_hanging() {
+    let path = temp_file("cli-hlt-kernel", &tiny_kernel(&[0xfa, 0xf4, 0xeb, 0xfd])); // cli; hlt; jmp back
+    let out = run_bounded(&["run", "hello", "--kernel", path.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(err.contains("crashed: halted with interrupts disabled at rip 0xffffffff80100002"), "{err}");
+}

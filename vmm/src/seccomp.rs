@@ -3,9 +3,9 @@
 //!
 //! | thread | does | allowed beyond the common set |
 //! | --- | --- | --- |
-//! | vCPU | `KVM_RUN`, MMIO exits, debug console, page service, handing a vhost-user backend its queues at DRIVER_OK | `ioctl` (`KVM_RUN`, `KVM_GET_REGS` only), `write`, `sendmsg`/`recvmsg` |
+//! | vCPU | `KVM_RUN`, MMIO exits, debug console, page service, handing a vhost-user backend its queues at DRIVER_OK, looking at the vCPU after a kick | `ioctl` (`KVM_RUN`, `KVM_GET_REGS`, `KVM_GET_MP_STATE` only), `write`, `sendmsg`/`recvmsg`, `rt_sigreturn` (the kick's handler returns) |
 //! | device loop | epoll, queue I/O, disk files, entropy, console in/out, a new vhost-user connection after the backend restarted | `epoll_wait`/`epoll_pwait`/`epoll_ctl`, `read`, `write`, `pread64`/`pwrite64`/`preadv`/`pwritev`, `fdatasync`/`fsync`, `sendmsg`/`recvmsg`, `setsockopt` |
-//! | main (the caller of `Vm::run`) | waits for the vCPU, stops the device loop, tears the VM down, prints, exits | `write` |
+//! | main (the caller of `Vm::run`) | waits for the vCPU and kicks it every second (`signals::kick`), stops the device loop, tears the VM down, prints, exits | `write`, `getpid` and `tgkill` with the kick signal only |
 //!
 //! The common set is what any Rust thread needs to live and end:
 //! `futex`, memory (`mmap` and `mprotect` never with `PROT_EXEC`,
@@ -43,6 +43,7 @@ use seccompiler::{
 
 vmm_sys_util::ioctl_io_nr!(KVM_RUN, kvm_bindings::KVMIO, 0x80);
 vmm_sys_util::ioctl_ior_nr!(KVM_GET_REGS, kvm_bindings::KVMIO, 0x81, kvm_bindings::kvm_regs);
+vmm_sys_util::ioctl_ior_nr!(KVM_GET_MP_STATE, kvm_bindings::KVMIO, 0x98, kvm_bindings::kvm_mp_state);
 
 /// Which of a compartment's threads a filter is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,7 +127,7 @@ fn plain_calls(role: ThreadRole) -> &'static [i64] {
     match role {
         // vhost-user messages go over sockets already open; nothing makes
         // or connects one.
-        ThreadRole::Vcpu => &[libc::SYS_write, libc::SYS_sendmsg, libc::SYS_recvmsg],
+        ThreadRole::Vcpu => &[libc::SYS_write, libc::SYS_sendmsg, libc::SYS_recvmsg, libc::SYS_rt_sigreturn],
         ThreadRole::DeviceLoop => &[
             libc::SYS_epoll_wait,
             libc::SYS_epoll_pwait,
@@ -143,7 +144,7 @@ fn plain_calls(role: ThreadRole) -> &'static [i64] {
             libc::SYS_recvmsg,
             libc::SYS_setsockopt,
         ],
-        ThreadRole::Main => &[libc::SYS_write],
+        ThreadRole::Main => &[libc::SYS_write, libc::SYS_getpid],
     }
 }
 
@@ -171,12 +172,17 @@ pub fn rules(role: ThreadRole) -> Result<BTreeMap<i64, Vec<SeccompRule>>, Seccom
         rules.insert(call, vec![rule(role, vec![no_exec])?]);
     }
     if role == ThreadRole::Vcpu {
-        let requests: [libc::c_ulong; 2] = [KVM_RUN(), KVM_GET_REGS()];
+        let requests: [libc::c_ulong; 3] = [KVM_RUN(), KVM_GET_REGS(), KVM_GET_MP_STATE()];
         let allowed = requests
             .into_iter()
             .map(|request| rule(role, vec![condition(role, 1, SeccompCmpOp::Eq, request)?]))
             .collect::<Result<Vec<_>, _>>()?;
         rules.insert(libc::SYS_ioctl, allowed);
+    }
+    if role == ThreadRole::Main {
+        // The kick, and no other signal to any thread.
+        let kick = u64::try_from(crate::signals::kick_signal()).unwrap_or(34);
+        rules.insert(libc::SYS_tgkill, vec![rule(role, vec![condition(role, 2, SeccompCmpOp::Eq, kick)?])?]);
     }
     Ok(rules)
 }

@@ -5,6 +5,16 @@
 //! for their work (the vCPU thread may not even `pwrite`), so a handler
 //! that records the end and exits must run on the main thread: every other
 //! thread blocks these signals first thing.
+//!
+//! **The kick.** A vCPU in `KVM_RUN` is out of the VMM's sight; a guest
+//! that halted with interrupts disabled (`cli; hlt`) would keep it there
+//! for ever, since with the in-kernel irqchip KVM never returns a `Hlt`
+//! exit. So the thread that runs the VM sends the vCPU thread a real-time
+//! signal ([`kick_signal`]) every [`KICK_INTERVAL`]: its handler does
+//! nothing, `KVM_RUN` returns `EINTR`, and the vCPU loop looks at the
+//! vCPU (`vcpu::halted_for_good`) before it goes back in. The handler is
+//! installed with `SA_RESTART`, so the vCPU thread's other system calls
+//! never see the signal; `KVM_RUN` returns `EINTR` regardless.
 
 /// Blocks SIGTERM and SIGINT in the calling thread (they stay pending for
 /// the process, and the main thread takes them).
@@ -19,6 +29,42 @@ pub fn leave_stop_signals_to_main() {
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
+}
+
+/// How often the vCPU thread is kicked out of `KVM_RUN`: a vCPU halted
+/// for good is found within this; one exit a second costs nothing.
+pub const KICK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The signal that kicks a vCPU thread: the first real-time one.
+pub fn kick_signal() -> libc::c_int {
+    libc::SIGRTMIN()
+}
+
+extern "C" fn ignore_kick(_: libc::c_int) {}
+
+/// Installs the kick's handler, which does nothing (once per process is
+/// enough; again is harmless).
+pub fn install_kick_handler() -> std::io::Result<()> {
+    // SAFETY: a zeroed `sigaction` is valid; we set a handler that touches
+    // nothing (async-signal-safe by being empty), an empty mask and
+    // SA_RESTART, and check the result.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = ignore_kick as extern "C" fn(libc::c_int) as usize;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        if libc::sigaction(kick_signal(), &action, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Kicks `thread` (a vCPU thread's `pthread_self()`) out of `KVM_RUN`.
+pub fn kick(thread: libc::pthread_t) {
+    // SAFETY: `thread` is a live thread of this process (the caller joins
+    // it only after its last kick); the signal has the handler above.
+    unsafe { libc::pthread_kill(thread, kick_signal()) };
 }
 
 #[cfg(test)]

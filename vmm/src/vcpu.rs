@@ -20,6 +20,11 @@ pub enum GuestExit {
         /// RIP of the instruction.
         rip: u64,
     },
+    /// The guest halted with interrupts disabled: nothing can wake it.
+    Halted {
+        /// RIP after the `hlt`.
+        rip: u64,
+    },
     /// The hardware refused to enter the guest.
     FailEntry {
         /// Hardware reason code.
@@ -47,6 +52,9 @@ impl std::fmt::Display for GuestExit {
             Self::EmulationFailure { rip } => {
                 write!(f, "crashed: KVM could not emulate the instruction at rip {rip:#x}")
             }
+            Self::Halted { rip } => {
+                write!(f, "crashed: halted with interrupts disabled at rip {rip:#x}; nothing can wake it")
+            }
             Self::FailEntry { reason } => {
                 write!(f, "crashed: KVM entry failed (hardware reason {reason:#x})")
             }
@@ -69,7 +77,13 @@ pub fn run(vcpu: &mut VcpuFd, bus: &MmioBus, power: &PowerControl, compartment: 
     loop {
         let exit = match vcpu.run() {
             Ok(exit) => exit,
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+            // A kick (`signals::kick`), or a signal of another kind: a
+            // chance to see a vCPU that can never run again.
+            Err(e) if e.errno() == libc::EINTR => match halted_for_good(vcpu) {
+                Some(rip) => return Ok(GuestExit::Halted { rip }),
+                None => continue,
+            },
+            Err(e) if e.errno() == libc::EAGAIN => continue,
             Err(e) => return Err(VcpuError::Run(e)),
         };
         match exit {
@@ -105,11 +119,27 @@ pub fn run(vcpu: &mut VcpuFd, bus: &MmioBus, power: &PowerControl, compartment: 
             VcpuExit::Shutdown => return Ok(GuestExit::TripleFault { rip: rip(vcpu) }),
             VcpuExit::InternalError => return Ok(GuestExit::EmulationFailure { rip: rip(vcpu) }),
             VcpuExit::FailEntry(reason, _) => return Ok(GuestExit::FailEntry { reason }),
-            VcpuExit::Hlt => return Ok(GuestExit::Unexpected("hlt with interrupts off".into())),
+            // Only without the in-kernel irqchip; kept for completeness.
+            VcpuExit::Hlt => return Ok(GuestExit::Halted { rip: rip(vcpu) }),
             VcpuExit::Intr => continue,
             other => return Ok(GuestExit::Unexpected(format!("{other:?}"))),
         }
     }
+}
+
+/// The RFLAGS interrupt-enable bit.
+const RFLAGS_IF: u64 = 1 << 9;
+
+/// `Some(rip)` if the vCPU is halted with interrupts disabled. Only a
+/// maskable interrupt could end such a halt in a Ward guest (the VMM sends
+/// no NMI, INIT or SIPI), and the guest masked them: it is over.
+pub fn halted_for_good(vcpu: &VcpuFd) -> Option<u64> {
+    let state = vcpu.get_mp_state().ok()?;
+    if state.mp_state != kvm_bindings::KVM_MP_STATE_HALTED {
+        return None;
+    }
+    let regs = vcpu.get_regs().ok()?;
+    (regs.rflags & RFLAGS_IF == 0).then_some(regs.rip)
 }
 
 fn rip(vcpu: &VcpuFd) -> u64 {

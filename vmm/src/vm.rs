@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -111,6 +112,9 @@ pub enum VmError {
     /// The vCPU thread could not start.
     #[error("cannot start the vCPU thread: {0}")]
     SpawnVcpu(std::io::Error),
+    /// The handler of the vCPU kick (`signals`) could not be installed.
+    #[error("cannot install the vCPU kick's signal handler: {0}")]
+    KickHandler(std::io::Error),
     /// The vCPU thread panicked (a VMM bug, never the guest's doing).
     #[error("the vCPU thread panicked")]
     VcpuPanicked,
@@ -300,6 +304,7 @@ impl Vm {
             _memory,
         } = self;
         let filtered = seccomp != SeccompMode::Off;
+        crate::signals::install_kick_handler().map_err(VmError::KickHandler)?;
         let (exit, devices_result) = std::thread::scope(|scope| {
             let (device_thread, stop) = match devices {
                 Some((event_loop, stop)) => {
@@ -317,8 +322,15 @@ impl Vm {
                 }
                 None => (None, None),
             };
+            // The vCPU thread says who it is, then runs; this thread kicks
+            // it until it ends (`signals::kick`).
+            let (me_tx, me_rx) = std::sync::mpsc::channel::<libc::pthread_t>();
             let vcpu_thread = std::thread::Builder::new().name(format!("vcpu0-{name}")).spawn_scoped(scope, || {
                 crate::signals::leave_stop_signals_to_main();
+                // Dropped when this thread's work ends, which tells the kicker.
+                let running = me_tx;
+                // SAFETY: pthread_self has no preconditions.
+                let _ = running.send(unsafe { libc::pthread_self() });
                 if filtered {
                     seccomp::install(ThreadRole::Vcpu)?;
                 }
@@ -332,6 +344,11 @@ impl Vm {
                         // The guest runs already; stop it is all we could do,
                         // and the vCPU filter holds: log and go on.
                         log::error!("compartment {name}: {e}");
+                    }
+                    if let Ok(vcpu_thread) = me_rx.recv() {
+                        while let Err(RecvTimeoutError::Timeout) = me_rx.recv_timeout(crate::signals::KICK_INTERVAL) {
+                            crate::signals::kick(vcpu_thread);
+                        }
                     }
                     thread.join().map_err(|_| VmError::VcpuPanicked).and_then(|exit| exit)
                 }
@@ -460,6 +477,19 @@ mod tests {
         config.seccomp = SeccompMode::VmmThreads;
         let outcome = run(&config, Box::new(std::io::sink()), Instant::now()).unwrap();
         assert_eq!(outcome.exit, GuestExit::PowerOff(7));
+    }
+
+    #[test]
+    fn a_guest_halted_with_interrupts_disabled_is_ended_as_a_crash() {
+        let entry = KERNEL_BASE + 0x10_0000;
+        let code = [0xfa, 0xf4, 0xeb, 0xfd]; // cli; hlt; jmp back to the hlt
+        let mut config = config(VirtioConfig::default());
+        config.kernel = build(entry, &[(entry, 0x10_0000, 5, &code, code.len() as u64)]).into();
+        // The vCPU thread's filter must let it look at the vCPU after a kick.
+        config.seccomp = SeccompMode::VmmThreads;
+        let outcome = run(&config, Box::new(std::io::sink()), Instant::now()).unwrap();
+        assert_eq!(outcome.exit, GuestExit::Halted { rip: entry + 2 });
+        assert_eq!(outcome.exit.exit_code(), None);
     }
 
     #[test]
