@@ -71,8 +71,66 @@ pub enum VcpuError {
     Run(kvm_ioctls::Error),
 }
 
+/// The guest's accesses that no device answered, counted: the first of
+/// each kind is logged when it happens, the count and the range of
+/// addresses when the compartment stops (a hostile guest cannot flood the
+/// log, and nothing it did is left out).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Strays {
+    /// MMIO reads and writes outside every device.
+    pub mmio: Tally,
+    /// Port I/O (Ward has no port devices).
+    pub ports: Tally,
+}
+
+/// How many accesses, and between which addresses.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Accesses.
+    pub count: u64,
+    /// Lowest and highest address.
+    pub range: Option<(u64, u64)>,
+}
+
+impl Tally {
+    fn add(&mut self, addr: u64) {
+        self.count += 1;
+        self.range = Some(self.range.map_or((addr, addr), |(low, high)| (low.min(addr), high.max(addr))));
+    }
+}
+
+impl Strays {
+    /// The summary line, if there was any stray access.
+    pub fn summary(&self, compartment: &str) -> Option<String> {
+        let part = |tally: &Tally, what: &str| {
+            tally.range.map(|(low, high)| format!("{} {what} between {low:#x} and {high:#x}", tally.count))
+        };
+        let parts: Vec<String> =
+            [part(&self.mmio, "MMIO accesses no device owns"), part(&self.ports, "port I/O accesses")]
+                .into_iter()
+                .flatten()
+                .collect();
+        (!parts.is_empty()).then(|| format!("compartment {compartment}: {}", parts.join("; ")))
+    }
+}
+
 /// Runs `vcpu` until the guest powers off or stops.
 pub fn run(vcpu: &mut VcpuFd, bus: &MmioBus, power: &PowerControl, compartment: &str) -> Result<GuestExit, VcpuError> {
+    let mut strays = Strays::default();
+    let result = run_counting(vcpu, bus, power, compartment, &mut strays);
+    if let Some(summary) = strays.summary(compartment) {
+        log::warn!("{summary}");
+    }
+    result
+}
+
+fn run_counting(
+    vcpu: &mut VcpuFd,
+    bus: &MmioBus,
+    power: &PowerControl,
+    compartment: &str,
+    strays: &mut Strays,
+) -> Result<GuestExit, VcpuError> {
     let mut warned = WarnOnce::default();
     loop {
         let exit = match vcpu.run() {
@@ -89,6 +147,7 @@ pub fn run(vcpu: &mut VcpuFd, bus: &MmioBus, power: &PowerControl, compartment: 
         match exit {
             VcpuExit::MmioWrite(addr, data) => {
                 if !bus.write(addr, data) {
+                    strays.mmio.add(addr);
                     warned.warn("unowned-mmio-write", || {
                         format!("compartment {compartment}: MMIO write to {addr:#x}, which no device owns; ignored")
                     });
@@ -100,6 +159,7 @@ pub fn run(vcpu: &mut VcpuFd, bus: &MmioBus, power: &PowerControl, compartment: 
             VcpuExit::MmioRead(addr, data) => {
                 if !bus.read(addr, data) {
                     data.fill(0xff);
+                    strays.mmio.add(addr);
                     warned.warn("unowned-mmio-read", || {
                         format!("compartment {compartment}: MMIO read from {addr:#x}, which no device owns; all ones")
                     });
@@ -107,11 +167,13 @@ pub fn run(vcpu: &mut VcpuFd, bus: &MmioBus, power: &PowerControl, compartment: 
             }
             VcpuExit::IoIn(port, data) => {
                 data.fill(0xff);
+                strays.ports.add(u64::from(port));
                 warned.warn("port-io", || {
                     format!("compartment {compartment}: port I/O (in from {port:#x}); Ward has no port devices")
                 });
             }
             VcpuExit::IoOut(port, _) => {
+                strays.ports.add(u64::from(port));
                 warned.warn("port-io", || {
                     format!("compartment {compartment}: port I/O (out to {port:#x}); Ward has no port devices")
                 });
@@ -144,4 +206,24 @@ pub fn halted_for_good(vcpu: &VcpuFd) -> Option<u64> {
 
 fn rip(vcpu: &VcpuFd) -> u64 {
     vcpu.get_regs().map(|r| r.rip).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strays_are_counted_with_their_range() {
+        let mut strays = Strays::default();
+        assert_eq!(strays.summary("mail"), None);
+        for addr in [0xd000_5000, 0xd000_3008, 0xd000_9ffc] {
+            strays.mmio.add(addr);
+        }
+        strays.ports.add(0x3f8);
+        assert_eq!(
+            strays.summary("mail").unwrap(),
+            "compartment mail: 3 MMIO accesses no device owns between 0xd0003008 and 0xd0009ffc; \
+             1 port I/O accesses between 0x3f8 and 0x3f8"
+        );
+    }
 }
