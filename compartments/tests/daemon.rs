@@ -727,3 +727,13 @@ fn what_a_start_would_refuse_is_refused_at_create() {
     assert!(err.contains("the kernel command line is 5000 bytes; at most 4096 are allowed"), "{err}");
     assert!(d.table().is_empty(), "nothing was created: {:?}", d.table());
 }
+
+#[test]
+fn control_and_bidirectional_characters_reach_the_terminal_escaped() {
+    let d = Daemon::start("escapes", POLICY, &[]);
+    let out = d.ward(&["create", "x", "--disk", "/nonexistent/a\u{202e}gmi.exe\u{1b}[31m"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("a\\u{202e}gmi.exe\\u{1b}[31m"), "{err}");
+    assert!(!err.contains('\u{202e}') && !err.contains('\u{1b}'), "{err:?}");
+}

@@ -12,6 +12,7 @@ use ward_compartments::daemon::proto::{CreateArgs, Request};
 use ward_compartments::grant::DiskRequest;
 use ward_compartments::policy_source::PolicySource;
 use ward_compartments::{bench, fleet, manage, policy_cmd, run};
+use ward_policy::display::escape;
 
 fn main() -> ExitCode {
     let started = Instant::now();
@@ -137,19 +138,27 @@ fn absolute(disks: Vec<DiskRequest>) -> Vec<DiskRequest> {
         .collect()
 }
 
-/// Prints a command's output, or its error.
+/// Prints a command's output, or its error. Both may hold text from a
+/// policy, a guest or a file (images, services, paths): control and
+/// bidirectional characters are printed escaped, line by line.
 fn done<E: std::error::Error>(result: Result<String, E>) -> ExitCode {
     match result {
         Ok(text) => {
-            print!("{text}");
+            print!("{}", escape_lines(&text));
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e),
     }
 }
 
-/// Reports an error as one line and fails.
+/// Reports an error and fails.
 fn fail(e: &dyn std::error::Error) -> ExitCode {
-    eprintln!("ward: error: {e}");
+    eprintln!("ward: error: {}", escape_lines(&e.to_string()));
     ExitCode::FAILURE
+}
+
+/// `text` with each line escaped (`ward_policy::display::escape`), its
+/// line breaks kept.
+fn escape_lines(text: &str) -> String {
+    text.split('\n').map(escape).collect::<Vec<_>>().join("\n")
 }
