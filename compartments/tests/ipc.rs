@@ -66,10 +66,11 @@ to = "gamma"
 action = "deny"
 "#;
 
-/// A wardd of its own, in a temporary directory. One at a time: the
-/// daemons of parallel tests would give their first compartments the same
-/// uid and cgroup names (both are unique per wardd, not per host), and
-/// share the per-uid task limit.
+/// A wardd of its own, in a temporary directory. One at a time: these
+/// tests move much data and flood the router, and on a two-core machine
+/// each one's time-outs would be at the mercy of the others' load. (Their
+/// uids and cgroup names would not collide: each wardd has a slot of its
+/// own, `daemon::slot`.)
 struct Daemon {
     dir: PathBuf,
     child: Child,
