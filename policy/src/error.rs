@@ -7,6 +7,7 @@
 //! rejected with all of them at once in [`PolicyErrors`], sorted by file
 //! order, line and column.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -207,6 +208,19 @@ pub enum ErrorKind {
         /// `to` or `target`.
         field: &'static str,
     },
+    /// A redirect that can never let a call through: no caller the rule
+    /// matches may make the call to the target directly.
+    #[error(
+        "target {}: this redirect never lets a call through, since no caller it matches may make the call to {} directly ({example})",
+        Quoted(target),
+        Quoted(target)
+    )]
+    RedirectRefused {
+        /// The target.
+        target: String,
+        /// One caller and call, and why the direct call is refused.
+        example: String,
+    },
     /// `target` on a `deny` rule.
     #[error("target is only allowed with action \"allow\" or \"ask\"")]
     TargetWithDeny,
@@ -237,7 +251,11 @@ impl PolicyErrors {
     /// column, dropping exact repeats. The sort is stable, so errors at the
     /// same place keep the order they were found in.
     pub(crate) fn new(mut errors: Vec<PolicyError>, file_order: &[Arc<str>]) -> Self {
-        let file_rank = |file: &Arc<str>| file_order.iter().position(|known| known == file).unwrap_or(usize::MAX);
+        let mut ranks: HashMap<&Arc<str>, usize> = HashMap::with_capacity(file_order.len());
+        for (rank, file) in file_order.iter().enumerate() {
+            ranks.entry(file).or_insert(rank);
+        }
+        let file_rank = |file: &Arc<str>| ranks.get(file).copied().unwrap_or(usize::MAX);
         errors
             .sort_by_cached_key(|error| (file_rank(&error.location.file), error.location.line, error.location.column));
         errors.dedup();
@@ -260,14 +278,23 @@ impl PolicyErrors {
     }
 }
 
+/// How many errors [`PolicyErrors`] prints; the rest are counted.
+pub const MAX_PRINTED_ERRORS: usize = 100;
+
 impl fmt::Display for PolicyErrors {
-    /// One error a line.
+    /// One error a line, the first [`MAX_PRINTED_ERRORS`] of them, then
+    /// `... and N more errors` if there are more (all of them are in
+    /// [`PolicyErrors::errors`]).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (index, error) in self.0.iter().enumerate() {
+        for (index, error) in self.0.iter().take(MAX_PRINTED_ERRORS).enumerate() {
             if index > 0 {
                 f.write_str("\n")?;
             }
             write!(f, "{error}")?;
+        }
+        let rest = self.0.len().saturating_sub(MAX_PRINTED_ERRORS);
+        if rest > 0 {
+            write!(f, "\n... and {rest} more error{}", if rest == 1 { "" } else { "s" })?;
         }
         Ok(())
     }

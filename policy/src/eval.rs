@@ -74,21 +74,30 @@ impl fmt::Display for ServiceCall {
 }
 
 /// What the policy says about one call.
+///
+/// The rule that matches the call as the caller made it (`rule`) decides,
+/// unless it redirects the call (`target = "..."`): a redirect is a route,
+/// not a permission, so the call then goes through only if the caller
+/// could make the same call to the target directly (see [`Redirect`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decision<'p> {
-    /// Allow, deny or ask.
+    /// Allow, deny or ask: what happens to the call.
     pub action: Action,
-    /// For allow and ask: the compartment the call goes to instead of the
-    /// one asked for.
+    /// For allow and ask: the compartment (or [`crate::HOST`]) the call
+    /// goes to instead of the one asked for. `None` for a denied call.
     pub target: Option<&'p str>,
-    /// The index (in [`crate::Policy::rules`]) of the rule that decided, or
-    /// `None` when no rule matched and the call is denied by default.
+    /// The index (in [`crate::Policy::rules`]) of the first rule that
+    /// matches the call, or `None` when no rule matched and the call is
+    /// denied by default.
     pub rule: Option<usize>,
+    /// If that rule redirects the call: where, and what the policy says of
+    /// the same call made to the target directly.
+    pub redirect: Option<Redirect<'p>>,
 }
 
 impl Decision<'_> {
     /// The default: no rule matched, deny.
-    pub const NO_MATCH: Decision<'static> = Decision { action: Action::Deny, target: None, rule: None };
+    pub const NO_MATCH: Decision<'static> = Decision { action: Action::Deny, target: None, rule: None, redirect: None };
 
     /// Whether the call goes through without asking.
     pub fn is_allowed(&self) -> bool {
@@ -96,34 +105,80 @@ impl Decision<'_> {
     }
 }
 
-/// One rule, ready to test once its service and caller are known to match.
+/// A redirected call, checked: the caller must be let to make the same call
+/// (same service and argument) to the target itself. The policy's decision
+/// for that direct call must be `allow` or `ask`, and must not send the
+/// call somewhere else; the redirected call is then allowed if both the
+/// redirecting rule and the direct call allow, and asked if either asks.
+/// Otherwise it is denied ([`Redirect::is_refused`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Redirect<'p> {
+    /// Where the matching rule sends the call.
+    pub target: &'p str,
+    /// The rule that decides the direct call (the first that matches it),
+    /// or `None` if none does (deny). It may be the redirecting rule itself
+    /// (`to = "@any"` also matches the target).
+    pub direct_rule: Option<usize>,
+    /// What that rule decides (deny if no rule matched).
+    pub direct_action: Action,
+    /// That rule's own redirect target, if it has one.
+    pub direct_target: Option<&'p str>,
+}
+
+impl Redirect<'_> {
+    /// Whether the redirected call is denied: the direct call to the target
+    /// is denied, or is itself redirected elsewhere.
+    pub fn is_refused(&self) -> bool {
+        self.direct_action == Action::Deny || self.direct_target.is_some_and(|target| target != self.target)
+    }
+}
+
+/// The stricter of two actions: deny before ask before allow.
+fn stricter(a: Action, b: Action) -> Action {
+    let rank = |action: Action| match action {
+        Action::Deny => 0,
+        Action::Ask => 1,
+        Action::Allow => 2,
+    };
+    if rank(a) <= rank(b) { a } else { b }
+}
+
+/// One rule, ready to test once its service is known to match.
 #[derive(Clone, Debug)]
-struct CompiledRule {
+pub(crate) struct CompiledRule {
     /// `Some` if the rule is about one argument only.
     argument: Option<Box<str>>,
+    from: SubjectSet,
     to: SubjectSet,
     action: Action,
     target: Option<Box<str>>,
+    /// The target's subject number (a valid policy's targets exist).
+    target_subject: Option<usize>,
 }
 
-/// Rules that can match one service (or any service, for `*` rules), by
-/// caller: `by_caller[from]` lists, in policy order, the rules whose `from`
-/// matches subject `from`.
+/// Callers whose `from` set is at most this large are indexed one by one;
+/// rules of larger sets are kept in a list of their own and tested.
+const INDEXED_CALLERS: usize = 64;
+
+/// Rules that can match one service (or any service, for `*` rules), in
+/// policy order: those with a small `from` listed under each of its
+/// callers, the others (`@any`, large tags and roles) in one list, tested
+/// with their `from` set. Building costs at most 64 entries a rule, however
+/// many compartments the policy has.
 #[derive(Clone, Debug, Default)]
 struct CallerLists {
-    by_caller: Vec<Vec<u32>>,
+    by_caller: FxHashMap<u32, Vec<u32>>,
+    broad: Vec<u32>,
 }
 
 impl CallerLists {
-    fn new(subjects: usize) -> Self {
-        Self { by_caller: vec![Vec::new(); subjects] }
-    }
-
     fn add(&mut self, index: u32, from: &SubjectSet) {
-        for (subject, list) in self.by_caller.iter_mut().enumerate() {
-            if from.contains(subject) {
-                list.push(index);
-            }
+        if from.len() > INDEXED_CALLERS {
+            self.broad.push(index);
+            return;
+        }
+        for subject in from.members() {
+            self.by_caller.entry(*subject).or_default().push(index);
         }
     }
 }
@@ -145,13 +200,13 @@ impl RuleIndex {
         let subjects = Subjects::new(spec);
         let mut rules = Vec::with_capacity(spec.rules.len());
         let mut by_service: FxHashMap<Box<str>, CallerLists> = FxHashMap::default();
-        let mut any_service = CallerLists::new(subjects.len());
+        let mut any_service = CallerLists::default();
         for (index, rule) in spec.rules.iter().enumerate() {
             // More than 4 billion rules do not fit in memory anyway.
             let Ok(index) = u32::try_from(index) else { break };
-            let from = subjects.matching(spec, &rule.from);
+            let from = subjects.matching(&rule.from);
             let lists = match rule.service.service_name() {
-                Some(name) => by_service.entry(name.into()).or_insert_with(|| CallerLists::new(subjects.len())),
+                Some(name) => by_service.entry(name.into()).or_default(),
                 None => &mut any_service,
             };
             lists.add(index, &from);
@@ -160,9 +215,14 @@ impl RuleIndex {
                     ServicePattern::Named { argument: Some(argument), .. } => Some(argument.as_str().into()),
                     _ => None,
                 },
-                to: subjects.matching(spec, &rule.to),
+                from,
+                to: subjects.matching(&rule.to),
                 action: rule.action,
                 target: rule.target.as_deref().map(Into::into),
+                target_subject: rule.target.as_deref().and_then(|target| match subjects.resolve(target) {
+                    Subject::Known(subject) => Some(subject),
+                    Subject::Unknown => None,
+                }),
             });
         }
         Self { subjects, rules, by_service, any_service }
@@ -180,44 +240,94 @@ impl RuleIndex {
         }
     }
 
-    /// The decision for subject numbers (see [`Subjects`]): the earlier of
-    /// the first matching rule of the service and the first matching `*`
-    /// rule.
+    /// The decision for subject numbers (see [`Subjects`]): the first
+    /// matching rule among the service's rules and the `*` rules, and for a
+    /// redirect, the decision of the same call made to the target directly.
     pub(crate) fn decide_subjects(&self, from: usize, to: usize, call: &ServiceCall) -> Decision<'_> {
-        let named = self.by_service.get(call.name.as_str()).and_then(|lists| self.first_match(lists, from, to, call));
-        // A `*` rule after the named match cannot win, so stop looking there.
-        let any = self.first_match_before(&self.any_service, from, to, call, named.unwrap_or(u32::MAX));
-        let Some(index) = any.or(named) else { return Decision::NO_MATCH };
-        match self.rules.get(index as usize) {
-            Some(rule) => Decision { action: rule.action, target: rule.target.as_deref(), rule: Some(index as usize) },
-            None => Decision::NO_MATCH,
+        let Some((index, rule)) = self.rule_for(from, to, call) else { return Decision::NO_MATCH };
+        let Some(target) = rule.target.as_deref() else {
+            return Decision { action: rule.action, target: None, rule: Some(index), redirect: None };
+        };
+        let direct = rule.target_subject.and_then(|target| self.rule_for(from, target, call));
+        let redirect = Redirect {
+            target,
+            direct_rule: direct.map(|(index, _)| index),
+            direct_action: direct.map_or(Action::Deny, |(_, rule)| rule.action),
+            direct_target: direct.and_then(|(_, rule)| rule.target.as_deref()),
+        };
+        let action = if redirect.is_refused() { Action::Deny } else { stricter(rule.action, redirect.direct_action) };
+        Decision {
+            action,
+            target: (action != Action::Deny).then_some(target),
+            rule: Some(index),
+            redirect: Some(redirect),
         }
     }
 
-    fn first_match(&self, lists: &CallerLists, from: usize, to: usize, call: &ServiceCall) -> Option<u32> {
-        self.first_match_before(lists, from, to, call, u32::MAX)
+    /// The first rule that matches the call, by itself (its redirect not
+    /// checked): its index and the rule.
+    pub(crate) fn rule_for(&self, from: usize, to: usize, call: &ServiceCall) -> Option<(usize, &CompiledRule)> {
+        let index = self.first_match(from, to, call)?;
+        self.rules.get(index as usize).map(|rule| (index as usize, rule))
     }
 
-    /// The first rule of `lists` for caller `from` that matches, if it comes
-    /// before rule `limit`.
-    fn first_match_before(
-        &self,
-        lists: &CallerLists,
-        from: usize,
-        to: usize,
-        call: &ServiceCall,
-        limit: u32,
-    ) -> Option<u32> {
-        let candidates = lists.by_caller.get(from)?;
-        candidates.iter().copied().take_while(|index| *index < limit).find(|index| {
-            self.rules.get(*index as usize).is_some_and(|rule| {
-                rule.to.contains(to)
-                    && match &rule.argument {
-                        None => true,
-                        Some(wanted) => call.argument.as_deref() == Some(&**wanted),
-                    }
-            })
-        })
+    /// The `from` and `to` sets of rule `index`.
+    pub(crate) fn rule_sets(&self, index: usize) -> Option<(&SubjectSet, &SubjectSet)> {
+        self.rules.get(index).map(|rule| (&rule.from, &rule.to))
+    }
+
+    /// The `from` set and the target's subject of rule `index`, if it
+    /// redirects.
+    pub(crate) fn redirect_of(&self, index: usize) -> Option<(&SubjectSet, usize)> {
+        let rule = self.rules.get(index)?;
+        Some((&rule.from, rule.target_subject?))
+    }
+
+    /// The index of the first rule that matches the call, if any.
+    fn first_match(&self, from: usize, to: usize, call: &ServiceCall) -> Option<u32> {
+        let mut best = u32::MAX;
+        let named = self.by_service.get(call.name.as_str());
+        for lists in named.into_iter().chain([&self.any_service]) {
+            // Each list is in policy order: a match after `best` cannot win.
+            let callers = u32::try_from(from).ok().and_then(|from| lists.by_caller.get(&from));
+            if let Some(found) = self.first_in(callers.map_or(&[][..], Vec::as_slice), best, |rule| {
+                rule.to.contains(to) && argument_matches(rule, call)
+            }) {
+                best = found;
+            }
+            if let Some(found) = self.first_in(&lists.broad, best, |rule| {
+                rule.from.contains(from) && rule.to.contains(to) && argument_matches(rule, call)
+            }) {
+                best = found;
+            }
+        }
+        (best != u32::MAX).then_some(best)
+    }
+
+    /// The first rule of `candidates` before rule `limit` that `matches`.
+    fn first_in(&self, candidates: &[u32], limit: u32, matches: impl Fn(&CompiledRule) -> bool) -> Option<u32> {
+        candidates
+            .iter()
+            .copied()
+            .take_while(|index| *index < limit)
+            .find(|index| self.rules.get(*index as usize).is_some_and(&matches))
+    }
+}
+
+impl CompiledRule {
+    pub(crate) fn action(&self) -> Action {
+        self.action
+    }
+
+    pub(crate) fn target(&self) -> Option<&str> {
+        self.target.as_deref()
+    }
+}
+
+fn argument_matches(rule: &CompiledRule, call: &ServiceCall) -> bool {
+    match &rule.argument {
+        None => true,
+        Some(wanted) => call.argument.as_deref() == Some(&**wanted),
     }
 }
 

@@ -45,6 +45,10 @@ pub struct Explanation<'p> {
     pub decision: Decision<'p>,
     /// The rule that decided, and where it is; `None` if no rule matched.
     pub rule: Option<(&'p Rule, Option<&'p Location>)>,
+    /// For a redirected call: the rule that decides the same call made to
+    /// the target directly, and where it is (`None` if no rule matches it:
+    /// the redirect is refused). See [`crate::Redirect`].
+    pub direct_rule: Option<(&'p Rule, Option<&'p Location>)>,
 }
 
 /// Explains the decision for a call of `call` (`service` or
@@ -72,8 +76,9 @@ pub fn explain<'p>(policy: &'p Policy, from: &str, to: &str, call: &str) -> Resu
     }
     let call = ServiceCall::parse(call)?;
     let decision = policy.decide(from, to, &call);
-    let rule =
-        decision.rule.and_then(|index| policy.rules().get(index).map(|rule| (rule, policy.rule_location(index))));
+    let located = |index: usize| policy.rules().get(index).map(|rule| (rule, policy.rule_location(index)));
+    let rule = decision.rule.and_then(located);
+    let direct_rule = decision.redirect.and_then(|redirect| redirect.direct_rule).and_then(located);
     Ok(Explanation {
         from: from.to_owned(),
         from_is: resolve(policy, from),
@@ -82,6 +87,7 @@ pub fn explain<'p>(policy: &'p Policy, from: &str, to: &str, call: &str) -> Resu
         call,
         decision,
         rule,
+        direct_rule,
     })
 }
 
@@ -102,21 +108,63 @@ fn resolve<'p>(policy: &'p Policy, name: &str) -> Resolution<'p> {
 /// The explanation as text, for example:
 ///
 /// ```text
-/// sign from mail to vault: allow
-///   decided by rule #3 at policy/50-work.toml:12:1: service = "sign", from = "@tag:work", to = "vault", action = "allow"
+/// sign from mail to vault: allow: rule #3 at policy/50-work.toml:12:1 decided
+///   [[rule]] service = "sign", from = "@tag:work", to = "vault", action = "allow"
 /// ```
 ///
-/// or `sign from mail to vault: no rule matched: deny`.
+/// or `sign from mail to vault: no rule matched: deny`. For a redirected
+/// call, what the policy says of the same call made to the target directly
+/// follows, unless the redirecting rule decides that too:
+///
+/// ```text
+/// sign from mail to comms: deny: rule #2 at p.toml:20:1 redirects the call to "vault", and a direct call is not let through
+///   [[rule]] service = "sign", from = "mail", to = "@any", action = "allow", target = "vault"
+///   directly, sign from mail to vault: deny: rule #1 at p.toml:14:1 decided
+///   [[rule]] service = "sign", from = "mail", to = "vault", action = "deny"
+/// ```
 pub fn render_explanation(explanation: &Explanation<'_>) -> String {
     let mut out = format!("{} from {} to {}: ", explanation.call, explanation.from, explanation.to);
-    match (&explanation.rule, explanation.decision.rule) {
+    let decision = &explanation.decision;
+    match (&explanation.rule, decision.rule) {
         (Some((rule, location)), Some(index)) => {
-            let _ = write!(out, "{}", explanation.decision.action);
-            if let Some(target) = explanation.decision.target {
-                let _ = write!(out, " (redirected to {})", Quoted(target));
-            }
             let at = location.map(|location| format!(" at {location}")).unwrap_or_default();
-            let _ = write!(out, ": rule #{}{at} decided\n  [[rule]] {rule}", index + 1);
+            match decision.redirect {
+                Some(redirect) if redirect.is_refused() => {
+                    let _ = write!(
+                        out,
+                        "deny: rule #{}{at} redirects the call to {}, and a direct call is not let through\n  [[rule]] {rule}",
+                        index + 1,
+                        Quoted(redirect.target)
+                    );
+                }
+                _ => {
+                    let _ = write!(out, "{}", decision.action);
+                    if let Some(target) = decision.target {
+                        let _ = write!(out, " (redirected to {})", Quoted(target));
+                    }
+                    let _ = write!(out, ": rule #{}{at} decided\n  [[rule]] {rule}", index + 1);
+                }
+            }
+            if let Some(redirect) = decision.redirect
+                && redirect.direct_rule != Some(index)
+            {
+                let _ = write!(
+                    out,
+                    "\n  directly, {} from {} to {}: ",
+                    explanation.call, explanation.from, redirect.target
+                );
+                match (explanation.direct_rule, redirect.direct_rule) {
+                    (Some((direct, location)), Some(direct_index)) => {
+                        let _ = write!(out, "{}", redirect.direct_action);
+                        if let Some(elsewhere) = redirect.direct_target {
+                            let _ = write!(out, " (redirected to {})", Quoted(elsewhere));
+                        }
+                        let at = location.map(|location| format!(" at {location}")).unwrap_or_default();
+                        let _ = write!(out, ": rule #{}{at} decided\n  [[rule]] {direct}", direct_index + 1);
+                    }
+                    _ => out.push_str("no rule matched: deny"),
+                }
+            }
         }
         _ => out.push_str("no rule matched: deny"),
     }

@@ -44,9 +44,11 @@ mod subjects;
 mod validate;
 
 pub use check::{Summary, check, render_check};
-pub use diff::{AD_HOC, DecisionChange, FieldChange, OTHER_SERVICE, PolicyDiff, Verdict, diff, render_diff};
-pub use error::{ErrorKind, Location, PolicyError, PolicyErrors, QueryError};
-pub use eval::{Decision, ServiceCall};
+pub use diff::{
+    AD_HOC, DecisionChange, FieldChange, MAX_LISTED_DECISIONS, OTHER_SERVICE, PolicyDiff, Verdict, diff, render_diff,
+};
+pub use error::{ErrorKind, Location, MAX_PRINTED_ERRORS, PolicyError, PolicyErrors, QueryError};
+pub use eval::{Decision, Redirect, ServiceCall};
 pub use explain::{Explanation, Resolution, explain, render_explanation};
 pub use model::{
     Action, BlockVolume, CompartmentSpec, DEFAULT_MEMORY_MIB, Devices, HOST, HostSpec, MEMORY_MIB, NetworkRule,

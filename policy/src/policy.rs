@@ -8,7 +8,7 @@ use crate::eval::{Decision, RuleIndex, ServiceCall};
 use crate::model::{CompartmentSpec, HOST, HostSpec, NetworkRule, Peer, PolicySpec, Rule};
 use crate::parse::read_files;
 use crate::source::SourceFile;
-use crate::validate::{Origins, validate};
+use crate::validate::{Origins, check_redirects, validate};
 
 /// A valid policy: its data, where each part was written, and its rules
 /// compiled for evaluation. Two policies are equal when they say the same
@@ -90,6 +90,10 @@ impl Policy {
             return Err(PolicyErrors::new(errors, &file_order));
         }
         let index = RuleIndex::build(&spec);
+        let errors = check_redirects(&spec, &index, &origins);
+        if !errors.is_empty() {
+            return Err(PolicyErrors::new(errors, &file_order));
+        }
         Ok(Self { spec, origins, index })
     }
 

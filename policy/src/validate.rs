@@ -7,7 +7,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::display::Quoted;
 use crate::error::{ErrorKind, Location, PolicyError};
+use crate::eval::{RuleIndex, ServiceCall};
 use crate::model::{Action, HOST, Pattern, PolicySpec, ServicePattern};
 use crate::parse::{Draft, DraftCompartment, DraftRule};
 use crate::subjects::{SubjectSet, Subjects};
@@ -21,6 +25,8 @@ pub(crate) struct Origins {
     pub(crate) host: Option<Location>,
     /// By rule index.
     pub(crate) rules: Vec<Location>,
+    /// Where each rule's `target` is, by rule index.
+    pub(crate) targets: Vec<Option<Location>>,
 }
 
 /// Merges the drafts and checks them. The result is only used if `errors`
@@ -63,6 +69,7 @@ pub(crate) fn validate(draft: Draft, errors: &mut Vec<PolicyError>) -> (PolicySp
 
     for rule in draft.rules {
         origins.rules.push(rule.location);
+        origins.targets.push(rule.target_at);
         spec.rules.push(rule.rule);
     }
     (spec, origins)
@@ -100,7 +107,7 @@ fn check_rules(spec: &PolicySpec, rules: &[DraftRule], any_damaged: bool, errors
                 if !known || any_damaged {
                     return None;
                 }
-                let set = subjects.matching(spec, pattern);
+                let set = subjects.matching(pattern);
                 report_empty(rule, &set, field, pattern, at, errors);
                 Some(set)
             };
@@ -110,7 +117,7 @@ fn check_rules(spec: &PolicySpec, rules: &[DraftRule], any_damaged: bool, errors
         let sound = !rule.damaged && target_known;
         checked.push(from.zip(to).filter(|_| sound));
     }
-    report_shadowed(rules, &checked, errors);
+    report_shadowed(&subjects, rules, &checked, errors);
 }
 
 fn merge_compartments(
@@ -232,55 +239,247 @@ fn report_empty(
 
 /// Reports each rule that an earlier rule covers entirely: every service,
 /// every caller and every destination it matches, the earlier one matches
-/// too, so it is never reached. Only rules of the same service (or `*`)
-/// are compared.
-fn report_shadowed(rules: &[DraftRule], sets: &[Option<(SubjectSet, SubjectSet)>], errors: &mut Vec<PolicyError>) {
-    // Earlier rules by service name; `*` rules are in every list's way too.
-    let mut by_service: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    let mut any_service: Vec<usize> = Vec::new();
+/// too, so it is never reached.
+///
+/// Rather than comparing each rule with every earlier one (quadratic in the
+/// rules of a service), the earliest rule of each (service, `from` set,
+/// `to` set) is kept in a table, and each rule looks up the keys that would
+/// cover it: the services that cover its service (`*`, the service without
+/// an argument, the service with its argument) times the canonical sets
+/// that contain its `from` (among those some rule uses as `from`) times
+/// those that contain its `to`. A rule naming one compartment has a few
+/// such sets (its name, its role, its tags, `@any`).
+fn report_shadowed(
+    subjects: &Subjects,
+    rules: &[DraftRule],
+    sets: &[Option<(SubjectSet, SubjectSet)>],
+    errors: &mut Vec<PolicyError>,
+) {
+    fn usable(set: &Option<(SubjectSet, SubjectSet)>) -> Option<&(SubjectSet, SubjectSet)> {
+        set.as_ref().filter(|(from, to)| !from.is_empty() && !to.is_empty())
+    }
+    let used_from: FxHashSet<u32> = sets.iter().filter_map(usable).map(|(from, _)| from.id()).collect();
+    let used_to: FxHashSet<u32> = sets.iter().filter_map(usable).map(|(_, to)| to.id()).collect();
+    let mut from_supersets: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
+    let mut to_supersets: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
+    let supersets = |cache: &mut FxHashMap<u32, Vec<u32>>, used: &FxHashSet<u32>, set: &SubjectSet| {
+        cache
+            .entry(set.id())
+            .or_insert_with(|| subjects.supersets(set).into_iter().filter(|id| used.contains(id)).collect())
+            .clone()
+    };
+    // Services (with or without an argument) as small numbers; `*` is 0.
+    let mut services: FxHashMap<(&str, Option<&str>), u32> = FxHashMap::default();
+    let mut earliest: FxHashMap<(u32, u32, u32), usize> = FxHashMap::default();
     for (index, (rule, set)) in rules.iter().zip(sets).enumerate() {
-        let Some((from, to)) = set else { continue };
-        if from.is_empty() || to.is_empty() {
-            // Already reported as matching nothing.
-            continue;
+        // Rules with an empty set were reported as matching nothing.
+        let Some((from, to)) = usable(set) else { continue };
+        let covering: Vec<u32> = match &rule.rule.service {
+            ServicePattern::Any => vec![0],
+            ServicePattern::Named { name, argument } => {
+                let mut keys = vec![0];
+                keys.extend(services.get(&(name.as_str(), None)));
+                if let Some(argument) = argument {
+                    keys.extend(services.get(&(name.as_str(), Some(argument.as_str()))));
+                }
+                keys
+            }
+        };
+        let from_ids = supersets(&mut from_supersets, &used_from, from);
+        let to_ids = supersets(&mut to_supersets, &used_to, to);
+        let mut covered_by: Option<usize> = None;
+        for service in &covering {
+            for from_id in &from_ids {
+                for to_id in &to_ids {
+                    if let Some(&earlier) = earliest.get(&(*service, *from_id, *to_id)) {
+                        covered_by = Some(covered_by.map_or(earlier, |found| found.min(earlier)));
+                    }
+                }
+            }
         }
-        let named =
-            rule.rule.service.service_name().and_then(|name| by_service.get(name)).map_or(&[][..], Vec::as_slice);
-        let candidates = merge_sorted(&any_service, named);
-        let covering = candidates.into_iter().find(|&earlier| {
-            let (Some(earlier_rule), Some(Some((earlier_from, earlier_to)))) = (rules.get(earlier), sets.get(earlier))
-            else {
-                return false;
-            };
-            earlier_rule.rule.service.covers(&rule.rule.service)
-                && earlier_from.is_superset(from)
-                && earlier_to.is_superset(to)
-        });
-        if let Some(earlier) = covering.and_then(|earlier| rules.get(earlier)) {
+        if let Some(earlier) = covered_by.and_then(|earlier| rules.get(earlier)) {
             let kind = ErrorKind::Shadowed { earlier_number: earlier.number, earlier: earlier.location.clone() };
             errors.push(rule_error(rule, &rule.location, kind));
         }
-        match rule.rule.service.service_name() {
-            Some(name) => by_service.entry(name).or_default().push(index),
-            None => any_service.push(index),
-        }
+        let service = match &rule.rule.service {
+            ServicePattern::Any => 0,
+            ServicePattern::Named { name, argument } => {
+                let next = u32::try_from(services.len() + 1).unwrap_or(u32::MAX);
+                *services.entry((name.as_str(), argument.as_deref())).or_insert(next)
+            }
+        };
+        earliest.entry((service, from.id(), to.id())).or_insert(index);
     }
 }
 
-/// Two ascending index lists merged into one, ascending.
-fn merge_sorted(a: &[usize], b: &[usize]) -> Vec<usize> {
-    let mut merged = Vec::with_capacity(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
-    while let (Some(&x), Some(&y)) = (a.get(i), b.get(j)) {
-        if x <= y {
-            merged.push(x);
-            i += 1;
-        } else {
-            merged.push(y);
-            j += 1;
+/// Reports each redirect that can never let a call through: for every
+/// caller its rule matches and every call it can redirect, the same call
+/// made to the target directly is denied (by an earlier `deny`, or because
+/// no rule allows it) or sent somewhere else. The rule would then only
+/// deny, which is not what a rule with `allow` or `ask` says. Run on a
+/// policy that is otherwise valid, with its rules compiled.
+///
+/// Each (caller, target, call) is decided once, however many redirects ask
+/// about it, and the search for a caller that may make the call stops at the
+/// first.
+pub(crate) fn check_redirects(spec: &PolicySpec, index: &RuleIndex, origins: &Origins) -> Vec<PolicyError> {
+    let mut errors = Vec::new();
+    let mut calls = CallSet::default();
+    let mut decided: FxHashMap<(u32, usize, usize), Refusal> = FxHashMap::default();
+    for (number, rule) in spec.rules.iter().enumerate() {
+        let Some((from, target)) = index.redirect_of(number) else { continue };
+        let Some(target_name) = rule.target.as_deref() else { continue };
+        let tried = calls.for_pattern(spec, &rule.service);
+        let mut first_refusal = None;
+        let mut let_through = false;
+        'callers: for caller in from.members() {
+            for call in &tried {
+                let refusal = *decided.entry((*caller, target, *call)).or_insert_with(|| {
+                    let Some(service_call) = calls.get(*call) else { return Refusal::NoRule };
+                    match index.rule_for(*caller as usize, target, service_call) {
+                        None => Refusal::NoRule,
+                        Some((direct, compiled)) => match (compiled.action(), compiled.target()) {
+                            (Action::Deny, _) => Refusal::Denied(direct),
+                            (_, Some(other)) if other != target_name => Refusal::Elsewhere(direct),
+                            _ => Refusal::None,
+                        },
+                    }
+                });
+                if refusal == Refusal::None {
+                    let_through = true;
+                    break 'callers;
+                }
+                first_refusal.get_or_insert((*caller, *call, refusal));
+            }
+        }
+        if let_through {
+            continue;
+        }
+        let Some((caller, call, refusal)) = first_refusal else { continue };
+        let caller = index.subjects().label(caller as usize);
+        let call = calls.get(call).map(ToString::to_string).unwrap_or_default();
+        let at_rule = |direct: usize| {
+            let at = origins.rules.get(direct).map(|at| format!(" at {at}")).unwrap_or_default();
+            format!("rule #{}{at}", direct + 1)
+        };
+        let example = match refusal {
+            Refusal::Denied(direct) => format!(
+                "for example, {} denies {} from {} to {}",
+                at_rule(direct),
+                Quoted(&call),
+                Quoted(&caller),
+                Quoted(target_name)
+            ),
+            Refusal::Elsewhere(direct) => format!(
+                "for example, {} sends {} from {} to {} on somewhere else",
+                at_rule(direct),
+                Quoted(&call),
+                Quoted(&caller),
+                Quoted(target_name)
+            ),
+            Refusal::NoRule | Refusal::None => format!(
+                "for example, no rule lets {} call {} on {}",
+                Quoted(&caller),
+                Quoted(&call),
+                Quoted(target_name)
+            ),
+        };
+        let location = origins.targets.get(number).cloned().flatten().or_else(|| origins.rules.get(number).cloned());
+        let Some(location) = location else { continue };
+        errors.push(PolicyError {
+            location,
+            context: format!("rule #{}", number + 1),
+            kind: ErrorKind::RedirectRefused { target: target_name.to_owned(), example },
+        });
+    }
+    errors
+}
+
+/// Why a redirected call would be refused, if it would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// It would not: the direct call is allowed or asked, and reaches the
+    /// target.
+    None,
+    /// No rule matches the direct call.
+    NoRule,
+    /// Rule (index) denies the direct call.
+    Denied(usize),
+    /// Rule (index) sends the direct call to another target.
+    Elsewhere(usize),
+}
+
+/// The calls a redirect is tried with: for a service, the call without an
+/// argument and with each argument a rule names; for `*`, those of every
+/// service a rule names, and one of a service no rule names.
+#[derive(Debug, Default)]
+struct CallSet {
+    calls: Vec<ServiceCall>,
+    /// The calls of each service, by index into `calls`.
+    by_service: FxHashMap<String, Vec<usize>>,
+    /// Whether `by_service` is built.
+    built: bool,
+    /// Every call, for `*`.
+    all: Option<Vec<usize>>,
+}
+
+impl CallSet {
+    fn get(&self, call: usize) -> Option<&ServiceCall> {
+        self.calls.get(call)
+    }
+
+    fn add(&mut self, text: &str) -> Option<usize> {
+        let call = ServiceCall::parse(text).ok()?;
+        self.calls.push(call);
+        Some(self.calls.len() - 1)
+    }
+
+    fn of_service(&mut self, spec: &PolicySpec, name: &str) -> Vec<usize> {
+        if self.built {
+            return self.by_service.get(name).cloned().unwrap_or_default();
+        }
+        // Built for every service at once, the first time one is asked for.
+        self.built = true;
+        let mut arguments: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for rule in &spec.rules {
+            if let ServicePattern::Named { name, argument } = &rule.service {
+                arguments.entry(name.as_str()).or_default().extend(argument.as_deref());
+            }
+        }
+        for (service, arguments) in arguments {
+            let mut calls: Vec<usize> = self.add(service).into_iter().collect();
+            for argument in arguments {
+                calls.extend(self.add(&format!("{service}+{argument}")));
+            }
+            self.by_service.insert(service.to_owned(), calls);
+        }
+        self.by_service.get(name).cloned().unwrap_or_default()
+    }
+
+    fn for_pattern(&mut self, spec: &PolicySpec, pattern: &ServicePattern) -> Vec<usize> {
+        match pattern {
+            ServicePattern::Named { name, argument: None } => self.of_service(spec, name),
+            ServicePattern::Named { name, argument: Some(argument) } => {
+                let wanted = format!("{name}+{argument}");
+                let calls = self.of_service(spec, name);
+                calls
+                    .into_iter()
+                    .filter(|call| self.get(*call).is_some_and(|call| call.to_string() == wanted))
+                    .collect()
+            }
+            ServicePattern::Any => {
+                if let Some(all) = &self.all {
+                    return all.clone();
+                }
+                // Any one service will do: make sure the table is built.
+                let _ = self.of_service(spec, "");
+                let mut all: Vec<usize> = (0..self.calls.len()).collect();
+                let unused =
+                    (0..).map(|n| format!("other-service-{n}")).find(|name| !self.by_service.contains_key(name));
+                all.extend(unused.and_then(|name| self.add(&name)));
+                self.all = Some(all.clone());
+                all
+            }
         }
     }
-    merged.extend_from_slice(a.get(i..).unwrap_or_default());
-    merged.extend_from_slice(b.get(j..).unwrap_or_default());
-    merged
 }

@@ -225,11 +225,22 @@ fn without_a_host_table_host_matches_nothing_even_with_a_template() {
 fn redirects_to_the_host_are_decided() {
     let redirect =
         "[[rule]]\nservice = \"notify\"\nfrom = \"@disposable\"\nto = \"@any\"\naction = \"ask\"\ntarget = \"host\"\n";
-    let policy = with_host(redirect);
+    // The redirect rule is about compartments: the host itself is not `@any`,
+    // so alone it lets no call through (an ad-hoc compartment may not call
+    // the host directly), and check says so.
+    let line = first_rule_line();
+    assert_eq!(
+        host_errors(redirect),
+        [format!(
+            "p.toml:{}:10: rule #1: target \"host\": this redirect never lets a call through, since no caller it matches may make the call to \"host\" directly (for example, no rule lets \"@disposable\" call \"notify\" on \"host\")",
+            line + 5
+        )]
+    );
+    // With a rule that lets them call it directly, the redirect holds.
+    let policy = with_host(&(rule("notify", "@disposable", "host", "allow") + redirect));
     let decision = policy.decide("tmp-1", "mail", &call("notify"));
     assert_eq!((decision.action.as_str(), decision.target), ("ask", Some(HOST)));
-    // The redirect rule is about compartments: the host itself is not `@any`.
-    assert_eq!(action(&policy, "tmp-1", HOST, "notify"), "deny");
+    assert_eq!(action(&policy, "tmp-1", HOST, "notify"), "allow");
 }
 
 #[test]
@@ -283,8 +294,9 @@ fn show_prints_the_host_table_after_the_template_and_loads_back() {
         "[[rule]]\nservice = \"notify\"\nfrom = \"@disposable\"\nto = \"@any\"\naction = \"ask\"\ntarget = \"host\"\n";
     // `[host]` written last, offers unsorted: show normalizes both.
     let policy = load(&format!(
-        "{BASE}\n{}{redirect}\n[host]\noffers = [\"notify\", \"clipboard.get\"]\n",
-        rule("notify", "mail", "host", "allow")
+        "{BASE}\n{}{}{redirect}\n[host]\noffers = [\"notify\", \"clipboard.get\"]\n",
+        rule("notify", "mail", "host", "allow"),
+        rule("notify", "@disposable", "host", "ask")
     ));
     let shown = show(&policy);
     let again = Policy::from_text("shown.toml", &shown).unwrap();

@@ -5,9 +5,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
 
 use proptest::prelude::*;
+use std::collections::BTreeSet;
+
 use ward_policy::{
-    Action, CompartmentSpec, Pattern, Policy, PolicySpec, ServiceCall, ServicePattern, diff, explain, render_diff,
-    render_explanation, show,
+    AD_HOC, Action, CompartmentSpec, HOST, OTHER_SERVICE, Pattern, Policy, PolicySpec, ServiceCall, ServicePattern,
+    Verdict, diff, explain, render_diff, render_explanation, show,
 };
 
 const NAMES: &[&str] = &["vault", "storage", "mail", "app-1", "work-browser", "x"];
@@ -279,19 +281,145 @@ fn naive_decision(spec: &PolicySpec, from: &str, to: &str, call: &ServiceCall) -
         (Pattern::Disposable, Naive::Compartment(name, _)) => name.is_none(),
         (Pattern::Name(wanted), Naive::Compartment(name, _)) => name == Some(wanted.as_str()),
     };
+    let first_match = |from: Naive<'_>, to: Naive<'_>| {
+        spec.rules.iter().find(|rule| {
+            let service_matches = match &rule.service {
+                ServicePattern::Any => true,
+                ServicePattern::Named { name, argument } => {
+                    name == call.name() && argument.as_deref().is_none_or(|wanted| call.argument() == Some(wanted))
+                }
+            };
+            service_matches && matches(&rule.from, from) && matches(&rule.to, to)
+        })
+    };
     let (Some(from), Some(to)) = (resolve(from), resolve(to)) else { return (Action::Deny, None) };
-    for rule in &spec.rules {
-        let service_matches = match &rule.service {
-            ServicePattern::Any => true,
-            ServicePattern::Named { name, argument } => {
-                name == call.name() && argument.as_deref().is_none_or(|wanted| call.argument() == Some(wanted))
+    let Some(rule) = first_match(from, to) else { return (Action::Deny, None) };
+    let Some(target) = &rule.target else { return (rule.action, None) };
+    // A redirect holds only if the caller may make the same call to the
+    // target directly, and that call is not sent elsewhere.
+    let direct = resolve(target).and_then(|target| first_match(from, target));
+    match direct {
+        Some(direct) if direct.action != Action::Deny && direct.target.as_ref().is_none_or(|other| other == target) => {
+            let action = if rule.action == Action::Allow && direct.action == Action::Allow {
+                Action::Allow
+            } else {
+                Action::Ask
+            };
+            (action, Some(target.clone()))
+        }
+        _ => (Action::Deny, None),
+    }
+}
+
+/// Every decision that differs, found by deciding every (caller,
+/// destination, call) one by one, as the diff did before it grouped them.
+fn naive_decision_changes(old: &Policy, new: &Policy) -> BTreeSet<(String, String, String, String, String)> {
+    let mut callers: BTreeSet<&str> = old.compartment_names().chain(new.compartment_names()).collect();
+    if old.spec().app_template.is_some() || new.spec().app_template.is_some() {
+        callers.insert(AD_HOC);
+    }
+    let mut destinations = callers.clone();
+    if old.host().is_some() || new.host().is_some() {
+        destinations.insert(HOST);
+    }
+    let mut calls: BTreeSet<String> = BTreeSet::new();
+    let mut any = false;
+    for policy in [old, new] {
+        for rule in policy.rules() {
+            match &rule.service {
+                ServicePattern::Any => any = true,
+                ServicePattern::Named { name, argument } => {
+                    calls.insert(name.clone());
+                    calls.extend(argument.as_ref().map(|argument| format!("{name}+{argument}")));
+                }
             }
-        };
-        if service_matches && matches(&rule.from, from) && matches(&rule.to, to) {
-            return (rule.action, rule.target.clone());
+        }
+        for compartment in policy.spec().compartments.values().chain(&policy.spec().app_template) {
+            calls.extend(compartment.offers.iter().cloned());
+        }
+        calls.extend(policy.host().into_iter().flat_map(|host| host.offers.iter().cloned()));
+    }
+    if any {
+        calls.insert(OTHER_SERVICE.to_owned());
+    }
+    // An ad-hoc compartment is any name neither policy defines.
+    let name = |label: &str| if label == AD_HOC { "zz-ad-hoc" } else { label }.to_owned();
+    let verdict = |policy: &Policy, from: &str, to: &str, call: &ServiceCall| {
+        let decision = policy.decide(&name(from), &name(to), call);
+        Verdict { action: decision.action, target: decision.target.map(str::to_owned) }
+    };
+    let mut changes = BTreeSet::new();
+    for call in &calls {
+        let parsed = ServiceCall::parse(if call == OTHER_SERVICE { "other-service-0" } else { call }).unwrap();
+        for from in &callers {
+            for to in &destinations {
+                let (before, after) = (verdict(old, from, to, &parsed), verdict(new, from, to, &parsed));
+                if before != after {
+                    changes.insert((
+                        from.to_string(),
+                        to.to_string(),
+                        call.clone(),
+                        before.to_string(),
+                        after.to_string(),
+                    ));
+                }
+            }
         }
     }
-    (Action::Deny, None)
+    changes
+}
+
+/// A generated rule's patterns as the model has them.
+fn model_pattern(text: &str) -> Pattern {
+    match text {
+        "@any" => Pattern::Any,
+        "@disposable" => Pattern::Disposable,
+        "host" => Pattern::Host,
+        _ => match (text.strip_prefix("@tag:"), text.strip_prefix("@role:")) {
+            (Some(tag), _) => Pattern::Tag(tag.to_owned()),
+            (_, Some(role)) => Pattern::Role(ward_policy::Role::from_word(role).unwrap()),
+            _ => Pattern::Name(text.to_owned()),
+        },
+    }
+}
+
+fn model_service(text: &str) -> ServicePattern {
+    if text == "*" {
+        return ServicePattern::Any;
+    }
+    let (name, argument) = match text.split_once('+') {
+        Some((name, argument)) => (name, Some(argument.to_owned())),
+        None => (text, None),
+    };
+    ServicePattern::Named { name: name.to_owned(), argument }
+}
+
+/// The subjects a pattern matches, one by one: each defined compartment by
+/// name, `None` for ad-hoc ones, and `Some("host")` for the host.
+fn naive_set(spec: &PolicySpec, pattern: &Pattern) -> BTreeSet<Option<String>> {
+    let mut set = BTreeSet::new();
+    let members = spec
+        .compartments
+        .iter()
+        .map(|(name, spec)| (Some(name.clone()), spec))
+        .chain(spec.app_template.iter().map(|spec| (None, spec)));
+    for (name, compartment) in members {
+        let hit = match pattern {
+            Pattern::Any => true,
+            Pattern::Tag(tag) => compartment.tags.contains(tag),
+            Pattern::Role(role) => compartment.role == *role,
+            Pattern::Disposable => name.is_none(),
+            Pattern::Host => false,
+            Pattern::Name(wanted) => name.as_deref() == Some(wanted.as_str()),
+        };
+        if hit {
+            set.insert(name);
+        }
+    }
+    if *pattern == Pattern::Host && spec.host.is_some() {
+        set.insert(Some("host".to_owned()));
+    }
+    set
 }
 
 /// TOML-like text made of the language's own pieces, so that random input
@@ -378,6 +506,71 @@ proptest! {
         prop_assert_eq!(&again, &policy);
         prop_assert_eq!(show(&again), shown);
         prop_assert!(diff(&policy, &again).is_empty());
+    }
+
+    #[test]
+    fn diff_finds_exactly_the_decisions_that_differ(old in policy(), new in policy(), same_compartments in any::<bool>()) {
+        // Half the time, the same compartments with other rules: a diff of
+        // rules alone.
+        let new = if same_compartments { GenPolicy { rules: new.rules, ..old.clone() } } else { new };
+        let (old, new) = (load_valid(&old), load_valid(&new));
+        let found: BTreeSet<_> = diff(&old, &new)
+            .decisions
+            .iter()
+            .map(|change| (change.from.clone(), change.to.clone(), change.call.clone(), change.before.to_string(), change.after.to_string()))
+            .collect();
+        prop_assert_eq!(found.len(), diff(&old, &new).decisions.len(), "a decision listed twice");
+        prop_assert_eq!(found, naive_decision_changes(&old, &new));
+    }
+
+    #[test]
+    fn a_rule_is_shadowed_exactly_when_an_earlier_rule_covers_it(
+        generated in policy(),
+        random in rule(),
+        pick in any::<prop::sample::Index>(),
+        narrow in 0u8..4,
+    ) {
+        let policy = load_valid(&generated);
+        // Three times in four, a copy of an earlier rule, narrowed: with an
+        // argument, or from one compartment its `from` matches.
+        let extra = match policy.rules().get(pick.index(policy.rules().len().max(1))) {
+            Some(earlier) if narrow > 0 => {
+                let mut service = earlier.service.to_string();
+                if narrow == 2 && !service.contains('+') && service != "*" {
+                    service.push_str("+photos");
+                }
+                let mut from = earlier.from.to_string();
+                if narrow == 3 {
+                    let members: Vec<String> = naive_set(policy.spec(), &earlier.from).into_iter().flatten().collect();
+                    if let Some(name) = members.get(pick.index(members.len().max(1))) {
+                        from = name.clone();
+                    }
+                }
+                GenRule { service, from, to: earlier.to.to_string(), action: "deny", target: None }
+            }
+            _ => random,
+        };
+        let text = format!("{}\n{}", show(&policy), to_toml(&GenPolicy { compartments: Vec::new(), template: None, host: None, rules: Vec::new() }, std::slice::from_ref(&extra)));
+        let number = policy.rules().len() + 1;
+        let errors = match Policy::from_text("p.toml", &text) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.errors().to_vec(),
+        };
+        // Only rules whose other fields are right are compared for shadowing.
+        let other = errors.iter().any(|error| !matches!(error.kind, ward_policy::ErrorKind::Shadowed { .. } | ward_policy::ErrorKind::RedirectRefused { .. }));
+        prop_assume!(!other);
+        let shadowed_by = errors.iter().find_map(|error| match error.kind {
+            ward_policy::ErrorKind::Shadowed { earlier_number, .. } => Some(earlier_number),
+            _ => None,
+        });
+        let spec = policy.spec();
+        let (service, from, to) = (model_service(&extra.service), naive_set(spec, &model_pattern(&extra.from)), naive_set(spec, &model_pattern(&extra.to)));
+        let expected = spec.rules.iter().position(|earlier| {
+            earlier.service.covers(&service)
+                && naive_set(spec, &earlier.from).is_superset(&from)
+                && naive_set(spec, &earlier.to).is_superset(&to)
+        });
+        prop_assert_eq!(shadowed_by, expected.map(|index| index + 1), "rule #{} in\n{}", number, text);
     }
 
     #[test]

@@ -742,6 +742,11 @@ from = "a"
 to = "b"
 action = "allow"
 target = "c"
+[[rule]]
+service = "x"
+from = "a"
+to = "c"
+action = "allow"
 "#;
     let mut sim = Sim::new();
     sim.router = Router::new();
@@ -757,6 +762,54 @@ target = "c"
     let key = callee_key(&sim, 5, "x");
     assert_eq!(sim.guest(5).ep(key.0, key.1).received, b"FROM a x\n");
     assert_eq!(sim.audit(), ["allow a -> b x: rule #1 at /p/r.toml:13, redirected to c"]);
+}
+
+#[test]
+fn a_redirect_to_a_compartment_the_caller_may_not_call_is_denied() {
+    // The shape of Qubes issue 8227: rule 1 denies a -> c, rule 2 would
+    // send a's calls to b on to c. The policy's decision refuses it.
+    let policy = r#"
+[compartment.a]
+role = "app"
+image = "a.img"
+[compartment.b]
+role = "app"
+image = "b.img"
+offers = ["x"]
+[compartment.c]
+role = "storage"
+image = "c.img"
+offers = ["x"]
+[[rule]]
+service = "x"
+from = "a"
+to = "c"
+action = "deny"
+[[rule]]
+service = "x"
+from = "@any"
+to = "b"
+action = "allow"
+target = "c"
+[[rule]]
+service = "x"
+from = "b"
+to = "c"
+action = "allow"
+"#;
+    let mut sim = Sim::new();
+    sim.router = Router::new();
+    sim.router.set_policy(Policy::from_text("/p/r.toml", policy).unwrap());
+    sim.guests.clear();
+    for (name, cid) in [("a", 3), ("b", 4), ("c", 5)] {
+        sim.router.attach(name, cid, true).unwrap();
+        sim.guests.insert(cid, Guest::new(cid));
+    }
+    sim.guest(5).listening.push(service_port(b"x"));
+    sim.call(3, 1024, "CALL b x\n");
+    assert_eq!(sim.guest(3).ep(1024, CALL_PORT).received, b"ERR denied by policy\n");
+    assert_eq!(sim.router.connections(5), 0);
+    assert_eq!(sim.audit(), ["deny a -> b x: rule #2 at /p/r.toml:18"]);
 }
 
 #[test]
