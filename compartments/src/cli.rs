@@ -157,6 +157,8 @@ pub enum PolicyCommand {
         service: String,
     },
     /// What a change of policy would allow or forbid that it did not before.
+    /// Exits 0 if the two policies behave the same, 1 if they differ, 2 if
+    /// either cannot be read or has errors (as diff(1) does).
     Diff {
         /// The policy now.
         old: PathBuf,

@@ -2,17 +2,27 @@
 //! the files named. The logic is `ward-policy`'s; this is the command line.
 
 use std::path::Path;
+use std::process::ExitCode;
 
 use crate::cli::PolicyCommand;
 use crate::policy_source::{PolicySource, SourceError};
 
-/// What a `ward policy` command printed, and whether it succeeded.
+/// `ward policy check`: the policy has errors (they are printed).
+pub const EXIT_INVALID: u8 = 1;
+/// `ward policy diff`: the two policies differ, as `diff(1)` exits.
+pub const EXIT_DIFFERENT: u8 = 1;
+/// `ward policy diff` could not compare (a policy could not be read, or has
+/// errors), as `diff(1)` exits on trouble. The other commands exit 1.
+pub const EXIT_DIFF_TROUBLE: u8 = 2;
+
+/// What a `ward policy` command printed, and how it exits.
 #[derive(Debug)]
 pub struct Report {
     /// For stdout.
     pub text: String,
-    /// Exit successfully.
-    pub ok: bool,
+    /// The exit code: 0, or [`EXIT_INVALID`] (check) or [`EXIT_DIFFERENT`]
+    /// (diff).
+    pub code: u8,
 }
 
 /// A `ward policy` command failed before it could report.
@@ -26,6 +36,31 @@ pub enum PolicyCommandError {
     Query(#[from] ward_policy::QueryError),
 }
 
+/// The exit code of `command` when it fails before it can report (see
+/// [`PolicyCommandError`]): [`EXIT_DIFF_TROUBLE`] for `diff`, 1 otherwise.
+pub fn error_code(command: &PolicyCommand) -> u8 {
+    match command {
+        PolicyCommand::Diff { .. } => EXIT_DIFF_TROUBLE,
+        PolicyCommand::Check { .. } | PolicyCommand::Show | PolicyCommand::Explain { .. } => 1,
+    }
+}
+
+/// Runs `command` as the `ward` binary does: prints its report on stdout,
+/// or its error as one `ward: error: ...` line on stderr, and returns the
+/// exit code.
+pub fn main(command: &PolicyCommand, policy: Option<&Path>) -> ExitCode {
+    match run(command, policy) {
+        Ok(report) => {
+            print!("{}", report.text);
+            ExitCode::from(report.code)
+        }
+        Err(e) => {
+            eprintln!("ward: error: {e}");
+            ExitCode::from(error_code(command))
+        }
+    }
+}
+
 /// Runs `command` with `policy` (the `--policy` argument, if any).
 pub fn run(command: &PolicyCommand, policy: Option<&Path>) -> Result<Report, PolicyCommandError> {
     match command {
@@ -33,21 +68,24 @@ pub fn run(command: &PolicyCommand, policy: Option<&Path>) -> Result<Report, Pol
             let source = PolicySource::resolve(path.as_deref().or(policy));
             let files = source.read()?;
             let result = ward_policy::check(&files);
-            Ok(Report { ok: result.is_ok(), text: ward_policy::render_check(&result) })
+            let code = if result.is_ok() { 0 } else { EXIT_INVALID };
+            Ok(Report { code, text: ward_policy::render_check(&result) })
         }
         PolicyCommand::Show => {
             let policy = PolicySource::resolve(policy).load()?;
-            Ok(Report { ok: true, text: ward_policy::show(&policy) })
+            Ok(Report { code: 0, text: ward_policy::show(&policy) })
         }
         PolicyCommand::Explain { from, to, service } => {
             let policy = PolicySource::resolve(policy).load()?;
             let explanation = ward_policy::explain(&policy, from, to, service)?;
-            Ok(Report { ok: true, text: ward_policy::render_explanation(&explanation) })
+            Ok(Report { code: 0, text: ward_policy::render_explanation(&explanation) })
         }
         PolicyCommand::Diff { old, new } => {
             let old = PolicySource::Path(old.clone()).load()?;
             let new = PolicySource::Path(new.clone()).load()?;
-            Ok(Report { ok: true, text: ward_policy::render_diff(&ward_policy::diff(&old, &new)) })
+            let diff = ward_policy::diff(&old, &new);
+            let code = if diff.is_empty() { 0 } else { EXIT_DIFFERENT };
+            Ok(Report { code, text: ward_policy::render_diff(&diff) })
         }
     }
 }

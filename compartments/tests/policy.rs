@@ -121,6 +121,74 @@ fn diff_says_what_a_change_would_allow() {
     assert!(out.contains("mail") && out.contains("vault") && out.contains("allow"), "{out}");
 }
 
+#[test]
+fn diff_exits_0_when_the_policies_behave_the_same_1_when_they_differ_and_2_on_trouble() {
+    let old = policy_dir("diff-code-old", &[("00-base.toml", BASE)]);
+    let same = policy_dir("diff-code-same", &[("10-split.toml", BASE)]);
+    let new = policy_dir("diff-code-new", &[("00-base.toml", &BASE.replace("memory = 40", "memory = 64"))]);
+    let (old, same, new) = (old.to_str().unwrap(), same.to_str().unwrap(), new.to_str().unwrap());
+    let out = ward(&["policy", "diff", old, same]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).starts_with("no change"));
+    let out = ward(&["policy", "diff", old, new]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("~ compartment \"mail\": memory: 40 MiB -> 64 MiB"), "{}", text(&out.stdout));
+    let out = ward(&["policy", "diff", old, "/nonexistent/policy"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).starts_with("ward: error: ") && text(&out.stderr).contains("/nonexistent/policy"));
+    let broken = policy_dir("diff-code-broken", &[("00-base.toml", "[compartment.x]\n")]);
+    let out = ward(&["policy", "diff", old, broken.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("missing required field"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn check_prints_the_first_100_errors_and_counts_the_rest() {
+    let bad: String =
+        (0..250).map(|i| format!("[compartment.c{i}]\nrole = \"app\"\nimage = \"x\"\nvcpus = 9\n")).collect();
+    let dir = policy_dir("many-errors", &[("00-bad.toml", &bad)]);
+    let out = ward(&["policy", "check", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = text(&out.stdout);
+    assert_eq!(report.lines().count(), 102, "{report}");
+    assert!(report.ends_with("... and 150 more errors\n250 errors\n"), "{report}");
+    // Commands that load the policy cap them too.
+    let err = text(&ward(&["--policy", dir.to_str().unwrap(), "policy", "show"]).stderr);
+    assert_eq!(err.lines().count(), 102, "{err}");
+}
+
+#[test]
+fn show_prints_bidirectional_and_control_characters_escaped() {
+    let dir = policy_dir(
+        "bidi",
+        &[(
+            "00-base.toml",
+            &COMPARTMENTS.replace("image = \"hello\"\nmemory = 40", "image = \"he\\u202Eoll\\u001B[2J\"\nmemory = 40"),
+        )],
+    );
+    let out = ward(&["--policy", dir.to_str().unwrap(), "policy", "show"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(!shown.contains('\u{202e}') && !shown.contains('\u{1b}'), "{shown}");
+    assert!(shown.contains("image = \"he\\u202Eoll\\u001B[2J\""), "{shown}");
+}
+
+#[test]
+fn check_flags_a_redirect_to_a_compartment_the_caller_may_not_call() {
+    // Rule 1 denies mail -> vault; rule 2 would send mail's calls to any
+    // compartment on to vault (Qubes issue 8227).
+    let rules = "[[rule]]\nservice = \"sign\"\nfrom = \"mail\"\nto = \"vault\"\naction = \"deny\"\n\n\
+                 [[rule]]\nservice = \"sign\"\nfrom = \"mail\"\nto = \"@any\"\naction = \"allow\"\ntarget = \"vault\"\n";
+    let dir = policy_dir("redirect", &[("00-base.toml", COMPARTMENTS), ("10-rules.toml", rules)]);
+    let out = ward(&["policy", "check", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let report = text(&out.stdout);
+    assert!(
+        report.contains("10-rules.toml:12:10: rule #2: target \"vault\": this redirect never lets a call through"),
+        "{report}"
+    );
+}
+
 /// BASE's compartments without its rule.
 const COMPARTMENTS: &str = r#"
 [compartment.vault]

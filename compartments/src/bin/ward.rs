@@ -46,13 +46,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
-        Command::Policy(command) => match policy_cmd::run(&command, cli.policy.as_deref()) {
-            Ok(report) => {
-                print!("{}", report.text);
-                if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
-            }
-            Err(e) => fail(&e),
-        },
+        Command::Policy(command) => policy_cmd::main(&command, cli.policy.as_deref()),
         Command::Create { name, image, memory, cmdline, disks, disposable } => {
             let request = Request::Create(CreateArgs {
                 name: name.to_string(),
