@@ -10,6 +10,8 @@
 
 #![no_main]
 
+ward_fuzz::symbolizer!();
+
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let _ = ward_fuzz::policy::run(data);
 });

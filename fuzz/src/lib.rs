@@ -15,6 +15,8 @@ pub mod mmio;
 pub mod policy;
 pub mod router;
 pub mod seeds;
+#[cfg(feature = "symbolize")]
+pub mod symbolize;
 
 use std::fs::File;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -51,4 +53,58 @@ pub fn memory_file(bytes: &[u8]) -> File {
     let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
     file.write_all_at(bytes, 0).expect("filling the file");
     file
+}
+
+/// Defines, in a fuzz target built with `--features symbolize`, the two
+/// functions libFuzzer looks for to name program counters.
+#[macro_export]
+macro_rules! symbolizer {
+    () => {
+        /// libFuzzer's `__sanitizer_symbolize_pc`: `pc` described by `fmt`.
+        ///
+        /// # Safety
+        ///
+        /// As libFuzzer calls it: `fmt` a C string, `out` `size` bytes.
+        #[cfg(feature = "symbolize")]
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn __sanitizer_symbolize_pc(
+            pc: *mut ::std::ffi::c_void,
+            fmt: *const ::std::ffi::c_char,
+            out: *mut ::std::ffi::c_char,
+            size: usize,
+        ) {
+            if fmt.is_null() {
+                return;
+            }
+            // SAFETY: libFuzzer passes a NUL-terminated format.
+            let format = unsafe { ::std::ffi::CStr::from_ptr(fmt) }.to_string_lossy();
+            let text = $crate::symbolize::describe(pc as usize, &format);
+            // SAFETY: libFuzzer passes a buffer of `size` bytes.
+            unsafe { $crate::symbolize::write_c(&text, out, size) };
+        }
+
+        /// libFuzzer's `__sanitizer_get_module_and_offset_for_pc`: 1 and
+        /// the module's path and `pc`'s offset in it, or 0.
+        ///
+        /// # Safety
+        ///
+        /// As libFuzzer calls it: `path` `size` bytes, `offset` writable.
+        #[cfg(feature = "symbolize")]
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn __sanitizer_get_module_and_offset_for_pc(
+            pc: *mut ::std::ffi::c_void,
+            path: *mut ::std::ffi::c_char,
+            size: usize,
+            offset: *mut *mut ::std::ffi::c_void,
+        ) -> ::std::ffi::c_int {
+            let Some((module, at)) = $crate::symbolize::module_and_offset(pc as usize) else { return 0 };
+            // SAFETY: libFuzzer passes a buffer of `size` bytes.
+            unsafe { $crate::symbolize::write_c(&module, path, size) };
+            if !offset.is_null() {
+                // SAFETY: libFuzzer passes a pointer to its `void *`.
+                unsafe { *offset = at as *mut ::std::ffi::c_void };
+            }
+            1
+        }
+    };
 }

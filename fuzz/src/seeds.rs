@@ -750,6 +750,19 @@ pub fn router() -> Vec<RouterSeed> {
     seeds
 }
 
+/// Inputs that once broke a target, made by hand (those found by fuzzing
+/// are kept as found, beside them): `fuzz/regressions/<target>/`.
+pub fn regressions() -> Vec<(&'static str, Vec<Seed>)> {
+    // The callee answers the router's REQUEST before it got it: the router
+    // takes the answer (and its credit), tells the caller OK, and sends the
+    // REQUEST afterwards, then the FROM line (docs/FUZZING.md, "Findings").
+    let mut s = RouterScript::default();
+    s.call(VAULT, 0, "CALL mail echo\n");
+    s.packet(MAIL, Port::Local(0), Port::Echo, op::RESPONSE, b"", 0);
+    s.drain(MAIL, 8).drain(VAULT, 8);
+    vec![("ipc_router", vec![Seed { name: "response-before-request".to_owned(), bytes: s.0 }])]
+}
+
 /// The router target's dictionary (`fuzz/ipc_router.dict`, libFuzzer's
 /// `-dict=`): call lines and their words, the reply and `FROM` lines,
 /// service ports, and whole steps (a call port `REQUEST`, a drain, an
