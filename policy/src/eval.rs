@@ -148,12 +148,9 @@ fn stricter(a: Action, b: Action) -> Action {
 pub(crate) struct CompiledRule {
     /// `Some` if the rule is about one argument only.
     argument: Option<Box<str>>,
-    from: SubjectSet,
     to: SubjectSet,
     action: Action,
     target: Option<Box<str>>,
-    /// The target's subject number (a valid policy's targets exist).
-    target_subject: Option<usize>,
 }
 
 /// Callers whose `from` set is at most this large are indexed one by one;
@@ -167,8 +164,22 @@ const INDEXED_CALLERS: usize = 64;
 /// many compartments the policy has.
 #[derive(Clone, Debug, Default)]
 struct CallerLists {
-    by_caller: FxHashMap<u32, Vec<u32>>,
+    by_caller: ByCaller,
     broad: Vec<u32>,
+}
+
+/// Rules by caller: in a table, or, once built, in a vector by subject
+/// number when the lists cover enough of the subjects for it to be small.
+#[derive(Clone, Debug)]
+enum ByCaller {
+    Table(FxHashMap<u32, Vec<u32>>),
+    Dense(Vec<Vec<u32>>),
+}
+
+impl Default for ByCaller {
+    fn default() -> Self {
+        Self::Table(FxHashMap::default())
+    }
 }
 
 impl CallerLists {
@@ -177,9 +188,37 @@ impl CallerLists {
             self.broad.push(index);
             return;
         }
-        for subject in from.members() {
-            self.by_caller.entry(*subject).or_default().push(index);
+        if let ByCaller::Table(table) = &mut self.by_caller {
+            for subject in from.members() {
+                table.entry(*subject).or_default().push(index);
+            }
         }
+    }
+
+    /// Turns the table into a vector if it lists rules for at least one
+    /// subject in four: then the vector is at most four times the table.
+    fn finish(&mut self, subjects: usize, always: bool) {
+        let ByCaller::Table(table) = &mut self.by_caller else { return };
+        if !always && table.len().saturating_mul(4) < subjects {
+            return;
+        }
+        let mut dense = vec![Vec::new(); subjects];
+        for (subject, list) in table.drain() {
+            if let Some(slot) = dense.get_mut(subject as usize) {
+                *slot = list;
+            }
+        }
+        self.by_caller = ByCaller::Dense(dense);
+    }
+
+    /// The rules listed for `subject`, in policy order.
+    #[inline]
+    fn of(&self, subject: usize) -> &[u32] {
+        let list = match &self.by_caller {
+            ByCaller::Table(table) => u32::try_from(subject).ok().and_then(|subject| table.get(&subject)),
+            ByCaller::Dense(dense) => dense.get(subject),
+        };
+        list.map_or(&[][..], Vec::as_slice)
     }
 }
 
@@ -187,7 +226,13 @@ impl CallerLists {
 #[derive(Clone, Debug)]
 pub(crate) struct RuleIndex {
     subjects: Subjects,
+    /// What a decision reads of each rule, by index, kept small.
     rules: Vec<CompiledRule>,
+    /// Each rule's `from` set, by index (read only for broad rules).
+    froms: Vec<SubjectSet>,
+    /// Each rule's target's subject, by index (a valid policy's targets
+    /// exist).
+    target_subjects: Vec<Option<usize>>,
     /// The rules of each service some rule names, without `*` rules.
     by_service: FxHashMap<Box<str>, CallerLists>,
     /// The `*` rules, kept apart so that they are not copied into every
@@ -199,6 +244,8 @@ impl RuleIndex {
     pub(crate) fn build(spec: &PolicySpec) -> Self {
         let subjects = Subjects::new(spec);
         let mut rules = Vec::with_capacity(spec.rules.len());
+        let mut froms = Vec::with_capacity(spec.rules.len());
+        let mut target_subjects = Vec::with_capacity(spec.rules.len());
         let mut by_service: FxHashMap<Box<str>, CallerLists> = FxHashMap::default();
         let mut any_service = CallerLists::default();
         for (index, rule) in spec.rules.iter().enumerate() {
@@ -215,17 +262,22 @@ impl RuleIndex {
                     ServicePattern::Named { argument: Some(argument), .. } => Some(argument.as_str().into()),
                     _ => None,
                 },
-                from,
                 to: subjects.matching(&rule.to),
                 action: rule.action,
                 target: rule.target.as_deref().map(Into::into),
-                target_subject: rule.target.as_deref().and_then(|target| match subjects.resolve(target) {
-                    Subject::Known(subject) => Some(subject),
-                    Subject::Unknown => None,
-                }),
             });
+            froms.push(from);
+            target_subjects.push(rule.target.as_deref().and_then(|target| match subjects.resolve(target) {
+                Subject::Known(subject) => Some(subject),
+                Subject::Unknown => None,
+            }));
         }
-        Self { subjects, rules, by_service, any_service }
+        for lists in by_service.values_mut() {
+            lists.finish(subjects.len(), false);
+        }
+        // One list for every call: always a vector.
+        any_service.finish(subjects.len(), true);
+        Self { subjects, rules, froms, target_subjects, by_service, any_service }
     }
 
     pub(crate) fn subjects(&self) -> &Subjects {
@@ -248,7 +300,8 @@ impl RuleIndex {
         let Some(target) = rule.target.as_deref() else {
             return Decision { action: rule.action, target: None, rule: Some(index), redirect: None };
         };
-        let direct = rule.target_subject.and_then(|target| self.rule_for(from, target, call));
+        let target_subject = self.target_subjects.get(index).copied().flatten();
+        let direct = target_subject.and_then(|target| self.rule_for(from, target, call));
         let redirect = Redirect {
             target,
             direct_rule: direct.map(|(index, _)| index),
@@ -273,44 +326,52 @@ impl RuleIndex {
 
     /// The `from` and `to` sets of rule `index`.
     pub(crate) fn rule_sets(&self, index: usize) -> Option<(&SubjectSet, &SubjectSet)> {
-        self.rules.get(index).map(|rule| (&rule.from, &rule.to))
+        Some((self.froms.get(index)?, &self.rules.get(index)?.to))
     }
 
     /// The `from` set and the target's subject of rule `index`, if it
     /// redirects.
     pub(crate) fn redirect_of(&self, index: usize) -> Option<(&SubjectSet, usize)> {
-        let rule = self.rules.get(index)?;
-        Some((&rule.from, rule.target_subject?))
+        Some((self.froms.get(index)?, self.target_subjects.get(index).copied().flatten()?))
     }
 
     /// The index of the first rule that matches the call, if any.
+    #[inline]
     fn first_match(&self, from: usize, to: usize, call: &ServiceCall) -> Option<u32> {
         let mut best = u32::MAX;
         let named = self.by_service.get(call.name.as_str());
         for lists in named.into_iter().chain([&self.any_service]) {
             // Each list is in policy order: a match after `best` cannot win.
-            let callers = u32::try_from(from).ok().and_then(|from| lists.by_caller.get(&from));
-            if let Some(found) = self.first_in(callers.map_or(&[][..], Vec::as_slice), best, |rule| {
-                rule.to.contains(to) && argument_matches(rule, call)
-            }) {
-                best = found;
+            for &index in lists.of(from) {
+                if index >= best {
+                    break;
+                }
+                if self
+                    .rules
+                    .get(index as usize)
+                    .is_some_and(|rule| rule.to.contains(to) && argument_matches(rule, call))
+                {
+                    best = index;
+                    break;
+                }
             }
-            if let Some(found) = self.first_in(&lists.broad, best, |rule| {
-                rule.from.contains(from) && rule.to.contains(to) && argument_matches(rule, call)
-            }) {
-                best = found;
+            for &index in &lists.broad {
+                if index >= best {
+                    break;
+                }
+                let from_matches = self.froms.get(index as usize).is_some_and(|set| set.contains(from));
+                if from_matches
+                    && self
+                        .rules
+                        .get(index as usize)
+                        .is_some_and(|rule| rule.to.contains(to) && argument_matches(rule, call))
+                {
+                    best = index;
+                    break;
+                }
             }
         }
         (best != u32::MAX).then_some(best)
-    }
-
-    /// The first rule of `candidates` before rule `limit` that `matches`.
-    fn first_in(&self, candidates: &[u32], limit: u32, matches: impl Fn(&CompiledRule) -> bool) -> Option<u32> {
-        candidates
-            .iter()
-            .copied()
-            .take_while(|index| *index < limit)
-            .find(|index| self.rules.get(*index as usize).is_some_and(&matches))
     }
 }
 
@@ -324,6 +385,7 @@ impl CompiledRule {
     }
 }
 
+#[inline]
 fn argument_matches(rule: &CompiledRule, call: &ServiceCall) -> bool {
     match &rule.argument {
         None => true,

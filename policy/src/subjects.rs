@@ -28,16 +28,27 @@ use crate::names::check_name;
 /// clone (shared), with an id that is the same for every set of the same
 /// members.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct SubjectSet(Arc<SetData>);
-
-#[derive(Debug, PartialEq, Eq)]
-struct SetData {
+pub(crate) struct SubjectSet {
     id: u32,
-    /// The members, ascending.
-    members: Box<[u32]>,
-    /// A bitmap of the members when the set is dense enough for it to be
-    /// small (at least one member in 64 subjects); empty otherwise.
+    members: Members,
+}
+
+/// How a set holds its members: a set of one inline (names are the most
+/// common patterns), a sorted list, or a list and a bitmap when the set is
+/// dense enough for the bitmap to be small (at least one member in 64
+/// subjects). A membership test follows at most one pointer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Members {
+    One(u32),
+    Sparse(Arc<[u32]>),
+    Dense(Arc<Dense>),
+}
+
+/// A dense set: its members, and a bitmap of them.
+#[derive(Debug, PartialEq, Eq)]
+struct Dense {
     bits: Box<[u64]>,
+    members: Box<[u32]>,
 }
 
 /// Sparse sets at most this large are searched one by one.
@@ -45,49 +56,58 @@ const LINEAR_SEARCH: usize = 16;
 
 impl SubjectSet {
     fn new(id: u32, members: Vec<u32>, subjects: usize) -> Self {
-        let bits = if members.len().saturating_mul(64) >= subjects && !members.is_empty() {
-            let mut bits = vec![0u64; subjects.div_ceil(64)];
-            for member in &members {
-                if let Some(word) = bits.get_mut(*member as usize / 64) {
-                    *word |= 1 << (member % 64);
+        let members = match members.as_slice() {
+            [one] => Members::One(*one),
+            _ if members.len().saturating_mul(64) >= subjects && !members.is_empty() => {
+                let mut bits = vec![0u64; subjects.div_ceil(64)];
+                for member in &members {
+                    if let Some(word) = bits.get_mut(*member as usize / 64) {
+                        *word |= 1 << (member % 64);
+                    }
                 }
+                Members::Dense(Arc::new(Dense { bits: bits.into(), members: members.into() }))
             }
-            bits
-        } else {
-            Vec::new()
+            _ => Members::Sparse(members.into()),
         };
-        Self(Arc::new(SetData { id, members: members.into_boxed_slice(), bits: bits.into_boxed_slice() }))
+        Self { id, members }
     }
 
     /// The set's id: equal ids, equal members.
     pub(crate) fn id(&self) -> u32 {
-        self.0.id
+        self.id
     }
 
+    #[inline]
     pub(crate) fn contains(&self, subject: usize) -> bool {
-        let data = &*self.0;
-        if !data.bits.is_empty() {
-            return data.bits.get(subject / 64).is_some_and(|word| word & (1 << (subject % 64)) != 0);
-        }
-        let Ok(subject) = u32::try_from(subject) else { return false };
-        if data.members.len() <= LINEAR_SEARCH {
-            data.members.contains(&subject)
-        } else {
-            data.members.binary_search(&subject).is_ok()
+        match &self.members {
+            Members::One(one) => *one as usize == subject,
+            Members::Dense(dense) => dense.bits.get(subject / 64).is_some_and(|word| word & (1 << (subject % 64)) != 0),
+            Members::Sparse(members) => {
+                let Ok(subject) = u32::try_from(subject) else { return false };
+                if members.len() <= LINEAR_SEARCH {
+                    members.contains(&subject)
+                } else {
+                    members.binary_search(&subject).is_ok()
+                }
+            }
         }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.0.members.is_empty()
+        self.members().is_empty()
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.0.members.len()
+        self.members().len()
     }
 
     /// The members, ascending.
     pub(crate) fn members(&self) -> &[u32] {
-        &self.0.members
+        match &self.members {
+            Members::One(one) => std::slice::from_ref(one),
+            Members::Sparse(members) => members,
+            Members::Dense(dense) => &dense.members,
+        }
     }
 
     /// Whether every member of `other` is a member of `self`.
