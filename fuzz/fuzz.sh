@@ -15,20 +15,29 @@
 #                                        -print_coverage=1 (a --symbolize build)
 #   fuzz/fuzz.sh targets                 the targets' names
 #
-# Environment: WARD_FUZZ_TARGET_DIR (default fuzz/target/libfuzzer),
+# Environment: WARD_FUZZ_ASAN=1 builds and runs with AddressSanitizer
+# (a -Z flag: the stable toolchain takes it only with RUSTC_BOOTSTRAP=1,
+# which this sets; its own target directory; not with funcs);
+# WARD_FUZZ_TARGET_DIR (default fuzz/target/libfuzzer, -asan with ASan);
 # CARGO_BUILD_JOBS as for cargo.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 targets=(policy_parser virtio_block_request virtio_mmio_registers ipc_router)
-target_dir=${WARD_FUZZ_TARGET_DIR:-$here/target/libfuzzer}
+asan=${WARD_FUZZ_ASAN:-0}
+target_dir=${WARD_FUZZ_TARGET_DIR:-$here/target/libfuzzer$([ "$asan" = 1 ] && echo -asan)}
 triple=$(rustc -vV | sed -n 's/^host: //p')
 bin_dir=$target_dir/$triple/release
 
 # What `cargo fuzz build --sanitizer none` passes (its default release
-# build with debug assertions), plus limited debug information (function and line names, for panics and `funcs`).
+# build with debug assertions), plus limited debug information (function
+# and line names, for panics and `funcs`).
 sancov="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4"
 sancov+=" -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table"
 sancov+=" -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
+if [ "$asan" = 1 ]; then
+    sancov+=" -Zsanitizer=address"
+    export RUSTC_BOOTSTRAP=1
+fi
 
 die() { echo "fuzz.sh: $*" >&2; exit 1; }
 
@@ -45,7 +54,10 @@ options() {
 
 build() {
     local features=()
-    [ "${1:-}" = --symbolize ] && features=(--features symbolize)
+    if [ "${1:-}" = --symbolize ]; then
+        [ "$asan" = 1 ] && die "funcs: AddressSanitizer symbolizes by itself; run without WARD_FUZZ_ASAN"
+        features=(--features symbolize)
+    fi
     RUSTFLAGS="$sancov" CARGO_PROFILE_RELEASE_DEBUG=limited \
         cargo build --manifest-path "$here/Cargo.toml" --release --target "$triple" \
         --target-dir "$target_dir" --bins "${features[@]}"
