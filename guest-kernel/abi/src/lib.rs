@@ -20,3 +20,4 @@ pub mod pages;
 pub mod syscall;
 pub mod virtio;
 pub mod vsock;
+pub mod width;

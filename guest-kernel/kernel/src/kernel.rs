@@ -8,6 +8,7 @@
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
+use ward_abi::width::low_u32;
 
 use ward_abi::debug_console::{EXIT_INIT_KILLED, MARK_FIRST_USER_OUTPUT};
 use ward_abi::syscall::STATUS_KILLED;
@@ -453,7 +454,8 @@ impl Kernel {
         }
         let code = match self.init_status {
             Some(status) if status & STATUS_KILLED != 0 => EXIT_INIT_KILLED,
-            Some(status) => status as u32,
+            // The exit code is the status's low 32 bits (ward_abi::syscall).
+            Some(status) => low_u32(status.cast_unsigned()),
             None => 0,
         };
         kprintln!("ward-kernel: all programs ended; powering off with exit code ", code);

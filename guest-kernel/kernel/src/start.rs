@@ -1,6 +1,7 @@
 //! Boot: from the VMM's hand-off to the first program.
 
 use alloc::vec::Vec;
+use ward_abi::width::usize_from;
 
 use ward_abi::boot::MODULE_START_AT_BOOT;
 use ward_abi::debug_console::{EXIT_BAD_BOOT_INFO, EXIT_BOOT_PROGRAM_FAILED};
@@ -133,7 +134,7 @@ pub(crate) unsafe fn start(boot_info_phys: u64) -> ! {
     if !aspace::finish_kernel_tables(&mut mem, kernel_root, &guards, entry) {
         fail("the VMM's page tables do not map the kernel image as expected");
     }
-    for page in guards.into_iter().chain((entry.0..entry.1).step_by(PAGE_SIZE as usize)) {
+    for page in guards.into_iter().chain((entry.0..entry.1).step_by(usize_from(PAGE_SIZE))) {
         arch::invlpg(page);
     }
     // SAFETY: as above, for the image bounds.

@@ -16,6 +16,7 @@
 use ward_abi::debug_console::EXIT_EXCEPTION;
 use ward_abi::layout::{USER_STACK_MAX, USER_STACK_TOP};
 use ward_abi::virtio::{FIRST_VECTOR, MAX_DEVICES};
+use ward_abi::width::low_u8;
 
 use crate::arch::gdt::{KERNEL_CS, KERNEL_DS};
 use crate::console::Hex;
@@ -156,7 +157,7 @@ pub fn classify(frame: &TrapFrame, fault_addr: u64, syscall_entry: u64) -> TrapK
         v if v == u64::from(crate::arch::lapic::TIMER_VECTOR) => TrapKind::Timer,
         v if v == u64::from(crate::arch::lapic::SPURIOUS_VECTOR) => TrapKind::Spurious,
         v if (u64::from(FIRST_VECTOR)..u64::from(FIRST_VECTOR) + MAX_DEVICES as u64).contains(&v) => {
-            TrapKind::Device(v as u8)
+            TrapKind::Device(low_u8(v)) // below FIRST_VECTOR + MAX_DEVICES
         }
         _ if !frame.from_user() => TrapKind::KernelFault,
         VECTOR_PAGE_FAULT

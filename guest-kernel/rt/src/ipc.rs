@@ -29,6 +29,7 @@
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
+use ward_abi::width::{low_u32, u64_from};
 
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -518,7 +519,8 @@ impl<T: Transport> Ipc<T> {
         buf[..from_a].copy_from_slice(&a[..from_a]);
         buf[from_a..n].copy_from_slice(&b[..n - from_a]);
         c.rx.drain(..n);
-        self.consumed(id, n as u32)?;
+        // Credit counts are wrapping 32-bit counters (virtio-vsock).
+        self.consumed(id, low_u32(u64_from(n)))?;
         Ok(n)
     }
 
@@ -656,8 +658,10 @@ impl<T: Transport> Ipc<T> {
     fn send_data(&mut self, id: ConnId, data: &[u8]) -> Result<(), IpcError> {
         let cid = self.cid;
         let Some(c) = self.conn_mut(id) else { return Err(IpcError::NoConnection) };
-        let h = header_for(cid, c, op::RW, 0, data.len() as u32);
-        c.tx_cnt = c.tx_cnt.wrapping_add(data.len() as u32);
+        // At most MAX_PAYLOAD bytes; the counter wraps (virtio-vsock).
+        let len = low_u32(u64_from(data.len()));
+        let h = header_for(cid, c, op::RW, 0, len);
+        c.tx_cnt = c.tx_cnt.wrapping_add(len);
         c.fwd_cnt_sent = c.fwd_cnt;
         self.packet.clear();
         self.packet.extend_from_slice(h.as_bytes());
@@ -862,7 +866,7 @@ impl Proto<'_> {
             return None;
         };
         let line: Vec<u8> = c.rx.drain(..=end).take(end).collect();
-        c.fwd_cnt = c.fwd_cnt.wrapping_add(end as u32 + 1);
+        c.fwd_cnt = c.fwd_cnt.wrapping_add(low_u32(u64_from(end)) + 1);
         Some(line)
     }
 
@@ -1032,4 +1036,5 @@ impl Ipc<Device> {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, reason = "test values are small")]
 mod tests;

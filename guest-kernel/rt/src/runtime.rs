@@ -4,6 +4,7 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::arch::{asm, global_asm};
 use core::panic::PanicInfo;
+use ward_abi::width::usize_from;
 
 use linked_list_allocator::LockedHeap;
 
@@ -66,10 +67,10 @@ unsafe impl GlobalAlloc for Heap {
         let Ok(addr) = sys::map(pages) else { return core::ptr::null_mut() };
         if heap.size() == 0 {
             // SAFETY: fresh, mapped, writable memory nobody else uses.
-            unsafe { heap.init(addr as *mut u8, (pages * 4096) as usize) };
+            unsafe { heap.init(addr as *mut u8, usize_from(pages * 4096)) };
         } else if addr == heap.top() as u64 {
             // SAFETY: the new pages start where the heap ends.
-            unsafe { heap.extend((pages * 4096) as usize) };
+            unsafe { heap.extend(usize_from(pages * 4096)) };
         } else {
             return core::ptr::null_mut();
         }
@@ -118,7 +119,7 @@ unsafe extern "C" fn memmove(dest: *mut u8, src: *const u8, n: usize) -> *mut u8
 unsafe extern "C" fn memset(dest: *mut u8, value: i32, n: usize) -> *mut u8 {
     // SAFETY: the caller guarantees the range.
     unsafe {
-        asm!("rep stosb", inout("rcx") n => _, inout("rdi") dest => _, in("al") value as u8, options(nostack, preserves_flags))
+        asm!("rep stosb", inout("rcx") n => _, inout("rdi") dest => _, in("al") value.to_le_bytes()[0], options(nostack, preserves_flags))
     };
     dest
 }

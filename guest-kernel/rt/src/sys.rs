@@ -2,6 +2,7 @@
 //! `ward_abi::syscall`; each call here is one `syscall` instruction.
 
 use core::arch::asm;
+use ward_abi::width::{high_u32, low_u8, low_u32, usize_from};
 
 use ward_abi::syscall::{self as abi, Error, MemInfo, ProcessInfo};
 
@@ -25,7 +26,12 @@ impl Status {
     /// Decodes a raw status.
     pub fn from_raw(raw: u64) -> Self {
         let raw = raw as i64;
-        if raw & abi::STATUS_KILLED != 0 { Self::Killed((raw & 0xff) as u8) } else { Self::Exited(raw as u32) }
+        // The vector is the low byte; an exit code the low 32 bits.
+        if raw & abi::STATUS_KILLED != 0 {
+            Self::Killed(low_u8(raw.cast_unsigned()))
+        } else {
+            Self::Exited(low_u32(raw.cast_unsigned()))
+        }
     }
 }
 
@@ -80,7 +86,7 @@ pub fn spawn(program: &str, args: &[u8], priority: Option<u8>) -> Result<Pid, Er
     let prio = priority.map_or(abi::PRIORITY_INHERIT, u64::from);
     let name = program.as_bytes();
     syscall5(abi::SPAWN, name.as_ptr() as u64, name.len() as u64, args.as_ptr() as u64, args.len() as u64, prio)
-        .map(|pid| pid as Pid)
+        .map(low_u32)
 }
 
 /// Waits for child `pid` to end and reaps it.
@@ -90,7 +96,7 @@ pub fn wait(pid: Pid) -> Result<Status, Error> {
 
 /// This process's id.
 pub fn getpid() -> Pid {
-    syscall0(abi::GETPID).unwrap_or(0) as Pid
+    syscall0(abi::GETPID).map_or(0, low_u32)
 }
 
 /// Writes bytes to the console.
@@ -123,7 +129,7 @@ pub fn recv(timeout_ns: Option<u64>) -> Result<Message, Error> {
         asm!("syscall", inlateout("rax") abi::RECV => ret, inlateout("rdi") timeout_ns.unwrap_or(abi::WAIT_FOREVER) => w0,
              lateout("rsi") w1, lateout("rdx") w2, lateout("r10") w3, lateout("rcx") _, lateout("r11") _, options(nostack));
     }
-    abi::decode(ret).map(|from| Message { from: from as Pid, words: [w0, w1, w2, w3] })
+    abi::decode(ret).map(|from| Message { from: low_u32(from), words: [w0, w1, w2, w3] })
 }
 
 /// Shares `pages` pages at `addr` with `pid` (no copy); `pid` gets a
@@ -144,7 +150,7 @@ pub fn unmap(addr: u64, pages: u64) -> Result<(), Error> {
 
 /// Fills `out` with process records; returns how many processes exist.
 pub fn ps(out: &mut [ProcessInfo]) -> Result<usize, Error> {
-    syscall5(abi::PS, out.as_mut_ptr() as u64, out.len() as u64, 0, 0, 0).map(|n| n as usize)
+    syscall5(abi::PS, out.as_mut_ptr() as u64, out.len() as u64, 0, 0, 0).map(usize_from)
 }
 
 /// Physical memory figures.
@@ -177,7 +183,7 @@ fn retry_busy(mut call: impl FnMut() -> Result<u64, Error>) -> Result<u64, Error
 /// Reads console input into `buf`; blocks until some arrives. 0 means the
 /// input ended.
 pub fn read(buf: &mut [u8]) -> Result<usize, Error> {
-    retry_busy(|| syscall5(abi::READ, buf.as_mut_ptr() as u64, buf.len() as u64, 0, 0, 0)).map(|n| n as usize)
+    retry_busy(|| syscall5(abi::READ, buf.as_mut_ptr() as u64, buf.len() as u64, 0, 0, 0)).map(usize_from)
 }
 
 /// Fills `buf` with entropy from the host.
@@ -189,7 +195,7 @@ pub fn getrandom(buf: &mut [u8]) -> Result<(), Error> {
         if n == 0 {
             return Err(Error::IoError);
         }
-        done += n as usize;
+        done += usize_from(n);
     }
     Ok(())
 }
@@ -209,7 +215,7 @@ pub fn blk_read(dev: u32, sector: u64, buf: &mut [u8]) -> Result<(), Error> {
         let at = sector + (done as u64) / 512;
         let n =
             retry_busy(|| syscall5(abi::BLK_READ, u64::from(dev), at, rest.as_mut_ptr() as u64, rest.len() as u64, 0))?;
-        done += n as usize;
+        done += usize_from(n);
     }
     Ok(())
 }
@@ -222,7 +228,7 @@ pub fn blk_write(dev: u32, sector: u64, buf: &[u8]) -> Result<(), Error> {
         let at = sector + (done as u64) / 512;
         let n =
             retry_busy(|| syscall5(abi::BLK_WRITE, u64::from(dev), at, rest.as_ptr() as u64, rest.len() as u64, 0))?;
-        done += n as usize;
+        done += usize_from(n);
     }
     Ok(())
 }
@@ -273,12 +279,12 @@ pub fn vsock_recv(done: Option<u32>, timeout_ns: Option<u64>) -> Result<VsockRec
         return Ok(VsockRecv::TransportReset);
     }
     let more = got & ward_abi::vsock::RECV_MORE != 0;
-    let len = (got & !ward_abi::vsock::RECV_MORE) as u32;
-    Ok(VsockRecv::Packet { index: (got >> 32) as u32, len, more })
+    let len = low_u32(got & !ward_abi::vsock::RECV_MORE);
+    Ok(VsockRecv::Packet { index: high_u32(got), len, more })
 }
 
 /// Sends one packet (header and payload) from our memory; returns when the
 /// device has it.
 pub fn vsock_send(packet: &[u8]) -> Result<usize, Error> {
-    retry_busy(|| syscall5(abi::VSOCK_SEND, packet.as_ptr() as u64, packet.len() as u64, 0, 0, 0)).map(|n| n as usize)
+    retry_busy(|| syscall5(abi::VSOCK_SEND, packet.as_ptr() as u64, packet.len() as u64, 0, 0, 0)).map(usize_from)
 }

@@ -101,6 +101,14 @@ mod load {
     // rule as all kernel state.
     unsafe impl Sync for Cell {}
 
+    /// The TSS's size (104 bytes), which its I/O map base and its descriptor's
+    /// limit need as 16 and 32 bits.
+    const TSS_SIZE: u16 = {
+        let size = core::mem::size_of::<Tss>();
+        assert!(size <= u16::MAX as usize);
+        ward_abi::width::low_u16(size as u64)
+    };
+
     static TABLES: Cell = Cell(UnsafeCell::new(Tables {
         gdt: gdt_entries(),
         tss: Tss {
@@ -128,12 +136,12 @@ mod load {
         unsafe {
             let t = &mut *TABLES.0.get();
             t.tss.ist[usize::from(DOUBLE_FAULT_IST) - 1] = double_fault_stack_top;
-            t.tss.iomap_base = core::mem::size_of::<Tss>() as u16;
+            t.tss.iomap_base = TSS_SIZE;
             let tss_base = core::ptr::addr_of!(t.tss) as u64;
-            let [low, high] = tss_descriptor(tss_base, core::mem::size_of::<Tss>() as u32 - 1);
+            let [low, high] = tss_descriptor(tss_base, u32::from(TSS_SIZE) - 1);
             t.gdt[6] = low;
             t.gdt[7] = high;
-            let ptr = Pointer { limit: (8 * 8 - 1) as u16, base: t.gdt.as_ptr() as u64 };
+            let ptr = Pointer { limit: 8 * 8 - 1, base: t.gdt.as_ptr() as u64 };
             core::arch::asm!(
                 "lgdt [{ptr}]",
                 // Reload CS with a far return to the next instruction.

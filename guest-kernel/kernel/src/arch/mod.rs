@@ -7,6 +7,7 @@ pub mod ioapic;
 pub mod lapic;
 
 use core::arch::asm;
+use ward_abi::width::{high_u32, low_u32};
 
 /// Reads the time-stamp counter.
 #[inline]
@@ -64,7 +65,7 @@ pub fn invlpg(virt: u64) {
 pub unsafe fn wrmsr(msr: u32, value: u64) {
     // SAFETY: the caller guarantees the MSR and value.
     unsafe {
-        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack, preserves_flags));
+        asm!("wrmsr", in("ecx") msr, in("eax") low_u32(value), in("edx") high_u32(value), options(nostack, preserves_flags));
     }
 }
 

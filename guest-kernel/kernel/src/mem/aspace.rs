@@ -12,6 +12,8 @@ use alloc::vec::Vec;
 
 use ward_abi::layout::{KERNEL_BASE, KERNEL_STACKS_BASE, PHYS_MAP_BASE};
 
+use ward_abi::syscall::Error;
+
 use super::frame::FrameAllocator;
 use super::paging::{self, MapError, Translation, USER};
 use super::phys::{PAGE_SIZE, PhysMemory};
@@ -138,6 +140,60 @@ impl AddressSpace {
         paging::translate(mem, self.root, virt)
     }
 
+    /// The frames behind `pages` pages at `addr`, if every one may be
+    /// shared: mapped for ring 3 (writable too, if `writable`), not a boot
+    /// module's or a device's ([`paging::MODULE_FRAME`]), and able to take
+    /// one more reference. Nothing changes: the check comes before any
+    /// mapping ([`Self::map_shared`]).
+    pub fn shareable_frames(
+        &self,
+        mem: &mut impl PhysMemory,
+        alloc: &FrameAllocator,
+        addr: u64,
+        pages: u64,
+        writable: bool,
+    ) -> Result<Vec<u64>, Error> {
+        let mut frames = Vec::new();
+        for i in 0..pages {
+            let t = self.translate(mem, addr + i * PAGE_SIZE).ok_or(Error::BadAddress)?;
+            let allowed = t.flags & USER != 0 && (!writable || t.flags & paging::WRITABLE != 0);
+            if !allowed || t.flags & paging::MODULE_FRAME != 0 {
+                return Err(Error::BadAddress);
+            }
+            let phys = t.phys & paging::ADDR_MASK;
+            if !alloc.can_share(mem, phys) {
+                return Err(Error::BadAddress);
+            }
+            frames.push(phys);
+        }
+        Ok(frames)
+    }
+
+    /// Maps `frames` (from [`Self::shareable_frames`] of another space) at
+    /// `base` onwards with `flags`, each gaining a reference: all of them,
+    /// or, if one cannot be mapped, none (what this call mapped is unmapped
+    /// again and the references dropped).
+    pub fn map_shared(
+        &mut self,
+        mem: &mut impl PhysMemory,
+        alloc: &mut FrameAllocator,
+        base: u64,
+        frames: &[u64],
+        flags: u64,
+    ) -> Result<(), Error> {
+        for (i, &phys) in (0u64..).zip(frames) {
+            alloc.share(mem, phys).map_err(|_| Error::BadAddress)?;
+            if self.map(mem, alloc, base + i * PAGE_SIZE, phys, flags).is_err() {
+                let _ = alloc.release(mem, phys);
+                for j in 0..i {
+                    self.unmap(mem, alloc, base + j * PAGE_SIZE);
+                }
+                return Err(Error::NoMemory);
+            }
+        }
+        Ok(())
+    }
+
     /// Releases every page, page table and the root. The caller must not be
     /// running on these tables.
     pub fn destroy(self, mem: &mut impl PhysMemory, alloc: &mut FrameAllocator) {
@@ -193,6 +249,36 @@ mod tests {
         assert_eq!(user(&mut mem, KERNEL_BASE + 0x10_2000), Some(0));
         // A guard that is not mapped means the tables are not what we expect.
         assert!(!finish_kernel_tables(&mut mem, root, &[guard], entry));
+    }
+
+    #[test]
+    fn a_share_that_fails_on_a_later_page_changes_nothing() {
+        let (mut mem, mut alloc) = setup();
+        let kernel = kernel_root(&mut mem, &mut alloc);
+        let mut from = AddressSpace::new(&mut mem, &mut alloc, kernel).unwrap();
+        let mut to = AddressSpace::new(&mut mem, &mut alloc, kernel).unwrap();
+        for i in 0..2 {
+            from.map_zeroed(&mut mem, &mut alloc, 0x40_0000 + i * PAGE_SIZE, WRITABLE | NO_EXECUTE).unwrap();
+        }
+        // The third page is a boot module's: it may not be shared.
+        let module = alloc.alloc(&mut mem).unwrap().phys;
+        from.map(&mut mem, &mut alloc, 0x40_2000, module, paging::MODULE_FRAME).unwrap();
+        assert_eq!(from.shareable_frames(&mut mem, &alloc, 0x40_0000, 3, false), Err(Error::BadAddress));
+        // The receiver has something at its second page already: mapping
+        // fails after the first, and the first is taken back.
+        to.map_zeroed(&mut mem, &mut alloc, 0x70_1000, WRITABLE | NO_EXECUTE).unwrap();
+        let frames = from.shareable_frames(&mut mem, &alloc, 0x40_0000, 2, true).unwrap();
+        let free = alloc.free_frames();
+        assert_eq!(to.map_shared(&mut mem, &mut alloc, 0x70_0000, &frames, NO_EXECUTE), Err(Error::NoMemory));
+        assert_eq!(to.translate(&mut mem, 0x70_0000), None, "nothing of the failed share stays mapped");
+        assert_eq!(alloc.free_frames(), free);
+        // Each frame has its one reference again: unmapping frees it.
+        from.unmap(&mut mem, &mut alloc, 0x40_0000).unwrap();
+        assert_eq!(alloc.free_frames(), free + 1);
+        // A share that fits maps every page.
+        let frames = from.shareable_frames(&mut mem, &alloc, 0x40_1000, 1, true).unwrap();
+        to.map_shared(&mut mem, &mut alloc, 0x80_0000, &frames, NO_EXECUTE).unwrap();
+        assert_eq!(to.translate(&mut mem, 0x80_0000).map(|t| t.phys & paging::ADDR_MASK), Some(frames[0]));
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! freed when the last user lets go.
 
 use ward_abi::boot::{MemoryKind, MemoryRegion};
+use ward_abi::width::usize_from;
 
 use super::phys::{PAGE_SIZE, PhysMemory};
 
@@ -123,7 +124,7 @@ impl FrameAllocator {
     /// Reserves the clean pool's room for every frame, so it never grows
     /// (a reallocation would copy in ring 0). Call once the heap exists.
     pub fn reserve_clean_pool(&mut self) {
-        self.clean.reserve_exact(self.total as usize);
+        self.clean.reserve_exact(usize_from(self.total));
     }
 
     /// Has the host zero every dirty frame, in batches, and moves them to
@@ -204,6 +205,11 @@ impl FrameAllocator {
         };
         self.set_refcount(mem, phys, 1);
         Some(phys)
+    }
+
+    /// Whether [`Self::share`] would take another reference to `phys`.
+    pub fn can_share(&self, mem: &mut impl PhysMemory, phys: u64) -> bool {
+        self.refcount(mem, phys).is_ok_and(|count| count != 0 && count != u16::MAX)
     }
 
     /// Adds a reference to an allocated frame (it is now shared).

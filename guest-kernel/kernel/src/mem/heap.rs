@@ -19,6 +19,7 @@ pub const fn heap_size(memory_size: u64) -> u64 {
 #[cfg(all(feature = "guest", not(test)))]
 mod global {
     use linked_list_allocator::LockedHeap;
+    use ward_abi::width::usize_from;
 
     #[global_allocator]
     static HEAP: LockedHeap = LockedHeap::empty();
@@ -31,7 +32,7 @@ mod global {
     pub(crate) unsafe fn init(start: u64, size: u64) {
         // SAFETY: the caller guarantees the range; `LockedHeap::init` only
         // writes a free-block header at its start.
-        unsafe { HEAP.lock().init(start as *mut u8, size as usize) };
+        unsafe { HEAP.lock().init(start as *mut u8, usize_from(size)) };
     }
 
     /// (used, size) in bytes.

@@ -3,14 +3,18 @@
 //! copy in emulated ring 0, which costs milliseconds a page on our hosts.
 
 use core::cell::UnsafeCell;
+use ward_abi::width::{low_u16, u64_from, usize_from};
 
 use ward_abi::pages::{self, MAX_OPS, OP_COPY, OP_ZERO, PageOp, REG_FAILED, REG_SUBMIT, submit_request};
 
 use crate::addr::{phys_to_virt, virt_to_phys};
 
+/// Operations in one batch.
+const BATCH_LEN: usize = usize_from(MAX_OPS);
+
 /// The batch being built, in the kernel image (so the host can find it by
 /// physical address).
-struct Batch(UnsafeCell<([PageOp; MAX_OPS as usize], usize)>);
+struct Batch(UnsafeCell<([PageOp; BATCH_LEN], usize)>);
 
 // SAFETY: used only by kernel code, which runs on one vCPU with interrupts
 // off and never re-enters this module.
@@ -18,7 +22,7 @@ unsafe impl Sync for Batch {}
 
 static BATCH: Batch = Batch(UnsafeCell::new(([PageOp { kind: 0, reserved: 0, dst: 0, src: 0, len: 0 }; 256], 0)));
 
-fn with_batch<R>(f: impl FnOnce(&mut [PageOp; MAX_OPS as usize], &mut usize) -> R) -> R {
+fn with_batch<R>(f: impl FnOnce(&mut [PageOp; BATCH_LEN], &mut usize) -> R) -> R {
     // SAFETY: see `Batch`.
     let (ops, len) = unsafe { &mut *BATCH.0.get() };
     f(ops, len)
@@ -26,7 +30,7 @@ fn with_batch<R>(f: impl FnOnce(&mut [PageOp; MAX_OPS as usize], &mut usize) -> 
 
 /// Queues an operation, submitting first if the batch is full.
 fn push(op: PageOp) {
-    if with_batch(|_, len| *len == MAX_OPS as usize) {
+    if with_batch(|_, len| *len == BATCH_LEN) {
         submit();
     }
     with_batch(|ops, len| {
@@ -52,7 +56,7 @@ pub fn submit() -> u64 {
         if *len == 0 {
             return 0;
         }
-        let count = *len as u16;
+        let count = low_u16(u64_from(*len)); // at most BATCH_LEN
         *len = 0;
         let Some(addr) = virt_to_phys(ops.as_ptr() as u64) else { return u64::from(count) };
         let reg = phys_to_virt(pages::BASE + REG_SUBMIT) as *mut u64;

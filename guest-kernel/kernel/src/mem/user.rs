@@ -9,6 +9,7 @@
 
 use ward_abi::layout::USER_END;
 use ward_abi::syscall::Error;
+use ward_abi::width::usize_from;
 
 use alloc::vec::Vec;
 
@@ -248,7 +249,7 @@ impl UserRange {
     pub unsafe fn as_slice(&self) -> &[u8] {
         // SAFETY: checked mapped and user-readable at construction; the
         // caller guarantees it is the current address space and stable.
-        unsafe { core::slice::from_raw_parts(self.addr as *const u8, self.len as usize) }
+        unsafe { core::slice::from_raw_parts(self.addr as *const u8, usize_from(self.len)) }
     }
 
     /// The bytes, writable in place.
@@ -258,7 +259,7 @@ impl UserRange {
     #[allow(clippy::mut_from_ref, reason = "the memory is the program's, not `self`'s")]
     pub unsafe fn as_mut_slice(&self) -> &mut [u8] {
         // SAFETY: as for `as_slice`; checked writable at construction.
-        unsafe { core::slice::from_raw_parts_mut(self.addr as *mut u8, self.len as usize) }
+        unsafe { core::slice::from_raw_parts_mut(self.addr as *mut u8, usize_from(self.len)) }
     }
 }
 

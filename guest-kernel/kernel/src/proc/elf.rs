@@ -164,6 +164,7 @@ fn check_segment(seg: &Segment, file_len: u64) -> Result<(), ElfError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, reason = "test values are small")]
 mod tests {
     use super::*;
     use std::vec::Vec;

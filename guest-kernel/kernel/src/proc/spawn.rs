@@ -8,6 +8,7 @@
 //! frames, not its whole stack.
 
 use alloc::collections::VecDeque;
+use ward_abi::width::usize_from;
 
 use ward_abi::layout::{USER_HEAP_BASE, USER_SHARE_BASE, USER_STACK_TOP};
 use ward_abi::syscall::{Error, MAX_ARGS_LEN};
@@ -37,7 +38,10 @@ pub fn spawn(k: &mut Kernel, name: &[u8], args: &[u8], priority: u8, parent: Pid
             // SAFETY: boot modules are reserved memory the kernel never
             // writes, inside RAM (checked when the module list was read).
             let image = unsafe {
-                core::slice::from_raw_parts(crate::addr::phys_to_virt(module.phys) as *const u8, module.size as usize)
+                core::slice::from_raw_parts(
+                    crate::addr::phys_to_virt(module.phys) as *const u8,
+                    usize_from(module.size),
+                )
             };
             let program = elf::parse(image).map_err(|_| Error::BadProgram)?;
             k.modules[index].program = Some(program);

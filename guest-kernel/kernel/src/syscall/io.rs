@@ -1,122 +1,32 @@
-//! System calls: decoding a program's request, checking every argument,
-//! and doing it. The ABI is in `ward_abi::syscall`.
-//!
-//! A call either completes (its result goes in `rax`) or blocks the caller
-//! (`sleep`, `wait`, `recv`); a blocked caller's result is written into its
-//! saved registers when it wakes. Bad arguments return error codes: nothing
-//! a program passes can make the kernel fault.
+//! The calls that move data through devices: console output and input,
+//! entropy, block devices, vsock. Data never passes through a kernel
+//! buffer: each call checks and resolves the caller's pages
+//! (`UserRange::resolve_into`), and the device reads or writes them in
+//! place while the caller blocks.
 
 use ward_abi::debug_console::{self, REG_WRITE, write_request};
-use ward_abi::layout::{PAGE_SIZE, USER_HEAP_BASE, USER_SHARE_BASE, USER_STACK_TOP};
-use ward_abi::syscall::{self as abi, Error, MemInfo, ProcessInfo};
-use zerocopy::IntoBytes;
-
-use crate::kernel::{Kernel, cycles_to_ns};
-use crate::mem::paging::{self, NO_EXECUTE, WRITABLE};
-use crate::mem::user::{Access, UserRange, Want};
-use crate::proc::spawn::spawn;
-use crate::proc::{MAILBOX_CAPACITY, Message, Pid, State};
-use crate::traps::TrapFrame;
-use crate::virtio::IoBuffer;
+use ward_abi::layout::{PAGE_SIZE, USER_STACK_TOP};
+use ward_abi::syscall::{self as abi, Error};
 use ward_abi::virtio::blk;
 use ward_abi::vsock::{HEADER_SIZE, MAX_PAYLOAD, NO_BUFFER, VsockInfo};
+use ward_abi::width::{low_u16, low_u32, u64_from};
+use zerocopy::IntoBytes;
 
+use super::{Done, Span, Timeout, user_range};
+use crate::kernel::Kernel;
+use crate::mem::paging::{self, NO_EXECUTE};
+use crate::mem::user::{Access, UserRange, Want};
+use crate::proc::{Pid, State};
+use crate::virtio::IoBuffer;
 use crate::virtio::vsock::{Owner, RX_BUFFER_SIZE, RX_BUFFERS};
 
-/// Handles the system call in `frame` for the running process.
-pub fn dispatch(k: &mut Kernel, frame: &mut TrapFrame) {
-    let Some(pid) = k.current else { return };
-    let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8];
-    let result = match frame.rax {
-        abi::EXIT => {
-            k.exit(pid, i64::from(args[0] as u32));
-            return;
-        }
-        abi::YIELD => {
-            k.resched = true;
-            k.sched_dirty = true;
-            Ok(0)
-        }
-        abi::SLEEP => {
-            let deadline = k.deadline_in(args[0]);
-            k.block_current(State::Sleeping { deadline });
-            Ok(0)
-        }
-        abi::SPAWN => sys_spawn(k, pid, args),
-        abi::WAIT => return sys_wait(k, pid, frame, args[0]),
-        abi::GETPID => Ok(u64::from(pid)),
-        abi::WRITE if k.devices.console.is_some() => return sys_io(k, frame, Io::ConsoleWrite, args[0], args[1]),
-        abi::WRITE => sys_write(k, args[0], args[1]),
-        abi::READ => return sys_io(k, frame, Io::ConsoleRead, args[0], args[1]),
-        abi::GETRANDOM => return sys_io(k, frame, Io::Random, args[0], args[1]),
-        abi::BLK_INFO => sys_blk_info(k, args[0], args[1]),
-        abi::BLK_READ | abi::BLK_WRITE => return sys_blk_rw(k, frame, args),
-        abi::BLK_FLUSH => return sys_blk_simple(k, frame, args[0], blk::T_FLUSH, 0, 0),
-        abi::BLK_ID => return sys_blk_simple(k, frame, args[0], blk::T_GET_ID, args[1], 20),
-        abi::CLOCK => Ok(k.now_ns()),
-        abi::SEND => sys_send(k, pid, args),
-        abi::RECV => return sys_recv(k, frame, args[0]),
-        abi::SHARE => sys_share(k, pid, args),
-        abi::MAP => sys_map(k, pid, args[0]),
-        abi::UNMAP => sys_unmap(k, pid, args[0], args[1]),
-        abi::PS => sys_ps(k, args[0], args[1]),
-        abi::MEMINFO => sys_meminfo(k, args[0]),
-        abi::NULL => Ok(0),
-        abi::VSOCK_ATTACH => sys_vsock_attach(k, pid, args[0]),
-        abi::VSOCK_RECV => return sys_vsock_recv(k, pid, frame, args[0], args[1]),
-        abi::VSOCK_SEND => return sys_vsock_send(k, pid, frame, args[0], args[1]),
-        _ => Err(Error::BadSyscall),
-    };
-    frame.rax = match result {
-        Ok(value) => value,
-        Err(e) => e.to_return(),
-    };
-}
-
-/// The running process's checked range, or `BadAddress`.
-fn user_range(k: &mut Kernel, addr: u64, len: u64, max: u64, access: Access) -> Result<UserRange, Error> {
-    let pid = k.current.ok_or(Error::NoSuchProcess)?;
-    let space = k.procs.get(&pid).and_then(|p| p.space.as_ref()).ok_or(Error::NoSuchProcess)?;
-    UserRange::new(&mut k.mem, space, addr, len, max, access)
-}
-
-fn sys_spawn(k: &mut Kernel, pid: Pid, a: [u64; 5]) -> Result<u64, Error> {
-    let name = user_range(k, a[0], a[1], abi::MAX_NAME_LEN as u64, Access::Read)?;
-    let args = user_range(k, a[2], a[3], abi::MAX_ARGS_LEN as u64, Access::Read)?;
-    let priority = match a[4] {
-        abi::PRIORITY_INHERIT => k.procs.get(&pid).map_or(abi::PRIORITY_DEFAULT, |p| p.priority),
-        p if p <= u64::from(abi::PRIORITY_LOWEST) => p as u8,
-        _ => return Err(Error::BadArgument),
-    };
-    // SAFETY: the caller's address space is loaded and nothing remaps it
-    // during this call; `spawn` copies what it needs before returning.
-    let (name, args) = unsafe { (name.as_slice(), args.as_slice()) };
-    spawn(k, name, args, priority, pid).map(u64::from)
-}
-
-fn sys_wait(k: &mut Kernel, pid: Pid, frame: &mut TrapFrame, child: u64) {
-    let child = Pid::try_from(child).unwrap_or(0);
-    let status = match k.procs.get(&child) {
-        None => Err(Error::NoSuchProcess),
-        Some(c) if c.parent != pid => Err(Error::NotChild),
-        Some(c) => Ok(c.state),
-    };
-    frame.rax = match status {
-        Ok(State::Zombie { status }) => {
-            k.reap(child);
-            status as u64
-        }
-        Ok(_) => {
-            k.block_current(State::Waiting { child });
-            0
-        }
-        Err(e) => e.to_return(),
-    };
-}
-
-fn sys_write(k: &mut Kernel, addr: u64, len: u64) -> Result<u64, Error> {
-    let range = user_range(k, addr, len, abi::MAX_WRITE_LEN as u64, Access::Read)?;
-    let pid = k.current.ok_or(Error::NoSuchProcess)?;
+/// `write`: through the virtio console if there is one, else the debug
+/// console.
+pub(super) fn write(k: &mut Kernel, pid: Pid, buf: Span) -> Result<Done, Error> {
+    if k.devices.console.is_some() {
+        return transfer(k, pid, Io::ConsoleWrite, buf);
+    }
+    let range = user_range(k, buf, abi::MAX_WRITE_LEN as u64, Access::Read)?;
     k.mark_user_output();
     let Kernel { mem, procs, .. } = k;
     let space = procs.get(&pid).and_then(|p| p.space.as_ref()).ok_or(Error::NoSuchProcess)?;
@@ -124,7 +34,7 @@ fn sys_write(k: &mut Kernel, addr: u64, len: u64) -> Result<u64, Error> {
     for (phys, piece) in range.physical_pieces(mem, space) {
         console_write_phys(phys, piece);
     }
-    Ok(len)
+    Ok(Done::Value(buf.len))
 }
 
 #[cfg(not(test))]
@@ -132,191 +42,17 @@ fn console_write_phys(phys: u64, len: u64) {
     let reg = crate::addr::phys_to_virt(debug_console::BASE + REG_WRITE) as *mut u64;
     // SAFETY: the console register is mapped in the direct map; the store
     // makes the VMM read `len` (<= one page) bytes at guest-physical `phys`.
-    unsafe { core::ptr::write_volatile(reg, write_request(phys, len as u16)) };
+    unsafe { core::ptr::write_volatile(reg, write_request(phys, low_u16(len))) };
 }
 
 #[cfg(test)]
 fn console_write_phys(_phys: u64, _len: u64) {
-    let _ = (debug_console::BASE, REG_WRITE, write_request(0, 0));
+    let _ = (debug_console::BASE, REG_WRITE, write_request(0, 0), low_u16(0));
 }
 
-fn sys_send(k: &mut Kernel, pid: Pid, a: [u64; 5]) -> Result<u64, Error> {
-    let to = Pid::try_from(a[0]).map_err(|_| Error::NoSuchProcess)?;
-    deliver(k, to, Message { from: pid, words: [a[1], a[2], a[3], a[4]] })?;
-    Ok(0)
-}
-
-/// Gives `msg` to `to`: straight into its registers if it is receiving,
-/// else into its mailbox.
-fn deliver(k: &mut Kernel, to: Pid, msg: Message) -> Result<(), Error> {
-    let target = k.procs.get_mut(&to).filter(|p| !p.is_zombie()).ok_or(Error::NoSuchProcess)?;
-    if let State::Receiving { .. } = target.state {
-        // SAFETY: the target is alive and blocked: its kernel stack is
-        // mapped and its frame is not in use.
-        let f = unsafe { target.frame() };
-        put_message(f, &msg);
-        k.wake(to);
-        return Ok(());
-    }
-    if target.mailbox.len() >= MAILBOX_CAPACITY {
-        return Err(Error::QueueFull);
-    }
-    target.mailbox.push_back(msg);
-    Ok(())
-}
-
-fn put_message(f: &mut TrapFrame, msg: &Message) {
-    f.rax = u64::from(msg.from);
-    f.rdi = msg.words[0];
-    f.rsi = msg.words[1];
-    f.rdx = msg.words[2];
-    f.r10 = msg.words[3];
-}
-
-fn sys_recv(k: &mut Kernel, frame: &mut TrapFrame, timeout_ns: u64) {
-    let Some(p) = k.current.and_then(|pid| k.procs.get_mut(&pid)) else { return };
-    if let Some(msg) = p.mailbox.pop_front() {
-        put_message(frame, &msg);
-        return;
-    }
-    if timeout_ns == 0 {
-        frame.rax = Error::TimedOut.to_return();
-        return;
-    }
-    let deadline = (timeout_ns != abi::WAIT_FOREVER).then(|| k.deadline_in(timeout_ns));
-    k.block_current(State::Receiving { deadline });
-}
-
-fn sys_share(k: &mut Kernel, pid: Pid, a: [u64; 5]) -> Result<u64, Error> {
-    let (to, addr, pages, writable) = (Pid::try_from(a[0]).map_err(|_| Error::NoSuchProcess)?, a[1], a[2], a[3] != 0);
-    if addr % PAGE_SIZE != 0 || pages == 0 || pages > abi::MAX_MAP_PAGES || to == pid {
-        return Err(Error::BadArgument);
-    }
-    let access = if writable { Access::Write } else { Access::Read };
-    user_range(k, addr, pages * PAGE_SIZE, abi::MAX_MAP_PAGES * PAGE_SIZE, access)?;
-    let target = k.procs.get(&to).filter(|p| !p.is_zombie()).ok_or(Error::NoSuchProcess)?;
-    if target.mailbox.len() >= MAILBOX_CAPACITY && !matches!(target.state, State::Receiving { .. }) {
-        return Err(Error::QueueFull);
-    }
-    let base = target.share_next;
-    if base + pages * PAGE_SIZE > USER_STACK_TOP - abi::MAX_MAP_PAGES * PAGE_SIZE {
-        return Err(Error::NoMemory);
-    }
-    let flags = NO_EXECUTE | if writable { WRITABLE } else { 0 };
-    for i in 0..pages {
-        let Kernel { mem, frames, procs, .. } = &mut *k;
-        let from = procs.get(&pid).and_then(|p| p.space.as_ref()).ok_or(Error::NoSuchProcess)?;
-        let t = from.translate(mem, addr + i * PAGE_SIZE).ok_or(Error::BadAddress)?;
-        if t.flags & paging::MODULE_FRAME != 0 {
-            return Err(Error::BadAddress);
-        }
-        let phys = t.phys & paging::ADDR_MASK;
-        frames.share(mem, phys).map_err(|_| Error::BadAddress)?;
-        let space = procs.get_mut(&to).and_then(|p| p.space.as_mut()).ok_or(Error::NoSuchProcess)?;
-        if space.map(mem, frames, base + i * PAGE_SIZE, phys, flags).is_err() {
-            let _ = frames.release(mem, phys);
-            return Err(Error::NoMemory);
-        }
-    }
-    if let Some(t) = k.procs.get_mut(&to) {
-        t.share_next = base + pages * PAGE_SIZE;
-    }
-    deliver(k, to, Message { from: pid, words: [abi::SHARE_TAG, base, pages, u64::from(writable)] })?;
-    Ok(0)
-}
-
-fn sys_map(k: &mut Kernel, pid: Pid, pages: u64) -> Result<u64, Error> {
-    if pages == 0 || pages > abi::MAX_MAP_PAGES {
-        return Err(Error::BadArgument);
-    }
-    let Kernel { mem, frames, procs, .. } = k;
-    let p = procs.get_mut(&pid).ok_or(Error::NoSuchProcess)?;
-    let base = p.heap_next;
-    if base + pages * PAGE_SIZE > USER_SHARE_BASE {
-        return Err(Error::NoMemory);
-    }
-    let space = p.space.as_mut().ok_or(Error::NoSuchProcess)?;
-    for i in 0..pages {
-        if space.map_zeroed(mem, frames, base + i * PAGE_SIZE, WRITABLE | NO_EXECUTE).is_err() {
-            for j in 0..i {
-                space.unmap(mem, frames, base + j * PAGE_SIZE);
-            }
-            return Err(Error::NoMemory);
-        }
-    }
-    p.heap_next = base + pages * PAGE_SIZE;
-    Ok(base)
-}
-
-fn sys_unmap(k: &mut Kernel, pid: Pid, addr: u64, pages: u64) -> Result<u64, Error> {
-    let end = pages.checked_mul(PAGE_SIZE).and_then(|len| addr.checked_add(len)).ok_or(Error::BadArgument)?;
-    if !addr.is_multiple_of(PAGE_SIZE) || addr < USER_HEAP_BASE || end > USER_STACK_TOP - abi::MAX_MAP_PAGES * PAGE_SIZE
-    {
-        return Err(Error::BadArgument);
-    }
-    let Kernel { mem, frames, procs, .. } = k;
-    let space = procs.get_mut(&pid).and_then(|p| p.space.as_mut()).ok_or(Error::NoSuchProcess)?;
-    let mut virt = addr;
-    while virt < end {
-        if space.unmap(mem, frames, virt).is_some() {
-            crate::arch::invlpg(virt);
-        }
-        virt += PAGE_SIZE;
-    }
-    Ok(0)
-}
-
-fn sys_ps(k: &mut Kernel, buf: u64, capacity: u64) -> Result<u64, Error> {
-    let size = core::mem::size_of::<ProcessInfo>() as u64;
-    let len = capacity.checked_mul(size).ok_or(Error::BadArgument)?;
-    let range = user_range(k, buf, len, 1024 * size, Access::Write)?;
-    // SAFETY: checked writable in the current address space, stable for the
-    // duration of this call.
-    let out = unsafe { range.as_mut_slice() };
-    let infos = k.procs.values().map(|p| process_info(k, p));
-    for (slot, info) in out.chunks_exact_mut(size as usize).zip(infos) {
-        slot.copy_from_slice(info.as_bytes());
-    }
-    Ok(k.procs.len() as u64)
-}
-
-/// What `ps` reports of `p`.
-pub fn process_info(k: &Kernel, p: &crate::proc::Process) -> ProcessInfo {
-    let mut name = [0u8; 16];
-    name.copy_from_slice(&p.name);
-    let owned = p.space.as_ref().map_or(0, |s| s.owned_frames());
-    let stack = if p.is_zombie() { 0 } else { crate::proc::KSTACK_PAGES };
-    // The running process has not been charged since it was switched to.
-    let running = if k.current == Some(p.pid) { crate::arch::rdtsc().wrapping_sub(k.last_charge) } else { 0 };
-    ProcessInfo {
-        pid: p.pid,
-        parent: p.parent,
-        state: p.state.abi() as u32,
-        priority: u32::from(p.priority),
-        cpu_ns: cycles_to_ns(p.cpu_cycles.wrapping_add(running), k.tsc_khz),
-        pages: owned + stack,
-        name,
-    }
-}
-
-/// The memory figures `meminfo` reports.
-pub fn mem_info(k: &Kernel) -> MemInfo {
-    let (heap_used, heap_size) = crate::mem::heap::usage();
-    MemInfo { total_frames: k.frames.total_frames(), free_frames: k.frames.free_frames(), heap_used, heap_size }
-}
-
-fn sys_meminfo(k: &mut Kernel, buf: u64) -> Result<u64, Error> {
-    let size = core::mem::size_of::<MemInfo>() as u64;
-    let range = user_range(k, buf, size, size, Access::Write)?;
-    let info = mem_info(k);
-    // SAFETY: checked writable in the current address space.
-    unsafe { range.as_mut_slice() }.copy_from_slice(info.as_bytes());
-    Ok(0)
-}
-
-/// The transfers `sys_io` starts.
+/// The transfers [`transfer`] starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Io {
+pub(super) enum Io {
     /// Console output from the program's buffer.
     ConsoleWrite,
     /// Console input into the program's buffer.
@@ -327,29 +63,22 @@ enum Io {
 
 /// [`user_buffers`] for a request the device must take whole (in at most
 /// `max_pieces` pieces): a range it would cut short is a bad argument.
-fn whole_user_buffer(k: &mut Kernel, addr: u64, len: u64, device_writes: bool, max_pieces: usize) -> Result<(), Error> {
-    match user_buffers(k, addr, len, device_writes, max_pieces, 1)? {
-        got if got == len => Ok(()),
+fn whole_user_buffer(k: &mut Kernel, buf: Span, device_writes: bool, max_pieces: usize) -> Result<(), Error> {
+    match user_buffers(k, buf, device_writes, max_pieces, 1)? {
+        got if got == buf.len => Ok(()),
         _ => Err(Error::BadArgument),
     }
 }
 
-/// Checks the running process's `addr..addr + len` for a device and
-/// resolves it into `k.devices.io` (at most `max_pieces` pieces, whole
-/// `granule`s); returns the bytes covered.
-fn user_buffers(
-    k: &mut Kernel,
-    addr: u64,
-    len: u64,
-    device_writes: bool,
-    max_pieces: usize,
-    granule: u64,
-) -> Result<u64, Error> {
+/// Checks the running process's `buf` for a device and resolves it into
+/// `k.devices.io` (at most `max_pieces` pieces, whole `granule`s); returns
+/// the bytes covered.
+fn user_buffers(k: &mut Kernel, buf: Span, device_writes: bool, max_pieces: usize, granule: u64) -> Result<u64, Error> {
     let access = if device_writes { Access::Write } else { Access::Read };
     let pid = k.current.ok_or(Error::NoSuchProcess)?;
     let Kernel { mem, procs, devices, .. } = &mut *k;
     let space = procs.get(&pid).and_then(|p| p.space.as_ref()).ok_or(Error::NoSuchProcess)?;
-    let want = Want { addr, len, max_len: abi::MAX_IO_LEN as u64, access, max_pieces, granule };
+    let want = Want { addr: buf.addr, len: buf.len, max_len: abi::MAX_IO_LEN as u64, access, max_pieces, granule };
     UserRange::resolve_into(mem, space, &want, &mut devices.io)?;
     Ok(devices.io.len)
 }
@@ -360,125 +89,107 @@ fn resolved(io: &crate::mem::user::Resolved, device_writes: bool) -> IoBuffer<'_
 }
 
 /// Blocks the caller until the device finishes, or fails the call at once.
-fn wait_for_device(k: &mut Kernel, frame: &mut TrapFrame, queued: Result<(), Error>) {
-    match queued {
-        Ok(()) => k.block_current(State::Io),
-        Err(e) => frame.rax = e.to_return(),
-    }
+fn wait_for_device(k: &mut Kernel, queued: Result<(), Error>) -> Result<Done, Error> {
+    queued?;
+    k.block_current(State::Io);
+    Ok(Done::Blocked)
 }
 
 /// Console output, console input and entropy: one buffer each, in place.
-fn sys_io(k: &mut Kernel, frame: &mut TrapFrame, io: Io, addr: u64, len: u64) {
-    let Some(pid) = k.current else { return };
+pub(super) fn transfer(k: &mut Kernel, pid: Pid, io: Io, buf: Span) -> Result<Done, Error> {
     let max_pieces = match io {
         Io::ConsoleWrite | Io::ConsoleRead => k.devices.console.as_ref().map(|c| c.max_pieces()),
         Io::Random => k.devices.rng.as_ref().map(|r| r.max_pieces()),
     };
-    let Some(max_pieces) = max_pieces else {
-        frame.rax = Error::NoSuchDevice.to_return();
-        return;
-    };
-    if len == 0 {
-        frame.rax = 0;
-        return;
+    let max_pieces = max_pieces.ok_or(Error::NoSuchDevice)?;
+    if buf.len == 0 {
+        return Ok(Done::Value(0));
     }
     // A write is at most what the console device takes in one buffer, as
     // with the debug console: more would be cut short by the device.
-    if io == Io::ConsoleWrite && len > abi::MAX_WRITE_LEN as u64 {
-        frame.rax = Error::BadArgument.to_return();
-        return;
+    if io == Io::ConsoleWrite && buf.len > abi::MAX_WRITE_LEN as u64 {
+        return Err(Error::BadArgument);
     }
     let device_writes = io != Io::ConsoleWrite;
-    if let Err(e) = user_buffers(k, addr, len, device_writes, max_pieces, 1) {
-        frame.rax = e.to_return();
-        return;
-    }
+    user_buffers(k, buf, device_writes, max_pieces, 1)?;
     if io == Io::ConsoleWrite {
         k.mark_user_output();
     }
     let crate::virtio::Devices { console, rng, io: resolved_io, .. } = &mut k.devices;
-    let buf = resolved(resolved_io, device_writes);
+    let data = resolved(resolved_io, device_writes);
     let queued = match io {
-        Io::ConsoleWrite => console.as_mut().map(|c| c.write(pid, buf)),
-        Io::ConsoleRead => console.as_mut().map(|c| c.read(pid, buf)),
-        Io::Random => rng.as_mut().map(|r| r.fill(pid, buf)),
+        Io::ConsoleWrite => console.as_mut().map(|c| c.write(pid, data)),
+        Io::ConsoleRead => console.as_mut().map(|c| c.read(pid, data)),
+        Io::Random => rng.as_mut().map(|r| r.fill(pid, data)),
     };
-    if let Some(queued) = queued {
-        wait_for_device(k, frame, queued);
-    }
+    wait_for_device(k, queued.unwrap_or(Err(Error::NoSuchDevice)))
 }
 
-fn sys_blk_info(k: &mut Kernel, dev: u64, buf: u64) -> Result<u64, Error> {
-    let info =
-        usize::try_from(dev).ok().and_then(|d| k.devices.blocks.get(d)).map(|b| b.info()).ok_or(Error::NoSuchDevice)?;
+/// The index of block device `dev`, if there is one.
+fn block_device(k: &Kernel, dev: u64) -> Result<usize, Error> {
+    usize::try_from(dev).ok().filter(|&d| d < k.devices.blocks.len()).ok_or(Error::NoSuchDevice)
+}
+
+pub(super) fn blk_info(k: &mut Kernel, dev: u64, buf: u64) -> Result<Done, Error> {
+    let info = k.devices.blocks[block_device(k, dev)?].info();
     let size = core::mem::size_of::<abi::BlockInfo>() as u64;
-    let range = user_range(k, buf, size, size, Access::Write)?;
+    let range = user_range(k, Span { addr: buf, len: size }, size, Access::Write)?;
     // SAFETY: checked writable in the current address space.
     unsafe { range.as_mut_slice() }.copy_from_slice(info.as_bytes());
-    Ok(0)
+    Ok(Done::Value(0))
 }
 
 /// `blk_read` and `blk_write`: whole sectors, the program's pages in place.
-fn sys_blk_rw(k: &mut Kernel, frame: &mut TrapFrame, a: [u64; 5]) {
-    let Some(pid) = k.current else { return };
-    let write = frame.rax == abi::BLK_WRITE;
-    let (dev, sector, addr, len) = (a[0], a[1], a[2], a[3]);
+pub(super) fn blk_transfer(
+    k: &mut Kernel,
+    pid: Pid,
+    write: bool,
+    dev: u64,
+    sector: u64,
+    buf: Span,
+) -> Result<Done, Error> {
     let sector_size = blk::SECTOR_SIZE;
-    let device = usize::try_from(dev).ok().filter(|&d| d < k.devices.blocks.len());
-    let checked = match device.map(|d| &k.devices.blocks[d]) {
-        None => Err(Error::NoSuchDevice),
-        Some(b) if write && b.read_only => Err(Error::ReadOnly),
-        Some(_) if len == 0 || len % sector_size != 0 => Err(Error::BadArgument),
-        Some(b) if sector.checked_add(len / sector_size).is_none_or(|end| end > b.sectors) => Err(Error::BadArgument),
-        Some(b) => Ok(b.max_pieces()),
-    };
-    let (Some(d), Ok(max_pieces)) = (device, checked) else {
-        frame.rax = checked.err().unwrap_or(Error::NoSuchDevice).to_return();
-        return;
-    };
-    let done = match user_buffers(k, addr, len, !write, max_pieces, sector_size) {
-        Ok(0) => Err(Error::BadArgument),
-        result => result,
-    };
-    let done = match done {
-        Ok(done) => done,
-        Err(e) => {
-            frame.rax = e.to_return();
-            return;
-        }
+    let d = block_device(k, dev)?;
+    let b = &k.devices.blocks[d];
+    if write && b.read_only {
+        return Err(Error::ReadOnly);
+    }
+    if buf.len == 0 || !buf.len.is_multiple_of(sector_size) {
+        return Err(Error::BadArgument);
+    }
+    if sector.checked_add(buf.len / sector_size).is_none_or(|end| end > b.sectors) {
+        return Err(Error::BadArgument);
+    }
+    let max_pieces = b.max_pieces();
+    let done = match user_buffers(k, buf, !write, max_pieces, sector_size)? {
+        0 => return Err(Error::BadArgument),
+        done => done,
     };
     let kind = if write { blk::T_OUT } else { blk::T_IN };
     let crate::virtio::Devices { blocks, io, .. } = &mut k.devices;
     let queued = blocks[d].submit(pid, kind, sector, resolved(io, !write), done);
-    wait_for_device(k, frame, queued);
+    wait_for_device(k, queued)
 }
 
-/// `blk_flush` (no data) and `blk_id` (`len` bytes into the program).
-fn sys_blk_simple(k: &mut Kernel, frame: &mut TrapFrame, dev: u64, kind: u32, addr: u64, len: u64) {
-    let Some(pid) = k.current else { return };
-    let Some(d) = usize::try_from(dev).ok().filter(|&d| d < k.devices.blocks.len()) else {
-        frame.rax = Error::NoSuchDevice.to_return();
-        return;
-    };
-    if len > 0
-        && let Err(e) = whole_user_buffer(k, addr, len, true, 2)
-    {
-        frame.rax = e.to_return();
-        return;
+/// `blk_flush` (no data) and `blk_id` (`buf.len` bytes into the program).
+pub(super) fn blk_simple(k: &mut Kernel, pid: Pid, dev: u64, kind: u32, buf: Span) -> Result<Done, Error> {
+    let d = block_device(k, dev)?;
+    if buf.len > 0 {
+        whole_user_buffer(k, buf, true, 2)?;
     }
     let crate::virtio::Devices { blocks, io, .. } = &mut k.devices;
-    let data = if len == 0 { IoBuffer::default() } else { resolved(io, true) };
-    let queued = blocks[d].submit(pid, kind, 0, data, len);
-    wait_for_device(k, frame, queued);
+    let data = if buf.len == 0 { IoBuffer::default() } else { resolved(io, true) };
+    let queued = blocks[d].submit(pid, kind, 0, data, buf.len);
+    wait_for_device(k, queued)
 }
 
 /// `vsock_attach`: the caller becomes the device's owner and gets the
-/// receive area mapped read-only (each frame gains a reference, so the
-/// area outlives the owner's address space and stays the device's).
-fn sys_vsock_attach(k: &mut Kernel, pid: Pid, info_addr: u64) -> Result<u64, Error> {
+/// receive area mapped read-only (as device frames: they stay the device's
+/// when the owner's address space goes, and `share` refuses them).
+pub(super) fn vsock_attach(k: &mut Kernel, pid: Pid, info_addr: u64) -> Result<Done, Error> {
     let size = core::mem::size_of::<VsockInfo>() as u64;
     // Checked before anything is mapped, so a bad pointer changes nothing.
-    let range = user_range(k, info_addr, size, size, Access::Write)?;
+    let range = user_range(k, Span { addr: info_addr, len: size }, size, Access::Write)?;
     let v = k.devices.vsock.as_ref().ok_or(Error::NoSuchDevice)?;
     let area = match v.owner {
         Some(o) if o.pid == pid => o.area,
@@ -489,23 +200,23 @@ fn sys_vsock_attach(k: &mut Kernel, pid: Pid, info_addr: u64) -> Result<u64, Err
             let p = procs.get_mut(&pid).ok_or(Error::NoSuchProcess)?;
             let pages = v.rings.pages();
             let base = p.share_next;
-            let end = base + pages.len() as u64 * PAGE_SIZE;
+            let end = base + u64_from(pages.len()) * PAGE_SIZE;
             if end > USER_STACK_TOP - abi::MAX_MAP_PAGES * PAGE_SIZE {
                 return Err(Error::NoMemory);
             }
             let space = p.space.as_mut().ok_or(Error::NoSuchProcess)?;
-            for (i, &phys) in pages.iter().enumerate() {
-                let virt = base + i as u64 * PAGE_SIZE;
+            for (i, &phys) in (0u64..).zip(pages.iter()) {
+                let virt = base + i * PAGE_SIZE;
                 // The frames stay the device's (as boot modules' stay the
                 // kernel's): the owner's exit or unmap leaves them, and
                 // `share` refuses them, so no other process keeps a view of
                 // the next owner's packets.
                 let mapped = space.map(mem, frames, virt, phys, NO_EXECUTE | paging::MODULE_FRAME);
-                if let Err(e) = mapped.map_err(|_| Error::NoMemory) {
-                    for j in 0..i as u64 {
+                if mapped.is_err() {
+                    for j in 0..i {
                         space.unmap(mem, frames, base + j * PAGE_SIZE);
                     }
-                    return Err(e);
+                    return Err(Error::NoMemory);
                 }
             }
             // Share addresses only grow: the area's range is never reused.
@@ -515,11 +226,12 @@ fn sys_vsock_attach(k: &mut Kernel, pid: Pid, info_addr: u64) -> Result<u64, Err
         }
     };
     let guest_cid = k.devices.vsock.as_ref().map_or(0, |v| v.guest_cid);
-    let info = VsockInfo { guest_cid, area, buffers: RX_BUFFERS as u32, buffer_size: RX_BUFFER_SIZE as u32 };
+    let info =
+        VsockInfo { guest_cid, area, buffers: low_u32(u64_from(RX_BUFFERS)), buffer_size: low_u32(RX_BUFFER_SIZE) };
     // SAFETY: checked writable in the current address space above; mapping
     // the area added pages elsewhere and removed none.
     unsafe { range.as_mut_slice() }.copy_from_slice(info.as_bytes());
-    Ok(0)
+    Ok(Done::Value(0))
 }
 
 /// The vsock device, if `pid` owns it.
@@ -529,50 +241,30 @@ fn owned_vsock(k: &mut Kernel, pid: Pid) -> Result<&mut crate::virtio::vsock::Vs
 
 /// `vsock_recv`: gives a buffer back, then returns the next filled one or
 /// blocks for it.
-fn sys_vsock_recv(k: &mut Kernel, pid: Pid, frame: &mut TrapFrame, done: u64, timeout_ns: u64) {
-    let v = match owned_vsock(k, pid) {
-        Ok(v) => v,
-        Err(e) => {
-            frame.rax = e.to_return();
-            return;
-        }
-    };
-    if done != NO_BUFFER
-        && let Err(e) = v.give_back(done)
-    {
-        frame.rax = e.to_return();
-        return;
+pub(super) fn vsock_recv(k: &mut Kernel, pid: Pid, done: u64, timeout: Timeout) -> Result<Done, Error> {
+    let v = owned_vsock(k, pid)?;
+    if done != NO_BUFFER {
+        v.give_back(done)?;
     }
     if let Some(result) = v.next_ready() {
-        frame.rax = result;
-        return;
+        return Ok(Done::Value(result));
     }
-    if timeout_ns == 0 {
-        frame.rax = Error::TimedOut.to_return();
-        return;
+    if timeout == 0 {
+        return Err(Error::TimedOut);
     }
-    let deadline = (timeout_ns != abi::WAIT_FOREVER).then(|| k.deadline_in(timeout_ns));
+    let deadline = (timeout != abi::WAIT_FOREVER).then(|| k.deadline_in(timeout));
     k.block_current(State::VsockRecv { deadline });
+    Ok(Done::Blocked)
 }
 
 /// `vsock_send`: one packet from the owner's memory, in place.
-fn sys_vsock_send(k: &mut Kernel, pid: Pid, frame: &mut TrapFrame, addr: u64, len: u64) {
-    let max_pieces = match owned_vsock(k, pid) {
-        Ok(v) => v.rings.max_tx_pieces(),
-        Err(e) => {
-            frame.rax = e.to_return();
-            return;
-        }
-    };
-    if len < HEADER_SIZE as u64 || len > (HEADER_SIZE + MAX_PAYLOAD) as u64 {
-        frame.rax = Error::BadArgument.to_return();
-        return;
+pub(super) fn vsock_send(k: &mut Kernel, pid: Pid, packet: Span) -> Result<Done, Error> {
+    let max_pieces = owned_vsock(k, pid)?.rings.max_tx_pieces();
+    if packet.len < HEADER_SIZE as u64 || packet.len > (HEADER_SIZE + MAX_PAYLOAD) as u64 {
+        return Err(Error::BadArgument);
     }
-    if let Err(e) = whole_user_buffer(k, addr, len, false, max_pieces) {
-        frame.rax = e.to_return();
-        return;
-    }
+    whole_user_buffer(k, packet, false, max_pieces)?;
     let crate::virtio::Devices { vsock, io, .. } = &mut k.devices;
     let queued = vsock.as_mut().map_or(Err(Error::NoSuchDevice), |v| v.send(pid, resolved(io, false)));
-    wait_for_device(k, frame, queued);
+    wait_for_device(k, queued)
 }

@@ -18,6 +18,7 @@ pub mod rng;
 pub mod vsock;
 
 use alloc::vec::Vec;
+use ward_abi::width::{high_u32, low_u32};
 
 use ward_abi::boot::{DeviceInfo, DeviceKind};
 use ward_abi::virtio::{self as abi, feature, reg, status};
@@ -124,7 +125,7 @@ impl Transport {
         let agreed = offered & (wanted | feature::VERSION_1);
         for word in 0..2u32 {
             self.write(reg::DRIVER_FEATURES_SEL, word);
-            self.write(reg::DRIVER_FEATURES, (agreed >> (32 * word)) as u32);
+            self.write(reg::DRIVER_FEATURES, low_u32(agreed >> (32 * word)));
         }
         let features_ok = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
         self.write(reg::STATUS, features_ok);
@@ -153,8 +154,8 @@ impl Transport {
         let (desc, avail, used) = (ring()?, ring()?, ring()?);
         self.write(reg::QUEUE_NUM, u32::from(size));
         for (low, value) in [(reg::QUEUE_DESC_LOW, desc), (reg::QUEUE_AVAIL_LOW, avail), (reg::QUEUE_USED_LOW, used)] {
-            self.write(low, value as u32);
-            self.write(low + 4, (value >> 32) as u32);
+            self.write(low, low_u32(value));
+            self.write(low + 4, high_u32(value));
         }
         let q = Virtqueue::new(&mut DirectRings, size, desc, avail, used);
         self.write(reg::QUEUE_READY, 1);
@@ -248,7 +249,7 @@ impl IoBuffer<'_> {
         self.pieces.iter().map(move |&(phys, n)| {
             // `UserRange::resolve` refuses ranges of 4 GiB or more.
             debug_assert!(n <= u64::from(u32::MAX));
-            Buffer { phys, len: n as u32, device_writes }
+            Buffer { phys, len: low_u32(n), device_writes }
         })
     }
 }

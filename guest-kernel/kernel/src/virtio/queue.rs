@@ -221,6 +221,7 @@ impl Virtqueue {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, reason = "test values are small")]
 pub(crate) mod tests {
     use super::*;
     use std::collections::HashMap;

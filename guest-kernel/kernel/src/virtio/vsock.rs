@@ -23,6 +23,7 @@
 //! against [`RingMemory`] so host tests drive it with a fake device.
 
 use alloc::vec::Vec;
+use ward_abi::width::{low_u8, low_u16, low_u32, u64_from, usize_from};
 
 use ward_abi::syscall::Error;
 use ward_abi::vsock::{self as abi, EVENT_TRANSPORT_RESET, RECV_TRANSPORT_RESET};
@@ -48,6 +49,8 @@ pub const RX_BUFFER_PAGES: u64 = RX_BUFFER_SIZE / PAGE_SIZE;
 pub const EVENTS: usize = 4;
 /// Bytes of an event buffer (`le32 id` and padding).
 const EVENT_SIZE: u64 = 8;
+/// A page's length as a descriptor holds it.
+const PAGE_LEN: u32 = low_u32(PAGE_SIZE);
 /// "No buffer" in the head-to-buffer tables.
 const NONE: u8 = u8::MAX;
 
@@ -122,17 +125,18 @@ impl Rings {
         let mut spans = [(0u16, 0u16); RX_BUFFERS];
         for (i, span) in spans.iter_mut().enumerate() {
             let start = pieces.len();
-            let first = i * RX_BUFFER_PAGES as usize;
-            for &phys in pages.iter().skip(first).take(RX_BUFFER_PAGES as usize) {
+            let first = i * usize_from(RX_BUFFER_PAGES);
+            for &phys in pages.iter().skip(first).take(usize_from(RX_BUFFER_PAGES)) {
                 let in_this_buffer = pieces.len() > start;
                 match pieces.last_mut() {
                     Some(last) if in_this_buffer && last.phys + u64::from(last.len) == phys => {
-                        last.len += PAGE_SIZE as u32;
+                        last.len += PAGE_LEN;
                     }
-                    _ => pieces.push(Buffer { phys, len: PAGE_SIZE as u32, device_writes: true }),
+                    _ => pieces.push(Buffer { phys, len: PAGE_LEN, device_writes: true }),
                 }
             }
-            *span = (start as u16, (pieces.len() - start) as u16);
+            // At most RX_BUFFERS * RX_BUFFER_PAGES pieces, far below 2^16.
+            *span = (low_u16(u64_from(start)), low_u16(u64_from(pieces.len() - start)));
         }
         let (rx_size, event_size, tx_size) = (rx.size(), event.size(), tx.size());
         let mut rings = Self {
@@ -175,7 +179,7 @@ impl Rings {
         match self.rx.push_chain(mem, usize::from(count), chain) {
             Ok(head) => {
                 if let Some(h) = self.rx_heads.get_mut(usize::from(head)) {
-                    *h = i as u8;
+                    *h = low_u8(u64_from(i)); // below RX_BUFFERS
                 }
                 self.slots[i] = Slot::Posted;
                 if was_unposted {
@@ -196,11 +200,11 @@ impl Rings {
     fn post_event(&mut self, mem: &mut impl RingMemory, e: usize) {
         let at = self.events + EVENT_SIZE * e as u64;
         mem.write32(at, u32::MAX);
-        let buf = Buffer { phys: at, len: EVENT_SIZE as u32, device_writes: true };
+        let buf = Buffer { phys: at, len: low_u32(EVENT_SIZE), device_writes: true };
         if let Ok(head) = self.event.push(mem, &[buf])
             && let Some(h) = self.event_heads.get_mut(usize::from(head))
         {
-            *h = e as u8;
+            *h = low_u8(u64_from(e)); // below the event queue's size
         }
     }
 
@@ -221,7 +225,7 @@ impl Rings {
             }
             // More than the buffer is a lie; ring 3 checks the header's
             // length against what is left.
-            let len = c.written.min(RX_BUFFER_SIZE as u32);
+            let len = c.written.min(low_u32(RX_BUFFER_SIZE));
             self.slots[usize::from(i)] = Slot::Ready;
             self.ready[(self.ready_head + self.ready_len) % RX_BUFFERS] = (i, len);
             self.ready_len += 1;
@@ -344,7 +348,7 @@ impl Vsock {
         // Fresh frames straight after one another are contiguous, so each
         // buffer is usually one descriptor. They are zero already (never
         // zeroed here: ring 0 is emulated).
-        let count = RX_BUFFERS * RX_BUFFER_PAGES as usize;
+        let count = RX_BUFFERS * usize_from(RX_BUFFER_PAGES);
         let mut pages = Vec::with_capacity(count);
         for _ in 0..count {
             pages.push(frames.alloc_zeroed(mem).ok_or(InitError::NoMemory)?);
@@ -403,6 +407,7 @@ impl Vsock {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, reason = "test values are small")]
 mod tests {
     use super::super::queue::tests::Bytes;
     use super::*;
