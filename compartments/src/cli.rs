@@ -135,8 +135,8 @@ pub enum Command {
 /// The `ward policy` commands.
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Check a policy: exit 0, or list every error with file, line and
-    /// column and exit 1.
+    /// Check a policy: exit 0, or list its errors with file, line and
+    /// column (the first 100, and how many more) and exit 1.
     Check {
         /// The policy file or directory (default: the policy in use).
         path: Option<PathBuf>,
