@@ -6,6 +6,8 @@
 //! of the programs a compartment gets as boot modules and of those its
 //! kernel starts at boot.
 
+#![forbid(unsafe_code)]
+
 /// The guest kernel ELF (`ward-kernel`), built by `build.rs`.
 pub static KERNEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ward-kernel"));
 

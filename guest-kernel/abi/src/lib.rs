@@ -12,6 +12,7 @@
 //! undefined behaviour.
 
 #![no_std]
+#![forbid(unsafe_code)]
 
 pub mod boot;
 pub mod debug_console;
