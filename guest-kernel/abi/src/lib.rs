@@ -16,6 +16,7 @@
 
 pub mod boot;
 pub mod debug_console;
+pub mod fault;
 pub mod layout;
 pub mod pages;
 pub mod syscall;

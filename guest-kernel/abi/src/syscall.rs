@@ -27,8 +27,10 @@ pub const SLEEP: u64 = 2;
 /// module `name` as a new child process with argument bytes `args`.
 /// `priority` 0 (highest) to 7, or [`PRIORITY_INHERIT`].
 pub const SPAWN: u64 = 3;
-/// `wait(pid) -> status`: blocks until child `pid` ends and reaps it; see
-/// [`STATUS_KILLED`].
+/// `wait(pid, fault) -> status`: blocks until child `pid` ends and reaps
+/// it; see [`STATUS_KILLED`]. If `fault` is not 0 it is where the kernel
+/// writes a [`crate::fault::FaultRecord`] (8-byte aligned): why the child was
+/// killed, or kind 0 if it exited.
 pub const WAIT: u64 = 4;
 /// `getpid() -> pid`.
 pub const GETPID: u64 = 5;
@@ -288,6 +290,8 @@ pub struct ProcessInfo {
     pub pages: u64,
     /// Program name, NUL padded.
     pub name: [u8; 16],
+    /// Why the kernel killed it (kind 0: it was not killed).
+    pub fault: crate::fault::FaultRecord,
 }
 
 /// A block device, as [`BLK_INFO`] reports it.
@@ -332,7 +336,8 @@ mod tests {
 
     #[test]
     fn records_have_fixed_sizes() {
-        assert_eq!(core::mem::size_of::<ProcessInfo>(), 48);
+        assert_eq!(core::mem::size_of::<ProcessInfo>(), 48 + 32);
+        assert_eq!(core::mem::size_of::<crate::fault::FaultRecord>(), 32);
         assert_eq!(core::mem::size_of::<MemInfo>(), 32);
     }
 }

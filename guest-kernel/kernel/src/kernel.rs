@@ -6,9 +6,13 @@
 //! preempted or re-entered. That is what makes a single `&mut Kernel`,
 //! handed down from the trap entry, sound.
 
+use crate::mem::phys::PhysMemory as _;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
+use ward_abi::fault::Fault;
 use ward_abi::width::low_u32;
+use ward_abi::width::u64_from;
+use zerocopy::IntoBytes;
 
 use ward_abi::debug_console::{EXIT_INIT_KILLED, MARK_FIRST_USER_OUTPUT};
 use ward_abi::syscall::STATUS_KILLED;
@@ -277,7 +281,15 @@ impl Kernel {
         }
         let parent_waits = self.procs.get(&parent).is_some_and(|q| q.state == State::Waiting { child: pid });
         if parent_waits {
-            self.set_return(parent, status as u64);
+            let fault = self.procs.get(&pid).and_then(|p| p.fault);
+            let out = self.procs.get(&parent).map_or(0, |q| q.wait_fault_out);
+            if out != 0 {
+                // Checked writable when the parent called `wait`, and its
+                // address space has not changed since: it was blocked.
+                let record = fault.map(|f| f.record()).unwrap_or_default();
+                let _ = self.write_user(parent, out, record.as_bytes());
+            }
+            self.set_return(parent, status.cast_unsigned());
             self.wake(parent);
             self.reap(pid);
         } else if !self.procs.contains_key(&parent) {
@@ -288,6 +300,27 @@ impl Kernel {
         }
     }
 
+    /// Writes `bytes` (whole 64-bit words) at `addr` in `pid`'s memory,
+    /// checked writable, through the direct map: its address space need
+    /// not be the one loaded. `addr` is 8-byte aligned, so no word
+    /// straddles a page.
+    pub fn write_user(&mut self, pid: Pid, addr: u64, bytes: &[u8]) -> Result<(), ward_abi::syscall::Error> {
+        use ward_abi::syscall::Error;
+        let len = u64_from(bytes.len());
+        if !addr.is_multiple_of(8) || !len.is_multiple_of(8) {
+            return Err(Error::BadAddress);
+        }
+        let space = self.procs.get(&pid).and_then(|p| p.space.as_ref()).ok_or(Error::NoSuchProcess)?;
+        crate::mem::user::UserRange::new(&mut self.mem, space, addr, len, len, crate::mem::user::Access::Write)?;
+        for (i, word) in (0u64..).zip(bytes.chunks_exact(8)) {
+            let phys = space.translate(&mut self.mem, addr + 8 * i).ok_or(Error::BadAddress)?.phys;
+            let mut value = [0u8; 8];
+            value.copy_from_slice(word);
+            self.mem.write_u64(phys, u64::from_le_bytes(value));
+        }
+        Ok(())
+    }
+
     /// Forgets an ended process; its kernel stack goes once we are off it.
     pub fn reap(&mut self, pid: Pid) {
         if let Some(p) = self.procs.remove(&pid) {
@@ -295,9 +328,17 @@ impl Kernel {
         }
     }
 
-    /// Kills the running process for a CPU exception, with a report.
-    pub fn kill_current(&mut self, frame: &TrapFrame, what: &str, fault_addr: Option<u64>) {
+    /// Kills the running process for `fault` (`what`, for the report on
+    /// the console), keeping the fault with it.
+    pub fn kill_current(&mut self, frame: &TrapFrame, fault: Fault, what: &str) {
         let Some(pid) = self.current else { return };
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.fault = Some(fault);
+        }
+        let fault_addr = match fault {
+            Fault::Memory { address, .. } => Some(address),
+            _ => None,
+        };
         let name = self.procs.get(&pid).map_or(&b"?"[..], Process::name);
         kprintln!(
             "ward-kernel: killed process ",

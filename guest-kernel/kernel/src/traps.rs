@@ -14,6 +14,7 @@
 //! stack area grows the stack instead.
 
 use ward_abi::debug_console::EXIT_EXCEPTION;
+use ward_abi::fault::{Fault, VECTOR_PAGE_FAULT as VECTOR_PAGE_FAULT_U8};
 use ward_abi::layout::{USER_STACK_MAX, USER_STACK_TOP};
 use ward_abi::virtio::{FIRST_VECTOR, MAX_DEVICES};
 use ward_abi::width::low_u8;
@@ -189,7 +190,8 @@ extern "C" fn trap_dispatch(frame: *mut TrapFrame) -> *mut TrapFrame {
     match kind {
         TrapKind::Syscall | TrapKind::SyscallViaFault => {
             if kind == TrapKind::SyscallViaFault && !complete_syscall_frame(frame) {
-                k.kill_current(frame, "system call with a non-user return address", None);
+                let fault = Fault::BadSyscall { rip: frame.rcx };
+                k.kill_current(frame, fault, "system call with a non-user return address");
             } else {
                 crate::syscall::dispatch(k, frame);
                 // Most calls change nothing about who runs: straight back.
@@ -216,12 +218,13 @@ extern "C" fn trap_dispatch(frame: *mut TrapFrame) -> *mut TrapFrame {
                 space.map_zeroed(mem, frames, page, flags).ok()
             });
             if grown.is_none() {
-                k.kill_current(frame, "page fault (#PF) growing the stack, out of memory", Some(fault_addr));
+                let fault = Fault::from_exception(VECTOR_PAGE_FAULT_U8, frame.error_code, frame.rip, fault_addr);
+                k.kill_current(frame, fault, "page fault (#PF) growing the stack, out of memory");
             }
         }
         TrapKind::UserFault => {
-            let addr = (frame.vector == VECTOR_PAGE_FAULT).then_some(fault_addr);
-            k.kill_current(frame, exception_name(frame.vector), addr);
+            let fault = Fault::from_exception(low_u8(frame.vector), frame.error_code, frame.rip, fault_addr);
+            k.kill_current(frame, fault, exception_name(frame.vector));
         }
         TrapKind::KernelFault => fatal(frame, fault_addr),
     }

@@ -7,6 +7,7 @@ use ward_abi::width::{high_u32, low_u8, low_u32, usize_from};
 use ward_abi::syscall::{self as abi, Error, MemInfo, ProcessInfo};
 
 /// Scheduling priorities for [`spawn`]: 0 is the highest.
+pub use ward_abi::fault::{Access, Fault, FaultRecord};
 pub use ward_abi::syscall::{PRIORITY_DEFAULT, PRIORITY_HIGHEST, PRIORITY_LOWEST};
 use zerocopy::IntoBytes;
 
@@ -18,19 +19,23 @@ pub type Pid = u32;
 pub enum Status {
     /// It exited with this code.
     Exited(u32),
-    /// The kernel killed it for this CPU exception vector.
-    Killed(u8),
+    /// The kernel killed it, for this.
+    Killed(Fault),
 }
 
 impl Status {
-    /// Decodes a raw status.
-    pub fn from_raw(raw: u64) -> Self {
-        let raw = raw as i64;
-        // The vector is the low byte; an exit code the low 32 bits.
-        if raw & abi::STATUS_KILLED != 0 {
-            Self::Killed(low_u8(raw.cast_unsigned()))
-        } else {
-            Self::Exited(low_u32(raw.cast_unsigned()))
+    /// Decodes a raw status and the fault record `wait` wrote.
+    pub fn from_raw(raw: u64, fault: &FaultRecord) -> Self {
+        let raw = raw.cast_signed();
+        match fault.fault() {
+            Some(fault) if raw & abi::STATUS_KILLED != 0 => Self::Killed(fault),
+            // A kernel that killed without a record: the exception vector
+            // (the low byte) is all there is.
+            None if raw & abi::STATUS_KILLED != 0 => {
+                Self::Killed(Fault::Exception { vector: low_u8(raw.cast_unsigned()), rip: 0, error_code: 0 })
+            }
+            // An exit code is the low 32 bits.
+            _ => Self::Exited(low_u32(raw.cast_unsigned())),
         }
     }
 }
@@ -91,7 +96,9 @@ pub fn spawn(program: &str, args: &[u8], priority: Option<u8>) -> Result<Pid, Er
 
 /// Waits for child `pid` to end and reaps it.
 pub fn wait(pid: Pid) -> Result<Status, Error> {
-    syscall5(abi::WAIT, u64::from(pid), 0, 0, 0, 0).map(Status::from_raw)
+    let mut fault = FaultRecord::default();
+    let raw = syscall5(abi::WAIT, u64::from(pid), core::ptr::from_mut(&mut fault) as u64, 0, 0, 0)?;
+    Ok(Status::from_raw(raw, &fault))
 }
 
 /// This process's id.

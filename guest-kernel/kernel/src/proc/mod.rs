@@ -151,6 +151,12 @@ pub struct Process {
     pub heap_next: u64,
     /// Next address for pages shared with it.
     pub share_next: u64,
+    /// Why the kernel killed it, once it did: kept with the dead process
+    /// for `wait` and `ps`.
+    pub fault: Option<ward_abi::fault::Fault>,
+    /// While it waits for a child: where `wait` writes the child's fault
+    /// (0: nowhere).
+    pub wait_fault_out: u64,
 }
 
 impl Process {

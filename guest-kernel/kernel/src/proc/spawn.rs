@@ -81,6 +81,8 @@ pub fn spawn(k: &mut Kernel, name: &[u8], args: &[u8], priority: u8, parent: Pid
         mailbox: VecDeque::new(),
         heap_next: USER_HEAP_BASE,
         share_next: USER_SHARE_BASE,
+        fault: None,
+        wait_fault_out: 0,
     };
     let frame = TrapFrame {
         rip: program.entry,

@@ -72,8 +72,9 @@ pub enum Call {
     Sleep { ns: u64 },
     /// `spawn(name, args, priority)`.
     Spawn { name: Span, args: Span, priority: Priority },
-    /// `wait(child)`.
-    Wait { child: Pid },
+    /// `wait(child, fault)`: `fault` is where the child's fault goes (0:
+    /// nowhere).
+    Wait { child: Pid, fault: u64 },
     /// `getpid()`.
     GetPid,
     /// `write(buf)`: to the console.
@@ -140,7 +141,7 @@ impl Call {
                 };
                 Self::Spawn { name: span(a0, a1), args: span(a2, a3), priority }
             }
-            abi::WAIT => Self::Wait { child: pid(a0)? },
+            abi::WAIT => Self::Wait { child: pid(a0)?, fault: a1 },
             abi::GETPID => Self::GetPid,
             abi::WRITE => Self::Write { buf: span(a0, a1) },
             abi::READ => Self::Read { buf: span(a0, a1) },
@@ -174,7 +175,7 @@ impl Call {
             Self::Yield => process::yield_now(k),
             Self::Sleep { ns } => process::sleep(k, ns),
             Self::Spawn { name, args, priority } => process::spawn(k, pid, name, args, priority),
-            Self::Wait { child } => process::wait(k, pid, child),
+            Self::Wait { child, fault } => process::wait(k, pid, child, fault),
             Self::GetPid => Ok(Done::Value(u64::from(pid))),
             Self::Clock => Ok(Done::Value(k.now_ns())),
             Self::Send { to, words } => process::send(k, pid, to, words),

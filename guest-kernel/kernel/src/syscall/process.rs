@@ -1,6 +1,7 @@
 //! The calls about processes and memory: exit, yield, sleep, spawn, wait,
 //! messages, sharing and mapping pages, `ps` and `meminfo`.
 
+use ward_abi::fault::FaultRecord;
 use ward_abi::layout::{PAGE_SIZE, USER_HEAP_BASE, USER_SHARE_BASE, USER_STACK_TOP};
 use ward_abi::syscall::{self as abi, Error, MemInfo, ProcessInfo};
 use ward_abi::width::usize_from;
@@ -42,15 +43,29 @@ pub(super) fn spawn(k: &mut Kernel, pid: Pid, name: Span, args: Span, priority: 
     crate::proc::spawn::spawn(k, name, args, priority, pid).map(|child| Done::Value(u64::from(child)))
 }
 
-pub(super) fn wait(k: &mut Kernel, pid: Pid, child: Pid) -> Result<Done, Error> {
-    let state = match k.procs.get(&child) {
+pub(super) fn wait(k: &mut Kernel, pid: Pid, child: Pid, fault_out: u64) -> Result<Done, Error> {
+    let (state, fault) = match k.procs.get(&child) {
         None => return Err(Error::NoSuchProcess),
         Some(c) if c.parent != pid => return Err(Error::NotChild),
-        Some(c) => c.state,
+        Some(c) => (c.state, c.fault),
     };
+    let size = core::mem::size_of::<FaultRecord>() as u64;
+    if fault_out != 0 {
+        // Checked now, so a bad pointer fails the call before it waits.
+        if !fault_out.is_multiple_of(8) {
+            return Err(Error::BadAddress);
+        }
+        user_range(k, Span { addr: fault_out, len: size }, size, Access::Write)?;
+    }
     if let State::Zombie { status } = state {
+        if fault_out != 0 {
+            k.write_user(pid, fault_out, fault.map(|f| f.record()).unwrap_or_default().as_bytes())?;
+        }
         k.reap(child);
         return Ok(Done::Value(status.cast_unsigned()));
+    }
+    if let Some(p) = k.procs.get_mut(&pid) {
+        p.wait_fault_out = fault_out;
     }
     k.block_current(State::Waiting { child });
     Ok(Done::Blocked)
@@ -190,6 +205,7 @@ pub fn process_info(k: &Kernel, p: &crate::proc::Process) -> ProcessInfo {
         cpu_ns: cycles_to_ns(p.cpu_cycles.wrapping_add(running), k.tsc_khz),
         pages: owned + stack,
         name,
+        fault: p.fault.map(|f| f.record()).unwrap_or_default(),
     }
 }
 
