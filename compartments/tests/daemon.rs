@@ -595,6 +595,8 @@ fn two_daemons_share_no_uid_cgroup_or_socket() {
     }
     let jailed = |d: &Daemon| {
         let waiter = d.vmms()[0];
+        // The waiter forks its jailed child just after it starts.
+        wait_until("the jailed child runs", Duration::from_secs(10), || jailed_uid(waiter).is_some());
         let uid = jailed_uid(waiter).expect("a jailed child");
         let cgroup = std::fs::read_to_string(format!("/proc/{waiter}/cgroup")).unwrap();
         (uid, cgroup)

@@ -132,7 +132,7 @@ fn main() -> ExitCode {
     match sup.autostart() {
         Ok(started) if !started.is_empty() => log::info!("autostarted {}", started.join(", ")),
         Ok(_) => {}
-        Err(e) => log::warn!("autostart: {}", e.1),
+        Err(e) => log::warn!("autostart: {e}"),
     }
     log::info!("serving {}", paths.socket.display());
     let supervisor = {

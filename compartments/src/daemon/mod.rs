@@ -5,6 +5,7 @@
 pub mod client;
 pub mod ipc;
 pub mod lockfile;
+pub mod op_error;
 pub mod paths;
 pub mod pidfd;
 pub mod proto;

@@ -255,8 +255,12 @@ pub enum ErrorKind {
     WrongState,
     /// The policy does not allow it.
     Denied,
-    /// What it asks for cannot work (a command line too long, say).
+    /// What it asks for cannot work: a bad name, a disk that is not a
+    /// file, an image that does not exist, a command line too long.
     Invalid,
+    /// The policy cannot be read or has errors (the host's
+    /// configuration): nothing was decided.
+    Policy,
     /// The caller may not use the daemon.
     Forbidden,
     /// The daemon serves as many connections as it will; try again.

@@ -19,7 +19,7 @@ use ward_policy::{Lookup, Role};
 use super::ipc::{IpcRouter, PendingAsk, RouterConfig, VmmSockets};
 use super::paths::Paths;
 use super::pidfd::Pidfd;
-use super::proto::{CreateArgs, ErrorKind, Reply, State, Status};
+use super::proto::{CreateArgs, State, Status};
 use super::slot::{Slot, SlotError};
 use super::spawner::Spawner;
 use super::state::{Granted, Record, Restart, Store, StoreError, now_ms};
@@ -86,21 +86,7 @@ pub enum OpenError {
     Spawner(std::io::Error),
 }
 
-/// A lifecycle operation failed: the error reply.
-#[derive(Debug)]
-pub struct OpError(pub ErrorKind, pub String);
-
-impl From<StoreError> for OpError {
-    fn from(e: StoreError) -> Self {
-        Self(ErrorKind::Internal, e.to_string())
-    }
-}
-
-impl From<OpError> for Reply {
-    fn from(e: OpError) -> Self {
-        Reply::error(e.0, e.1)
-    }
-}
+pub use super::op_error::OpError;
 
 /// The daemon's compartments.
 #[derive(Debug)]
@@ -177,17 +163,19 @@ fn running_vmms() -> Vec<(u32, PathBuf)> {
 /// A disk file a compartment asks for, by its real path, and its size in
 /// bytes. The daemon has its own working directory, so only absolute paths
 /// are taken.
+fn bad_disk(name: &str, disk: &DiskRequest, reason: String) -> OpError {
+    OpError::BadDisk { name: name.to_owned(), path: disk.path.clone(), reason }
+}
+
 fn disk_size(name: &str, disk: &DiskRequest) -> Result<(DiskRequest, u64), OpError> {
-    let path = disk.path.display();
     if !disk.path.is_absolute() {
-        return Err(OpError(ErrorKind::Denied, format!("compartment {name}: disk {path} is not an absolute path")));
+        return Err(bad_disk(name, disk, "not an absolute path (wardd has its own working directory)".to_owned()));
     }
-    let real = std::fs::canonicalize(&disk.path)
-        .map_err(|e| OpError(ErrorKind::Denied, format!("compartment {name}: disk file {path}: {e}")))?;
+    let real = std::fs::canonicalize(&disk.path).map_err(|e| bad_disk(name, disk, e.to_string()))?;
     match std::fs::metadata(&real) {
         Ok(m) if m.is_file() => Ok((DiskRequest { path: real, read_only: disk.read_only }, m.len())),
-        Ok(_) => Err(OpError(ErrorKind::Denied, format!("compartment {name}: disk {path} is not a regular file"))),
-        Err(e) => Err(OpError(ErrorKind::Denied, format!("compartment {name}: disk file {path}: {e}"))),
+        Ok(_) => Err(bad_disk(name, disk, "not a regular file".to_owned())),
+        Err(e) => Err(bad_disk(name, disk, e.to_string())),
     }
 }
 
@@ -315,24 +303,23 @@ impl Supervisor {
     pub fn create(&self, args: &CreateArgs) -> Result<(), OpError> {
         let CreateArgs { name, image, memory_mib, cmdline, disks, disposable } = args;
         let (name, disposable) = (name.as_str(), *disposable);
-        let valid = CompartmentName::new(name).map_err(|e| OpError(ErrorKind::Denied, e.to_string()))?;
+        let valid = CompartmentName::new(name)?;
         // What the VMM would refuse at start is refused now.
         ward_vmm::boot::check_cmdline(cmdline.as_bytes())
-            .map_err(|e| OpError(ErrorKind::Invalid, format!("compartment {name}: {e}")))?;
+            .map_err(|source| OpError::BadCmdline { name: name.to_owned(), source })?;
         let _guard = lock(&self.ops);
         if self.store.get(name)?.is_some() {
-            return Err(OpError(ErrorKind::Exists, format!("compartment {name} exists")));
+            return Err(OpError::Exists(name.to_owned()));
         }
-        let policy = self.config.policy.load().map_err(|e| OpError(ErrorKind::Denied, e.to_string()))?;
-        let g = grant(&policy, &self.config.policy.describe(), &valid, *memory_mib, image.as_deref())
-            .map_err(|e| OpError(ErrorKind::Denied, e.to_string()))?;
+        let policy = self.config.policy.load()?;
+        let g = grant(&policy, &self.config.policy.describe(), &valid, *memory_mib, image.as_deref())?;
         // Kept by their real paths: the VMM opens them without following
         // links, so a path swapped for a link later is refused.
         let sized = disks.iter().map(|d| disk_size(name, d)).collect::<Result<Vec<_>, _>>()?;
         let disks: &Vec<DiskRequest> = &sized.iter().map(|(d, _)| d.clone()).collect();
-        g.check_disks(name, &sized).map_err(|e| OpError(ErrorKind::Denied, e.to_string()))?;
+        g.check_disks(name, &sized)?;
         if ward_images::image(&g.image).is_none() {
-            return Err(OpError(ErrorKind::Denied, format!("no image called {:?}", g.image)));
+            return Err(OpError::NoSuchImage(g.image));
         }
         let (role, restart) = match policy.compartment(name) {
             Lookup::Defined(spec) | Lookup::AdHoc(spec) => (spec.role.to_string(), restart_of(spec.restart)),
@@ -379,12 +366,12 @@ impl Supervisor {
                 rec.failures = 0;
                 self.spawn(&mut rec)
             }
-            state => Err(OpError(ErrorKind::WrongState, format!("compartment {name} is {state:?}"))),
+            state => Err(OpError::WrongState { name: name.to_owned(), state, hint: "" }),
         }
     }
 
     fn get(&self, name: &str) -> Result<Record, OpError> {
-        self.store.get(name)?.ok_or_else(|| OpError(ErrorKind::NotFound, format!("no compartment {name}")))
+        self.store.get(name)?.ok_or_else(|| OpError::NoSuchCompartment(name.to_owned()))
     }
 
     /// Starts the VMM process of `rec` (the ops lock is held).
@@ -398,8 +385,7 @@ impl Supervisor {
         let vsock = match (rec.devices.vsock, rec.uid) {
             (true, Some(uid)) => {
                 let cid = Slot::cid(uid);
-                let sockets =
-                    self.ipc.attach(&rec.name, cid).map_err(|e| OpError(ErrorKind::Internal, e.to_string()))?;
+                let sockets = self.ipc.attach(&rec.name, cid)?;
                 Some((cid, sockets))
             }
             _ => None,
@@ -417,7 +403,7 @@ impl Supervisor {
     /// made.
     fn spawn_vmm(&self, rec: &mut Record, vsock: Option<(u64, VmmSockets)>) -> Result<(), OpError> {
         let paths = &self.config.paths;
-        let internal = |what: &str, e: std::io::Error| OpError(ErrorKind::Internal, format!("{what}: {e}"));
+        let internal = |what: &str, e: std::io::Error| OpError::host(what, e);
         let spec = VmmSpec {
             name: rec.name.clone(),
             image: rec.image.clone(),
@@ -441,7 +427,7 @@ impl Supervisor {
         };
         let vsock_fds = vsock.map(|(_, sockets)| sockets);
         let spec_path = paths.spec(&rec.name);
-        let json = serde_json::to_vec_pretty(&spec).map_err(|e| OpError(ErrorKind::Internal, e.to_string()))?;
+        let json = serde_json::to_vec_pretty(&spec).map_err(|e| OpError::host("encoding the spec", e.into()))?;
         std::fs::write(&spec_path, json).map_err(|e| internal("writing the spec", e))?;
         let _ = std::fs::remove_file(paths.exit_file(&rec.name));
         rec.state = State::Starting;
@@ -482,7 +468,7 @@ impl Supervisor {
                 // A run that never began: a failure like any other, so the
                 // restart policy and its backoff apply.
                 let error = internal(&format!("starting {} in its cgroup", self.config.vmm_binary.display()), e);
-                self.finish_with(rec, format!("not started: {}", error.1))?;
+                self.finish_with(rec, format!("not started: {error}"))?;
                 return Err(error);
             }
         };
@@ -519,9 +505,8 @@ impl Supervisor {
         let taken: std::collections::HashSet<u32> = self.store.all()?.iter().filter_map(|r| r.uid).collect();
         let mut uids = self.slot.compartment_uids();
         let count = uids.len();
-        uids.find(|uid| !taken.contains(uid)).ok_or_else(|| {
-            OpError(ErrorKind::Internal, format!("all {count} compartment uids of this wardd's slot are in use"))
-        })
+        uids.find(|uid| !taken.contains(uid))
+            .ok_or_else(|| OpError::Exhausted(format!("all {count} compartment uids of this wardd's slot are in use")))
     }
 
     /// Makes the compartment's cgroup (memory, CPU, task limits) and has the
@@ -562,7 +547,7 @@ impl Supervisor {
                     self.store.audit("stop", name, "restart cancelled")?;
                     return Ok(());
                 }
-                state => return Err(OpError(ErrorKind::WrongState, format!("compartment {name} is {state:?}"))),
+                state => return Err(OpError::WrongState { name: name.to_owned(), state, hint: "" }),
             }
             let timeout_ms = if force { 0 } else { u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX) };
             let deadline = now_ms().saturating_add(timeout_ms);
@@ -591,7 +576,7 @@ impl Supervisor {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        Err(OpError(ErrorKind::Internal, format!("compartment {name} did not stop")))
+        Err(OpError::DidNotStop(name.to_owned()))
     }
 
     /// Whether `name`'s VMM is still running (a zombie is not).
@@ -614,15 +599,14 @@ impl Supervisor {
         let stream = lock(&self.inputs).get(name).map(std::os::unix::net::UnixStream::try_clone);
         let stream = match stream {
             Some(Ok(stream)) => stream,
-            Some(Err(e)) => return Err(OpError(ErrorKind::Internal, format!("console input of {name}: {e}"))),
+            Some(Err(e)) => return Err(OpError::host(format!("console input of {name}"), e)),
             None => {
-                return Err(OpError(
-                    ErrorKind::WrongState,
-                    format!("compartment {name} is not running with a console input from this daemon"),
-                ));
+                let reason = "not running with a console input from this daemon".to_owned();
+                return Err(OpError::NoInput { name: name.to_owned(), reason });
             }
         };
-        let refused = |e: std::io::Error| OpError(ErrorKind::WrongState, format!("console input of {name}: {e}"));
+        let refused =
+            |e: std::io::Error| OpError::NoInput { name: name.to_owned(), reason: format!("console input: {e}") };
         stream.set_write_timeout(Some(INPUT_TIMEOUT)).map_err(refused)?;
         (&stream).write_all(data).map_err(refused)?;
         if end {
@@ -637,10 +621,7 @@ impl Supervisor {
         let _guard = lock(&self.ops);
         let rec = self.get(name)?;
         if !matches!(rec.state, State::Created | State::Stopped) {
-            return Err(OpError(
-                ErrorKind::WrongState,
-                format!("compartment {name} is {:?}; stop it first", rec.state),
-            ));
+            return Err(OpError::WrongState { name: name.to_owned(), state: rec.state, hint: "; stop it first" });
         }
         self.forget(name)?;
         Ok(())
@@ -731,7 +712,7 @@ impl Supervisor {
             State::Restarting if rec.restart_at_ms.is_none_or(|at| at <= now_ms()) => {
                 rec.restarts += 1;
                 if let Err(e) = self.spawn(&mut rec) {
-                    log::warn!("compartment {}: restart failed: {}", rec.name, e.1);
+                    log::warn!("compartment {}: restart failed: {e}", rec.name);
                 }
             }
             _ => {}
@@ -838,7 +819,7 @@ impl Supervisor {
     /// A record, pretty.
     pub fn inspect(&self, name: &str) -> Result<String, OpError> {
         let rec = self.get(name)?;
-        serde_json::to_string_pretty(&rec).map_err(|e| OpError(ErrorKind::Internal, e.to_string()))
+        serde_json::to_string_pretty(&rec).map_err(|e| OpError::host("encoding the record", e.into()))
     }
 
     /// The state of `name`, if it exists.
@@ -849,7 +830,7 @@ impl Supervisor {
     /// Starts every compartment the policy marks `autostart`, identity and
     /// storage first, then communication, then apps.
     pub fn autostart(&self) -> Result<Vec<String>, OpError> {
-        let policy = self.config.policy.load().map_err(|e| OpError(ErrorKind::Denied, e.to_string()))?;
+        let policy = self.config.policy.load()?;
         let mut names: Vec<(u8, String)> = policy
             .spec()
             .compartments
@@ -878,7 +859,7 @@ impl Supervisor {
 
     /// The user's answer to pending call `id`.
     pub fn answer(&self, id: u64, allow: bool) -> Result<(), OpError> {
-        self.ipc.answer(id, allow).map_err(|e| OpError(ErrorKind::NotFound, e.to_string()))
+        Ok(self.ipc.answer(id, allow)?)
     }
 
     /// The IPC router's process id, while it runs.
@@ -907,7 +888,7 @@ impl Supervisor {
                 for name in batch {
                     s.spawn(move || {
                         if let Err(e) = self.stop(name, timeout, false) {
-                            log::warn!("stopping {name}: {}", e.1);
+                            log::warn!("stopping {name}: {e}");
                         }
                     });
                 }
