@@ -21,7 +21,6 @@ pub mod host;
 mod logger;
 pub mod router;
 mod seccomp;
-pub mod sockets;
 
 pub use control::{ControlError, Options, serve, serve_with};
 pub use logger::init_logging;

@@ -169,31 +169,7 @@ pub(crate) fn filter(role: ThreadRole) -> Result<BpfProgram, SeccompError> {
 /// starts from now on), for the rest of its life.
 pub(crate) fn install(role: ThreadRole) -> Result<(), SeccompError> {
     let program = filter(role)?;
-    let install_error = |source| SeccompError::Install { role, source };
-    let len = u16::try_from(program.len()).map_err(|_| install_error(std::io::Error::other("filter too long")))?;
-    // SAFETY: PR_SET_NO_NEW_PRIVS takes plain integers and only affects this
-    // thread; we check the result.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(install_error(std::io::Error::last_os_error()));
-    }
-    let fprog = libc::sock_fprog {
-        len,
-        // seccompiler's `sock_filter` is `#[repr(C)]` with the kernel's
-        // layout (u16, u8, u8, u32), the same as libc's.
-        filter: program.as_ptr().cast::<libc::sock_filter>().cast_mut(),
-    };
-    let load = |flags: libc::c_ulong| {
-        // SAFETY: `fprog` points at `program`, alive for the call; the
-        // kernel copies the filter and keeps no pointer to it. We check the
-        // result.
-        unsafe { libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, flags, std::ptr::from_ref(&fprog)) }
-    };
-    // Ask the kernel to log refusals; kernels without the flag still
-    // refuse, silently.
-    if load(libc::SECCOMP_FILTER_FLAG_LOG) != 0 && load(0) != 0 {
-        return Err(install_error(std::io::Error::last_os_error()));
-    }
-    Ok(())
+    ward_sandbox::seccomp::install(&program).map_err(|source| SeccompError::Install { role, source })
 }
 
 #[cfg(test)]

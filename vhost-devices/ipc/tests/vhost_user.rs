@@ -20,7 +20,7 @@ use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 use ward_abi::vsock::{CALL_PORT, HEADER_SIZE, Header, ROUTER_CID, TYPE_STREAM, op, service_port, shutdown};
-use ward_ipc::sockets::{one_connection, seqpacket_pair};
+use ward_sandbox::sockets::{one_connection, seqpacket_pair};
 use zerocopy::{FromBytes, IntoBytes};
 
 const POLICY: &str = r#"

@@ -1,0 +1,155 @@
+//! `ward`: the command line of the Ward compartment host.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+
+use ward_host::cli::{BenchCommand, Cli, Command};
+use ward_host::daemon::paths::default_socket;
+use ward_host::daemon::proto::{CreateArgs, Request};
+use ward_host::grant::DiskRequest;
+use ward_host::policy_source::PolicySource;
+use ward_host::{bench, fleet, manage, policy_cmd, run};
+use ward_policy::display::escape;
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().filter_or("WARD_LOG", "warn"))
+        .format(|buf, record| writeln!(buf, "ward: {}: {}", record.level().as_str().to_lowercase(), record.args()))
+        .init();
+
+    let socket = cli.socket.clone().unwrap_or_else(default_socket);
+    match cli.command {
+        Command::Run(args)
+            if !args.foreground && !args.timing && args.kernel.is_none() && manage::daemon_available(&socket) =>
+        {
+            match run_in_daemon(&socket, &args) {
+                Ok(Some(code)) => ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)),
+                Ok(None) => ExitCode::from(run::EXIT_CRASHED),
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Run(args) => {
+            match run::run(&args, &PolicySource::resolve(cli.policy.as_deref()), Box::new(std::io::stdout()), started) {
+                Ok(outcome) => {
+                    if args.timing {
+                        eprint!("{}", run::timing_report(&outcome.timings));
+                    }
+                    if outcome.exit.exit_code().is_none() {
+                        eprintln!("ward: compartment {} {}", args.name, outcome.exit);
+                    }
+                    ExitCode::from(run::exit_code(&outcome.exit))
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Policy(command) => policy_cmd::main(&command, cli.policy.as_deref()),
+        Command::Create { name, image, memory, cmdline, disks, disposable } => {
+            let request = Request::Create(CreateArgs {
+                name: name.to_string(),
+                image,
+                memory_mib: memory,
+                cmdline,
+                disks: absolute(disks),
+                disposable,
+            });
+            done(manage::simple(&socket, &request).map(|()| String::new()))
+        }
+        Command::Start { name } => done(manage::simple(&socket, &Request::Start { name }).map(|()| String::new())),
+        Command::Stop { name, timeout } => {
+            let request = Request::Stop { name, timeout_ms: Some(timeout.saturating_mul(1000)) };
+            done(manage::simple(&socket, &request).map(|()| String::new()))
+        }
+        Command::Kill { name } => done(manage::simple(&socket, &Request::Kill { name }).map(|()| String::new())),
+        Command::Rm { name } => done(manage::simple(&socket, &Request::Remove { name }).map(|()| String::new())),
+        Command::Ls => done(manage::list(&socket)),
+        Command::Inspect { name } => done(manage::inspect(&socket, &name)),
+        Command::Audit { limit } => done(manage::audit(&socket, limit)),
+        Command::Pending => done(manage::pending(&socket)),
+        Command::Allow { id } => {
+            done(manage::simple(&socket, &Request::Answer { id, allow: true }).map(|()| format!("call {id} allowed\n")))
+        }
+        Command::Deny { id } => {
+            done(manage::simple(&socket, &Request::Answer { id, allow: false }).map(|()| format!("call {id} denied\n")))
+        }
+        Command::Logs { name, follow } => match manage::logs(&socket, &name, follow, &mut std::io::stdout()) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
+        Command::Doctor => {
+            let capabilities = ward_sandbox::jail::doctor();
+            print!("{}", ward_sandbox::jail::render_doctor(&capabilities));
+            ExitCode::SUCCESS
+        }
+        Command::Images => {
+            print!("{}", run::images_report());
+            ExitCode::SUCCESS
+        }
+        Command::Bench(BenchCommand::Fleet(args)) => done(fleet::fleet(&socket, &args)),
+        Command::Bench(BenchCommand::Ipc(args)) => done(ward_host::ipc_bench::ipc(&args)),
+        Command::Bench(BenchCommand::UnixPeer) => done(ward_host::ipc_bench::unix_peer()),
+        Command::Bench(BenchCommand::Boot(args)) => done(bench::boot(&args)),
+        Command::Bench(BenchCommand::Disk(args)) => done(bench::disk(&args)),
+    }
+}
+
+/// `ward run` with wardd: create, start, follow the console to the end;
+/// a disposable compartment is removed after.
+fn run_in_daemon(socket: &std::path::Path, args: &ward_host::cli::RunArgs) -> Result<Option<i32>, manage::ManageError> {
+    let name = args.name.to_string();
+    let create = Request::Create(CreateArgs {
+        name: name.clone(),
+        image: args.image.clone(),
+        memory_mib: args.memory,
+        cmdline: args.cmdline.clone(),
+        disks: absolute(args.disks.clone()),
+        disposable: args.disposable,
+    });
+    manage::simple(socket, &create)?;
+    manage::simple(socket, &Request::Start { name: name.clone() })?;
+    // Standard input goes to the compartment's console, as in a run of our
+    // own; the thread dies with the process when the compartment ends.
+    let (input_socket, input_name) = (socket.to_owned(), name.clone());
+    std::thread::spawn(move || manage::forward_input(&input_socket, &input_name, std::io::stdin()));
+    let code = manage::logs(socket, &name, true, &mut std::io::stdout())?;
+    if args.disposable {
+        manage::simple(socket, &Request::Remove { name })?;
+    }
+    Ok(code)
+}
+
+/// Disk paths made absolute: wardd has a working directory of its own.
+fn absolute(disks: Vec<DiskRequest>) -> Vec<DiskRequest> {
+    disks
+        .into_iter()
+        .map(|d| DiskRequest { path: std::path::absolute(&d.path).unwrap_or(d.path), read_only: d.read_only })
+        .collect()
+}
+
+/// Prints a command's output, or its error. Both may hold text from a
+/// policy, a guest or a file (images, services, paths): control and
+/// bidirectional characters are printed escaped, line by line.
+fn done<E: std::error::Error>(result: Result<String, E>) -> ExitCode {
+    match result {
+        Ok(text) => {
+            print!("{}", escape_lines(&text));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// Reports an error and fails.
+fn fail(e: &dyn std::error::Error) -> ExitCode {
+    eprintln!("ward: error: {}", escape_lines(&e.to_string()));
+    ExitCode::FAILURE
+}
+
+/// `text` with each line escaped (`ward_policy::display::escape`), its
+/// line breaks kept.
+fn escape_lines(text: &str) -> String {
+    text.split('\n').map(escape).collect::<Vec<_>>().join("\n")
+}

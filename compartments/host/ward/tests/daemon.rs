@@ -1,0 +1,740 @@
+//! wardd with real processes on real KVM: many compartments at once, VMMs
+//! and the daemon itself killed with SIGKILL, garbage on the socket, the
+//! console history cap, shutdown. Each test ends with every compartment
+//! accounted for and no stray VMM process.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const POLICY: &str = r#"
+[compartment.keeper]
+role = "app"
+image = "idle"
+memory = 16
+restart = "always"
+
+[compartment.looper]
+role = "app"
+image = "hello"
+memory = 16
+restart = "on-failure"
+
+[template.app]
+image = "idle"
+memory = 16
+"#;
+
+/// A wardd of its own, in temporary directories.
+struct Daemon {
+    dir: PathBuf,
+    child: Option<Child>,
+    extra: Vec<String>,
+}
+
+fn bin(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ward")).with_file_name(name)
+}
+
+impl Daemon {
+    fn start(test: &str, policy: &str, extra: &[&str]) -> Self {
+        assert!(Path::new("/dev/kvm").exists(), "/dev/kvm is missing: these tests need it and never skip");
+        let dir = std::env::temp_dir().join(format!("ward-daemon-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("policy.toml"), policy).unwrap();
+        let mut d = Self { dir, child: None, extra: extra.iter().map(|s| (*s).to_owned()).collect() };
+        d.spawn();
+        d
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("wardd.sock")
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(bin("wardd"))
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .arg("--policy")
+            .arg(self.dir.join("policy.toml"))
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join("wardd.log")).unwrap())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        wait_until("wardd answers", Duration::from_secs(10), || self.ward(&["ls"]).status.success());
+    }
+
+    fn ward(&self, args: &[&str]) -> Output {
+        Command::new(bin("ward")).arg("--socket").arg(self.socket()).args(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.ward(args);
+        assert!(out.status.success(), "ward {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// (state, pid, restarts) of each compartment, from `ward ls`.
+    fn table(&self) -> Vec<(String, String, Option<u32>, u32)> {
+        self.ok(&["ls"])
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f[0].to_owned(), f[2].to_owned(), f[3].parse().ok(), f[9].parse().unwrap())
+            })
+            .collect()
+    }
+
+    fn state(&self, name: &str) -> Option<String> {
+        self.table().into_iter().find(|r| r.0 == name).map(|r| r.1)
+    }
+
+    /// The daemon's slot (`daemon::slot`), as it recorded it.
+    fn slot(&self) -> u32 {
+        std::fs::read_to_string(self.dir.join("state/slot")).unwrap().trim().parse().unwrap()
+    }
+
+    /// The pid of wardd.
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap()
+    }
+
+    fn kill_daemon(&mut self, signal: i32) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signalling our own child process.
+            unsafe { libc_kill(i32::try_from(child.id()).unwrap(), signal) };
+            let _ = child.wait();
+        }
+    }
+
+    /// Live ward-vmm processes started for this daemon.
+    /// Children of the daemon that ended and were never reaped.
+    fn zombies(&self) -> Vec<u32> {
+        let Some(daemon) = self.child.as_ref().map(Child::id) else { return Vec::new() };
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let fields: Vec<&str> =
+                    stat.rfind(')').and_then(|i| stat.get(i + 2..)).unwrap_or("").split(' ').collect();
+                fields.first() == Some(&"Z") && fields.get(1) == Some(&daemon.to_string().as_str())
+            })
+            .collect()
+    }
+
+    fn vmms(&self) -> Vec<u32> {
+        let marker = self.dir.join("state").to_string_lossy().into_owned();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let zombie = stat.rfind(')').and_then(|i| stat.get(i + 2..i + 3)) == Some("Z");
+                let program = cmd.split(|&b| b == 0).next().unwrap_or_default();
+                // A jailed VMM is the child of its waiter; count the waiter.
+                let ppid = stat.rfind(')').and_then(|i| stat.get(i + 2..)?.split(' ').nth(1)?.parse::<u32>().ok());
+                let parent = std::fs::read(format!("/proc/{}/cmdline", ppid.unwrap_or(0))).unwrap_or_default();
+                let parent_is_vmm = parent.split(|&b| b == 0).next().unwrap_or_default().ends_with(b"ward-vmm");
+                !zombie
+                    && !parent_is_vmm
+                    && program.ends_with(b"ward-vmm")
+                    && String::from_utf8_lossy(&cmd).contains(&marker)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill_daemon(15);
+        // Whatever a failed test left: never leave VMMs behind.
+        for pid in self.vmms() {
+            // SAFETY: killing a stray VMM of this test.
+            unsafe { libc_kill(i32::try_from(pid).unwrap_or(0), 9) };
+        }
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn twenty_compartments_start_at_once_and_stop() {
+    let d = Daemon::start("twenty", POLICY, &[]);
+    let names: Vec<String> = (0..20).map(|i| format!("c{i:02}")).collect();
+    std::thread::scope(|s| {
+        for name in &names {
+            let d = &d;
+            s.spawn(move || {
+                d.ok(&["create", name]);
+                d.ok(&["start", name]);
+            });
+        }
+    });
+    wait_until("all twenty sleep", Duration::from_secs(60), || {
+        names.iter().all(|n| String::from_utf8_lossy(&d.ward(&["logs", n]).stdout).contains("sleeper: sleeping"))
+    });
+    let running = d.table().iter().filter(|r| r.1 == "running").count();
+    assert_eq!(running, 20, "{}", d.ok(&["ls"]));
+    assert_eq!(d.vmms().len(), 20);
+    std::thread::scope(|s| {
+        for name in &names {
+            let d = &d;
+            s.spawn(move || d.ok(&["stop", name, "--timeout", "2"]));
+        }
+    });
+    let table = d.table();
+    assert_eq!(table.len(), 20);
+    assert!(table.iter().all(|r| r.1 == "stopped"), "{table:?}");
+    assert!(d.vmms().is_empty(), "stray VMMs: {:?}", d.vmms());
+    for name in &names {
+        d.ok(&["rm", name]);
+    }
+    assert!(d.zombies().is_empty(), "unreaped VMMs: {:?}", d.zombies());
+}
+
+#[test]
+fn a_vmm_killed_with_sigkill_is_noticed_and_restarted() {
+    let d = Daemon::start("sigkill", POLICY, &[]);
+    d.ok(&["create", "keeper"]);
+    d.ok(&["start", "keeper"]);
+    let pid = d.table()[0].2.expect("keeper has a pid");
+    // SAFETY: killing the VMM this test's daemon started.
+    unsafe { libc_kill(i32::try_from(pid).unwrap(), 9) };
+    let killed = Instant::now();
+    wait_until("the exit is recorded", Duration::from_secs(1), || d.ok(&["audit"]).contains("exit keeper"));
+    assert!(killed.elapsed() < Duration::from_secs(1), "noticed after {:?}", killed.elapsed());
+    wait_until("keeper runs again", Duration::from_secs(10), || {
+        let row = &d.table()[0];
+        row.1 == "running" && row.2.is_some_and(|p| p != pid) && row.3 == 1
+    });
+    assert!(d.ok(&["audit"]).contains("restart-scheduled keeper"));
+    d.ok(&["stop", "keeper"]);
+    assert!(d.vmms().is_empty());
+}
+
+#[test]
+fn a_daemon_killed_mid_start_finds_every_compartment_again() {
+    let mut d = Daemon::start("crash", POLICY, &[]);
+    let names: Vec<String> = (0..6).map(|i| format!("m{i}")).collect();
+    for n in &names {
+        d.ok(&["create", n]);
+    }
+    let starts: Vec<Child> = names
+        .iter()
+        .map(|n| Command::new(bin("ward")).arg("--socket").arg(d.socket()).args(["start", n]).spawn().unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(60));
+    d.kill_daemon(9);
+    for mut s in starts {
+        let _ = s.wait();
+    }
+    let vmms_before = d.vmms().len();
+    d.spawn();
+    let table = d.table();
+    assert_eq!(table.len(), 6, "every compartment is accounted for: {table:?}");
+    let running = table.iter().filter(|r| r.1 == "running").count();
+    assert_eq!(running, d.vmms().len(), "running records match live VMMs: {table:?}");
+    assert!(running >= vmms_before.min(6) || vmms_before == 0, "adopted {running} of {vmms_before}");
+    for n in &names {
+        if d.state(n).as_deref() == Some("running") {
+            d.ok(&["stop", n, "--timeout", "2"]);
+        }
+    }
+    assert!(d.vmms().is_empty(), "stray VMMs: {:?}", d.vmms());
+    // Adopted or not, each compartment's cgroup went with its VMM.
+    let slot = d.slot();
+    for n in &names {
+        let left = ward_sandbox::jail::Cgroup::open(&format!("{slot}.{n}")).map(|c| c.paths().len()).unwrap_or(0);
+        assert_eq!(left, 0, "cgroup ward/{slot}.{n} is left behind");
+    }
+}
+
+#[test]
+fn a_thousand_garbage_requests_never_stop_the_daemon() {
+    let d = Daemon::start("garbage", POLICY, &[]);
+    let garbage: Vec<Vec<u8>> = vec![
+        b"hello\n".to_vec(),
+        b"{\n".to_vec(),
+        b"{\"version\":1}\n".to_vec(),
+        b"{\"version\":2,\"request\":{\"kind\":\"ping\"}}\n".to_vec(),
+        b"{\"version\":1,\"request\":{\"kind\":\"format_disk\"}}\n".to_vec(),
+        b"{\"version\":1,\"request\":{\"kind\":\"start\",\"name\":\"../../etc\"}}\n".to_vec(),
+        vec![0xff, 0x00, 0x13, b'\n'],
+        [vec![b'x'; 70_000], vec![b'\n']].concat(),
+    ];
+    for i in 0..1000 {
+        let mut s = UnixStream::connect(d.socket()).unwrap();
+        s.write_all(&garbage[i % garbage.len()]).unwrap();
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).unwrap();
+        assert!(line.contains("\"kind\":\"error\""), "request {i} got {line:?}");
+    }
+    assert!(d.ward(&["ls"]).status.success());
+    assert!(d.ok(&["audit"]).is_empty() || !d.ok(&["audit"]).contains("start"));
+}
+
+#[test]
+fn console_history_stays_under_its_cap() {
+    let d = Daemon::start("logcap", POLICY, &["--log-cap", "300"]);
+    d.ok(&["create", "chatty", "--image", "hello"]);
+    d.ok(&["start", "chatty"]);
+    wait_until("chatty stops", Duration::from_secs(20), || d.state("chatty").as_deref() == Some("stopped"));
+    let log = d.dir.join("state/logs/chatty.log");
+    let current = std::fs::metadata(&log).unwrap().len();
+    let rotated = std::fs::metadata(log.with_extension("log.1")).unwrap().len();
+    assert!(current <= 300 && rotated <= 300, "{current} + {rotated} bytes on disk");
+    let history = d.ok(&["logs", "chatty"]);
+    assert!(history.trim_end().ends_with("powering off with exit code 0"), "{history}");
+    assert!(!history.contains("Ward kernel"), "the oldest output should be gone: {history}");
+}
+
+#[test]
+fn sigterm_stops_every_compartment_and_the_daemon() {
+    let mut d = Daemon::start("sigterm", POLICY, &[]);
+    for n in ["t1", "t2", "t3"] {
+        d.ok(&["create", n]);
+        d.ok(&["start", n]);
+    }
+    wait_until("three VMMs", Duration::from_secs(10), || d.vmms().len() == 3);
+    // A stop is a signal to the jailed VMM, which records how it ended.
+    d.ok(&["stop", "t1"]);
+    assert!(
+        d.ok(&["audit"]).contains("exit t1 stopped by a signal before the guest powered off"),
+        "{}",
+        d.ok(&["audit"])
+    );
+    d.ok(&["start", "t1"]);
+    wait_until("three VMMs again", Duration::from_secs(10), || d.vmms().len() == 3);
+    d.kill_daemon(15);
+    assert!(d.vmms().is_empty(), "stray VMMs after SIGTERM: {:?}", d.vmms());
+    d.spawn();
+    let table = d.table();
+    assert!(table.len() == 3 && table.iter().all(|r| r.1 == "stopped"), "{table:?}");
+}
+
+#[test]
+fn autostart_starts_identity_and_storage_before_apps() {
+    let policy = r#"
+[compartment.a-app]
+role = "app"
+image = "idle"
+memory = 16
+autostart = true
+
+[compartment.b-vault]
+role = "identity"
+image = "idle"
+memory = 16
+autostart = true
+
+[compartment.c-store]
+role = "storage"
+image = "idle"
+memory = 16
+autostart = true
+"#;
+    let d = Daemon::start("autostart", policy, &[]);
+    let audit = d.ok(&["audit"]);
+    let order: Vec<&str> =
+        audit.lines().filter(|l| l.contains(" start ")).filter_map(|l| l.split(' ').nth(2)).collect();
+    assert_eq!(order, ["b-vault", "c-store", "a-app"], "{audit}");
+    for n in ["a-app", "b-vault", "c-store"] {
+        d.ok(&["stop", n, "--timeout", "2"]);
+    }
+}
+
+#[test]
+fn the_socket_is_private_and_other_users_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Daemon::start("peer", POLICY, &[]);
+    let mode = std::fs::metadata(d.socket()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // Open the file mode so the peer-credential check is what refuses.
+    std::fs::set_permissions(d.socket(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::set_permissions(&d.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    use std::os::unix::process::CommandExt;
+    let out =
+        Command::new(bin("ward")).arg("--socket").arg(d.socket()).arg("ls").uid(65534).gid(65534).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("you may not use this wardd"), "{err}");
+}
+
+#[test]
+fn disposable_run_leaves_nothing_behind() {
+    let d = Daemon::start("disposable", POLICY, &[]);
+    let out = d.ward(&["run", "once", "--disposable", "--image", "hello"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hello from ring 3"));
+    assert!(d.table().is_empty(), "{:?}", d.table());
+    assert!(!d.dir.join("state/logs/once.log").exists());
+}
+
+#[test]
+fn a_jailed_compartment_reads_and_writes_its_disk_and_the_policy_bounds_it() {
+    let policy = format!("{POLICY}\n[[template.app.devices.block]]\nname = \"data\"\nsize = 16\n");
+    let d = Daemon::start("disk", &policy, &[]);
+    let path = d.dir.join("data.img");
+    std::fs::File::create(&path).unwrap().set_len(8 << 20).unwrap();
+    // A relative path: the client makes it absolute for the daemon.
+    let out = Command::new(bin("ward"))
+        .current_dir(&d.dir)
+        .arg("--socket")
+        .arg(d.socket())
+        .args(["run", "disk-user", "--disposable", "--image", "disk", "--disk", "data.img"])
+        .output()
+        .unwrap();
+    let console = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{console}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(console.contains("read back 64 KiB at sector 16256: identical"), "{console}");
+    let bytes = std::fs::read(&path).unwrap();
+    let at = 16256 * 512;
+    assert!(bytes[at..at + 64 * 1024].iter().enumerate().all(|(i, &b)| b == (i * 31 % 251).to_le_bytes()[0]));
+
+    // A link is followed once, at create: the record keeps the real file.
+    let link = d.dir.join("link.img");
+    std::os::unix::fs::symlink(&path, &link).unwrap();
+    d.ok(&["create", "linked", "--image", "disk", "--disk", link.to_str().unwrap()]);
+    let record = d.ok(&["inspect", "linked"]);
+    assert!(record.contains(&format!("{:?}", path.canonicalize().unwrap())), "{record}");
+    assert!(!record.contains("link.img"), "{record}");
+    d.ok(&["rm", "linked"]);
+
+    // Larger than the volume, or a second disk: refused before anything runs.
+    std::fs::File::create(&path).unwrap().set_len(32 << 20).unwrap();
+    let out = d.ward(&["create", "too-big", "--image", "disk", "--disk", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("data"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = d.ward(&["create", "no-file", "--image", "disk", "--disk", "/nonexistent/ward.img"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ward.img"));
+    assert!(d.table().is_empty(), "{:?}", d.table());
+    assert!(d.vmms().is_empty());
+}
+
+/// The real uid of the jailed VMM under waiter `pid` (its child).
+fn jailed_uid(waiter: u32) -> Option<u32> {
+    let child = std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.rfind(')').and_then(|i| stat.get(i + 2..)?.split(' ').nth(1)?.parse::<u32>().ok()) == Some(waiter)
+        })?;
+    let status = std::fs::read_to_string(format!("/proc/{child}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Uid:")?.split_whitespace().next()?.parse().ok())
+}
+
+#[test]
+fn each_compartment_runs_as_its_own_unprivileged_uid() {
+    let d = Daemon::start("uids", POLICY, &[]);
+    for n in ["u1", "u2"] {
+        d.ok(&["create", n]);
+        d.ok(&["start", n]);
+    }
+    wait_until("both sleep", Duration::from_secs(20), || {
+        ["u1", "u2"].iter().all(|n| String::from_utf8_lossy(&d.ward(&["logs", n]).stdout).contains("sleeper: sleeping"))
+    });
+    let uids: Vec<u32> = d.vmms().into_iter().map(|waiter| jailed_uid(waiter).expect("a jailed child")).collect();
+    assert_eq!(uids.len(), 2);
+    assert_ne!(uids[0], uids[1], "compartments share no uid: {uids:?}");
+    assert!(uids.iter().all(|&u| u != 0 && u != 65534), "{uids:?}");
+    // The identity is the compartment's for good: a restart keeps it.
+    d.ok(&["stop", "u1"]);
+    d.ok(&["start", "u1"]);
+    let audit = d.ok(&["audit"]);
+    let starts: Vec<&str> =
+        audit.lines().filter(|l| l.contains(" start u1 ")).filter_map(|l| l.rsplit(' ').next()).collect();
+    assert_eq!(starts.len(), 2, "{audit}");
+    assert_eq!(starts[0], starts[1], "{audit}");
+    d.ok(&["stop", "u1"]);
+    d.ok(&["stop", "u2"]);
+}
+
+#[test]
+fn standard_input_of_ward_run_reaches_a_compartment_in_the_daemon() {
+    use std::io::Write;
+    let d = Daemon::start("input", POLICY, &[]);
+    let mut run = Command::new(bin("ward"))
+        .arg("--socket")
+        .arg(d.socket())
+        .args(["run", "echoer", "--disposable", "--image", "echo"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = run.stdin.take().unwrap();
+    stdin.write_all(b"first line\nsecond line\n").unwrap();
+    drop(stdin); // end of input
+    let out = run.wait_with_output().unwrap();
+    let console = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{console}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(console.contains("echo: first line\necho: second line\necho: input ended"), "{console}");
+    assert!(d.table().is_empty(), "the disposable compartment is gone: {:?}", d.table());
+}
+
+/// Sends `signal` to `pid`.
+fn kill(pid: u32, signal: i32) {
+    // SAFETY: signalling a process this test started.
+    unsafe { libc_kill(i32::try_from(pid).unwrap(), signal) };
+}
+
+#[test]
+fn a_stop_cut_short_by_a_daemon_crash_is_finished_by_the_next_daemon() {
+    let mut d = Daemon::start("stop-crash", POLICY, &[]);
+    d.ok(&["create", "keeper"]);
+    d.ok(&["start", "keeper"]);
+    let vmm = d.table()[0].2.expect("keeper has a pid");
+    // A VMM that cannot act on SIGTERM (stopped), so the stop must wait
+    // for its deadline, 3 s away; the daemon dies while it waits.
+    kill(vmm, 19);
+    let mut stop = Command::new(bin("ward"))
+        .arg("--socket")
+        .arg(d.socket())
+        .args(["stop", "keeper", "--timeout", "3"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the stop began", Duration::from_secs(10), || d.ok(&["audit"]).contains("stop keeper"));
+    d.kill_daemon(9);
+    let _ = stop.wait();
+    assert_eq!(d.vmms(), [vmm], "the VMM outlived the daemon");
+    d.spawn();
+    // The new daemon carries the stop on and kills the VMM at the deadline.
+    wait_until("keeper stopped", Duration::from_secs(15), || d.state("keeper").as_deref() == Some("stopped"));
+    assert!(d.vmms().is_empty(), "stray VMMs: {:?}", d.vmms());
+    d.ok(&["rm", "keeper"]);
+}
+
+#[test]
+fn a_vmm_no_record_claims_is_killed_when_the_daemon_restarts() {
+    let mut d = Daemon::start("stray", POLICY, &[]);
+    d.ok(&["create", "keeper"]);
+    d.ok(&["start", "keeper"]);
+    d.kill_daemon(9);
+    // A VMM of this daemon's state that no record knows: keeper's spec
+    // under another name, started by hand.
+    let run = d.dir.join("state/run");
+    let spec = std::fs::read_to_string(run.join("keeper.json")).unwrap();
+    let ghost =
+        spec.replace("\"keeper\"", "\"ghost\"").replace("keeper.exit", "ghost.exit").replace("keeper.log", "ghost.log");
+    std::fs::write(run.join("ghost.json"), ghost).unwrap();
+    let mut stray = Command::new(bin("ward-vmm"))
+        .arg("--spec")
+        .arg(run.join("ghost.json"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the stray runs", Duration::from_secs(10), || d.vmms().contains(&stray.id()));
+    d.spawn();
+    wait_until("the stray is killed", Duration::from_secs(10), || stray.try_wait().unwrap().is_some());
+    let audit = d.ok(&["audit"]);
+    assert!(audit.lines().any(|l| l.contains("kill-stray ghost") && l.contains("no record claims")), "{audit}");
+    assert!(audit.contains("adopt keeper"), "{audit}");
+    assert_eq!(d.state("keeper").as_deref(), Some("running"));
+    d.ok(&["stop", "keeper"]);
+}
+
+#[test]
+fn a_crash_loop_stops_at_the_start_limit_and_a_manual_start_begins_afresh() {
+    let d = Daemon::start("crash-loop", POLICY, &[]);
+    // Panics at once, every time: exit code 101.
+    d.ok(&["create", "looper", "--cmdline", "ward.panic"]);
+    d.ok(&["start", "looper"]);
+    // Five failed runs: four restarts after 1, 2, 4 and 8 s, then none.
+    wait_until("the start limit", Duration::from_secs(60), || d.ok(&["audit"]).contains("restart-limit looper"));
+    let row = d.table().into_iter().find(|r| r.0 == "looper").unwrap();
+    assert_eq!((row.1.as_str(), row.3), ("stopped", 4), "{}", d.ok(&["ls"]));
+    let audit = d.ok(&["audit"]);
+    let waits: Vec<&str> = audit.lines().filter(|l| l.contains("restart-scheduled looper")).collect();
+    assert_eq!(waits.len(), 4, "{audit}");
+    assert!(waits[3].ends_with("in 8000 ms"), "{audit}");
+    // A person's start: no backoff left over, the first restart in 1 s.
+    d.ok(&["start", "looper"]);
+    wait_until("a fresh restart", Duration::from_secs(20), || {
+        d.ok(&["audit"]).lines().filter(|l| l.contains("restart-scheduled looper")).count() == 5
+    });
+    let audit = d.ok(&["audit"]);
+    let last = audit.lines().rfind(|l| l.contains("restart-scheduled looper")).unwrap();
+    assert!(last.ends_with("in 1000 ms"), "{audit}");
+    d.ok(&["stop", "looper"]);
+}
+
+#[test]
+fn two_daemons_share_no_uid_cgroup_or_socket() {
+    let a = Daemon::start("twin-a", POLICY, &[]);
+    let b = Daemon::start("twin-b", POLICY, &[]);
+    assert_ne!(a.slot(), b.slot());
+    for d in [&a, &b] {
+        d.ok(&["create", "twin"]);
+        d.ok(&["start", "twin"]);
+    }
+    let jailed = |d: &Daemon| {
+        let waiter = d.vmms()[0];
+        // The waiter forks its jailed child just after it starts.
+        wait_until("the jailed child runs", Duration::from_secs(10), || jailed_uid(waiter).is_some());
+        let uid = jailed_uid(waiter).expect("a jailed child");
+        let cgroup = std::fs::read_to_string(format!("/proc/{waiter}/cgroup")).unwrap();
+        (uid, cgroup)
+    };
+    let (a_uid, a_cgroup) = jailed(&a);
+    let (b_uid, b_cgroup) = jailed(&b);
+    assert_ne!(a_uid, b_uid, "two compartments called twin share a uid");
+    assert!(a_cgroup.contains(&format!("/ward/{}.twin", a.slot())), "{a_cgroup}");
+    assert!(b_cgroup.contains(&format!("/ward/{}.twin", b.slot())), "{b_cgroup}");
+    // A third wardd on a's socket is refused, naming the one serving it.
+    let out = Command::new(bin("wardd"))
+        .arg("--socket")
+        .arg(a.socket())
+        .arg("--state-dir")
+        .arg(a.dir.join("other-state"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&format!("another wardd (pid {}) is serving it", a.pid())), "{err}");
+    // One on a's state with a socket of its own fails on the store and
+    // leaves no socket behind.
+    let other = a.dir.join("other.sock");
+    let out = Command::new(bin("wardd"))
+        .arg("--socket")
+        .arg(&other)
+        .arg("--state-dir")
+        .arg(a.dir.join("state"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!other.exists(), "a wardd that failed left its socket");
+    assert_eq!(a.state("twin").as_deref(), Some("running"));
+    a.ok(&["stop", "twin"]);
+    b.ok(&["stop", "twin"]);
+}
+
+#[test]
+fn a_socket_directory_others_may_write_to_is_refused_and_left_as_it_is() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("ward-daemon-{}-open-dir", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("open")).unwrap();
+    std::fs::set_permissions(dir.join("open"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = Command::new(bin("wardd"))
+        .arg("--socket")
+        .arg(dir.join("open/w.sock"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("is writable by other users (mode 0777) without the sticky bit"), "{err}");
+    let mode = std::fs::metadata(dir.join("open")).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o777, "wardd changed the mode of a directory it did not make");
+    // A shared directory with the sticky bit (as /tmp) is used, unchanged.
+    std::fs::set_permissions(dir.join("open"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let mut wardd = Command::new(bin("wardd"))
+        .arg("--socket")
+        .arg(dir.join("open/w.sock"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("wardd serves", Duration::from_secs(10), || dir.join("open/w.sock").exists());
+    let mode = std::fs::metadata(dir.join("open")).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o1777);
+    kill(wardd.id(), 15);
+    wardd.wait().unwrap();
+    assert!(!dir.join("open/w.sock").exists(), "the socket goes with the daemon");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The threads of process `pid`.
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count)
+}
+
+#[test]
+fn idle_connections_are_bounded_and_a_follower_that_went_away_is_noticed() {
+    let d = Daemon::start("clients", POLICY, &[]);
+    d.ok(&["create", "keeper"]);
+    d.ok(&["start", "keeper"]);
+    let baseline = threads(d.pid());
+    // Abandoned followers: their threads go at once, not when keeper
+    // next prints (it never does).
+    let mut followers: Vec<Child> = (0..20)
+        .map(|_| {
+            Command::new(bin("ward"))
+                .arg("--socket")
+                .arg(d.socket())
+                .args(["logs", "-f", "keeper"])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    wait_until("twenty followers are served", Duration::from_secs(10), || threads(d.pid()) >= baseline + 20);
+    for f in &mut followers {
+        f.kill().unwrap();
+        f.wait().unwrap();
+    }
+    wait_until("their threads are gone", Duration::from_secs(2), || threads(d.pid()) <= baseline);
+    // Idle connections past the bound get a clear refusal, not a hang or
+    // a reset, and the daemon serves again once they go.
+    let idle: Vec<UnixStream> =
+        (0..ward_host::daemon::server::MAX_CONNECTIONS).map(|_| UnixStream::connect(d.socket()).unwrap()).collect();
+    wait_until("every idle connection is served", Duration::from_secs(10), || {
+        threads(d.pid()) >= baseline + ward_host::daemon::server::MAX_CONNECTIONS
+    });
+    let refused = d.ward(&["ls"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("wardd is busy"), "{err}");
+    drop(idle);
+    wait_until("wardd serves again", Duration::from_secs(5), || d.ward(&["ls"]).status.success());
+    d.ok(&["stop", "keeper"]);
+}
+
+#[test]
+fn what_a_start_would_refuse_is_refused_at_create() {
+    let d = Daemon::start("create-checks", POLICY, &[]);
+    let long = "x".repeat(5000);
+    let out = d.ward(&["create", "wordy", "--cmdline", &long]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("the kernel command line is 5000 bytes; at most 4096 are allowed"), "{err}");
+    assert!(d.table().is_empty(), "nothing was created: {:?}", d.table());
+}
+
+#[test]
+fn control_and_bidirectional_characters_reach_the_terminal_escaped() {
+    let d = Daemon::start("escapes", POLICY, &[]);
+    let out = d.ward(&["create", "x", "--disk", "/nonexistent/a\u{202e}gmi.exe\u{1b}[31m"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("a\\u{202e}gmi.exe\\u{1b}[31m"), "{err}");
+    assert!(!err.contains('\u{202e}') && !err.contains('\u{1b}'), "{err:?}");
+}
