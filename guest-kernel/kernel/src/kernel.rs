@@ -311,7 +311,7 @@ impl Kernel {
             return Err(Error::BadAddress);
         }
         let space = self.procs.get(&pid).and_then(|p| p.space.as_ref()).ok_or(Error::NoSuchProcess)?;
-        crate::mem::user::UserRange::new(&mut self.mem, space, addr, len, len, crate::mem::user::Access::Write)?;
+        crate::mem::user::UserRange::<crate::mem::user::ForWriting>::new(&mut self.mem, space, addr, len, len)?;
         for (i, word) in (0u64..).zip(bytes.chunks_exact(8)) {
             let phys = space.translate(&mut self.mem, addr + 8 * i).ok_or(Error::BadAddress)?.phys;
             let mut value = [0u8; 8];

@@ -6,6 +6,11 @@
 //! lies in the lower half and does not wrap. Kernel pointers, unmapped
 //! pointers and huge lengths are refused with `Error::BadAddress` before the
 //! kernel touches anything; the kernel never faults on a program's behalf.
+//!
+//! The access a range was checked for is part of its type, as in Hubris'
+//! `USlice`: a [`UserRange<ForReading>`] can only be read, and only a
+//! [`UserRange<ForWriting>`] (its pages checked writable) gives the kernel
+//! a mutable slice.
 
 use ward_abi::layout::USER_END;
 use ward_abi::syscall::Error;
@@ -53,15 +58,62 @@ pub struct Resolved {
     pub len: u64,
 }
 
-/// A checked range of the current process's memory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UserRange {
-    addr: u64,
-    len: u64,
+/// What a range was checked for (the type parameter of [`UserRange`]).
+pub trait Checked: sealed::Sealed {
+    /// The page permissions every page of the range has.
+    const NEED: u64;
 }
 
-impl UserRange {
-    /// Checks `addr..addr + len` in `space` for `access`; at most `max_len`
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::ForReading {}
+    impl Sealed for super::ForWriting {}
+}
+
+/// Checked for the kernel to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForReading;
+
+/// Checked for the kernel to write (and read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForWriting;
+
+impl Checked for ForReading {
+    const NEED: u64 = USER;
+}
+
+impl Checked for ForWriting {
+    const NEED: u64 = USER | WRITABLE;
+}
+
+/// A checked range of the current process's memory, for the access `A`.
+///
+/// Only a range checked for writing is writable:
+///
+/// ```no_run
+/// use ward_kernel::mem::user::{ForWriting, UserRange};
+/// fn fill(range: UserRange<ForWriting>) {
+///     // SAFETY: (an example; see `as_mut_slice`).
+///     unsafe { range.as_mut_slice() }.fill(0);
+/// }
+/// ```
+///
+/// ```compile_fail
+/// use ward_kernel::mem::user::{ForReading, UserRange};
+/// fn fill(range: UserRange<ForReading>) {
+///     // SAFETY: (an example; see `as_mut_slice`).
+///     unsafe { range.as_mut_slice() }.fill(0);
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserRange<A> {
+    addr: u64,
+    len: u64,
+    access: core::marker::PhantomData<A>,
+}
+
+impl<A: Checked> UserRange<A> {
+    /// Checks `addr..addr + len` in `space` for `A`; at most `max_len`
     /// bytes.
     pub fn new(
         mem: &mut impl PhysMemory,
@@ -69,24 +121,21 @@ impl UserRange {
         addr: u64,
         len: u64,
         max_len: u64,
-        access: Access,
     ) -> Result<Self, Error> {
+        let range = Self { addr, len, access: core::marker::PhantomData };
         if len > max_len {
             return Err(Error::BadArgument);
         }
         if len == 0 {
             // Nothing will be touched; Rust passes dangling pointers for
             // empty slices.
-            return Ok(Self { addr, len });
+            return Ok(range);
         }
         let end = addr.checked_add(len).ok_or(Error::BadAddress)?;
         if end > USER_END {
             return Err(Error::BadAddress);
         }
-        let need = match access {
-            Access::Read => USER,
-            Access::Write => USER | WRITABLE,
-        };
+        let need = A::NEED;
         let mut page = addr & !(PAGE_SIZE - 1);
         while page < end {
             let t = space.translate(mem, page).ok_or(Error::BadAddress)?;
@@ -95,9 +144,11 @@ impl UserRange {
             }
             page += PAGE_SIZE;
         }
-        Ok(Self { addr, len })
+        Ok(range)
     }
+}
 
+impl<A> UserRange<A> {
     /// The user address.
     pub fn addr(&self) -> u64 {
         self.addr
@@ -119,7 +170,7 @@ impl UserRange {
         &self,
         mem: &'a mut M,
         space: &'a AddressSpace,
-    ) -> impl Iterator<Item = (u64, u64)> + use<'a, M> {
+    ) -> impl Iterator<Item = (u64, u64)> + use<'a, M, A> {
         let (mut addr, end) = (self.addr, self.addr + self.len);
         core::iter::from_fn(move || {
             if addr >= end {
@@ -132,114 +183,116 @@ impl UserRange {
             Some(piece)
         })
     }
+}
 
-    /// The range as physical pieces, checked for `access` and merged where
-    /// physically contiguous: one table walk per 2 MiB, then a tight loop
-    /// over that table's entries (a handful of emulated instructions per
-    /// page). At most `max_pieces` pieces; the length is cut to a multiple
-    /// of `granule`.
-    pub fn resolve(mem: &mut impl PhysMemory, space: &AddressSpace, want: &Want) -> Result<Resolved, Error> {
-        let mut out = Resolved::default();
-        Self::resolve_into(mem, space, want, &mut out)?;
-        Ok(out)
+/// The range `want` names as physical pieces, checked for its access and merged where
+/// physically contiguous: one table walk per 2 MiB, then a tight loop
+/// over that table's entries (a handful of emulated instructions per
+/// page). At most `max_pieces` pieces; the length is cut to a multiple
+/// of `granule`.
+pub fn resolve(mem: &mut impl PhysMemory, space: &AddressSpace, want: &Want) -> Result<Resolved, Error> {
+    let mut out = Resolved::default();
+    resolve_into(mem, space, want, &mut out)?;
+    Ok(out)
+}
+
+/// [`resolve`] into `out`, whose allocation is reused: the I/O
+/// path allocates nothing.
+pub fn resolve_into(
+    mem: &mut impl PhysMemory,
+    space: &AddressSpace,
+    want: &Want,
+    out: &mut Resolved,
+) -> Result<(), Error> {
+    let Want { addr, len, max_len, access, max_pieces, granule } = *want;
+    out.pieces.clear();
+    out.len = 0;
+    // Under 4 GiB, so no piece can outgrow a descriptor's length.
+    if len > max_len.min(u64::from(u32::MAX)) {
+        return Err(Error::BadArgument);
     }
-
-    /// [`Self::resolve`] into `out`, whose allocation is reused: the I/O
-    /// path allocates nothing.
-    pub fn resolve_into(
-        mem: &mut impl PhysMemory,
-        space: &AddressSpace,
-        want: &Want,
-        out: &mut Resolved,
-    ) -> Result<(), Error> {
-        let Want { addr, len, max_len, access, max_pieces, granule } = *want;
-        out.pieces.clear();
-        out.len = 0;
-        // Under 4 GiB, so no piece can outgrow a descriptor's length.
-        if len > max_len.min(u64::from(u32::MAX)) {
-            return Err(Error::BadArgument);
-        }
-        let end = addr.checked_add(len).ok_or(Error::BadAddress)?;
-        if end > USER_END {
+    let end = addr.checked_add(len).ok_or(Error::BadAddress)?;
+    if end > USER_END {
+        return Err(Error::BadAddress);
+    }
+    if max_pieces == 0 {
+        return Ok(());
+    }
+    let need = match access {
+        Access::Read => USER | PRESENT,
+        Access::Write => USER | WRITABLE | PRESENT,
+    };
+    // The piece being built, as physical start and end; the first page
+    // never continues the (empty) sentinel piece.
+    let (mut run_start, mut run_end) = (u64::MAX, u64::MAX);
+    let mut at = addr;
+    'tables: while at < end {
+        let (pt, allowed) = paging::leaf_table(mem, space.root(), at).ok_or(Error::BadAddress)?;
+        if (allowed | PRESENT) & need != need {
             return Err(Error::BadAddress);
         }
-        if max_pieces == 0 {
-            return Ok(());
-        }
-        let need = match access {
-            Access::Read => USER | PRESENT,
-            Access::Write => USER | WRITABLE | PRESENT,
-        };
-        // The piece being built, as physical start and end; the first page
-        // never continues the (empty) sentinel piece.
-        let (mut run_start, mut run_end) = (u64::MAX, u64::MAX);
-        let mut at = addr;
-        'tables: while at < end {
-            let (pt, allowed) = paging::leaf_table(mem, space.root(), at).ok_or(Error::BadAddress)?;
-            if (allowed | PRESENT) & need != need {
-                return Err(Error::BadAddress);
-            }
-            let stop = end.min(((at >> 21) + 1) << 21);
-            let mut slot = pt + 8 * paging::index(at, 1);
-            while at < stop {
-                // Whole pages that continue the piece: every instruction
-                // here is emulated, once per page, so this loop is only a
-                // read, a check and a comparison. Anything else (a new
-                // piece, a bad entry, a partial page) takes the path below.
-                if at & (PAGE_SIZE - 1) == 0 {
-                    while at + PAGE_SIZE <= stop {
-                        let entry = mem.read_u64(slot);
-                        if entry & need != need || entry & paging::ADDR_MASK != run_end {
-                            break;
-                        }
-                        run_end += PAGE_SIZE;
-                        at += PAGE_SIZE;
-                        slot += 8;
-                    }
-                    if at >= stop {
+        let stop = end.min(((at >> 21) + 1) << 21);
+        let mut slot = pt + 8 * paging::index(at, 1);
+        while at < stop {
+            // Whole pages that continue the piece: every instruction
+            // here is emulated, once per page, so this loop is only a
+            // read, a check and a comparison. Anything else (a new
+            // piece, a bad entry, a partial page) takes the path below.
+            if at & (PAGE_SIZE - 1) == 0 {
+                while at + PAGE_SIZE <= stop {
+                    let entry = mem.read_u64(slot);
+                    if entry & need != need || entry & paging::ADDR_MASK != run_end {
                         break;
                     }
+                    run_end += PAGE_SIZE;
+                    at += PAGE_SIZE;
+                    slot += 8;
                 }
-                let entry = mem.read_u64(slot);
-                if entry & need != need {
-                    return Err(Error::BadAddress);
+                if at >= stop {
+                    break;
                 }
-                let phys = (entry & paging::ADDR_MASK) | (at & (PAGE_SIZE - 1));
-                if phys != run_end {
-                    if run_end != run_start {
-                        if out.pieces.len() + 1 >= max_pieces {
-                            // The piece being built is the last one allowed.
-                            break 'tables;
-                        }
-                        out.pieces.push((run_start, run_end - run_start));
+            }
+            let entry = mem.read_u64(slot);
+            if entry & need != need {
+                return Err(Error::BadAddress);
+            }
+            let phys = (entry & paging::ADDR_MASK) | (at & (PAGE_SIZE - 1));
+            if phys != run_end {
+                if run_end != run_start {
+                    if out.pieces.len() + 1 >= max_pieces {
+                        // The piece being built is the last one allowed.
+                        break 'tables;
                     }
-                    (run_start, run_end) = (phys, phys);
+                    out.pieces.push((run_start, run_end - run_start));
                 }
-                let next = ((at | (PAGE_SIZE - 1)) + 1).min(stop);
-                run_end += next - at;
-                at = next;
-                slot += 8;
+                (run_start, run_end) = (phys, phys);
             }
+            let next = ((at | (PAGE_SIZE - 1)) + 1).min(stop);
+            run_end += next - at;
+            at = next;
+            slot += 8;
         }
-        if run_end != run_start {
-            out.pieces.push((run_start, run_end - run_start));
-        }
-        out.len = at - addr;
-        // Whole granules only (block sectors).
-        let mut excess = out.len % granule.max(1);
-        out.len -= excess;
-        while excess > 0 {
-            let Some(last) = out.pieces.last_mut() else { break };
-            let cut = excess.min(last.1);
-            last.1 -= cut;
-            excess -= cut;
-            if last.1 == 0 {
-                out.pieces.pop();
-            }
-        }
-        Ok(())
     }
+    if run_end != run_start {
+        out.pieces.push((run_start, run_end - run_start));
+    }
+    out.len = at - addr;
+    // Whole granules only (block sectors).
+    let mut excess = out.len % granule.max(1);
+    out.len -= excess;
+    while excess > 0 {
+        let Some(last) = out.pieces.last_mut() else { break };
+        let cut = excess.min(last.1);
+        last.1 -= cut;
+        excess -= cut;
+        if last.1 == 0 {
+            out.pieces.pop();
+        }
+    }
+    Ok(())
+}
 
+impl<A> UserRange<A> {
     /// The bytes, read in place.
     ///
     /// # Safety
@@ -251,11 +304,13 @@ impl UserRange {
         // caller guarantees it is the current address space and stable.
         unsafe { core::slice::from_raw_parts(self.addr as *const u8, usize_from(self.len)) }
     }
+}
 
+impl UserRange<ForWriting> {
     /// The bytes, writable in place.
     ///
     /// # Safety
-    /// As [`Self::as_slice`], and the range was checked for [`Access::Write`].
+    /// As [`Self::as_slice`].
     #[allow(clippy::mut_from_ref, reason = "the memory is the program's, not `self`'s")]
     pub unsafe fn as_mut_slice(&self) -> &mut [u8] {
         // SAFETY: as for `as_slice`; checked writable at construction.
@@ -286,15 +341,15 @@ mod tests {
     #[test]
     fn mapped_ranges_are_accepted() {
         let (mut mem, _, space) = setup();
-        let r = UserRange::new(&mut mem, &space, 0x40_0ff0, 0x20, 4096, Access::Read).unwrap();
+        let r = UserRange::<ForReading>::new(&mut mem, &space, 0x40_0ff0, 0x20, 4096).unwrap();
         assert_eq!((r.addr(), r.len()), (0x40_0ff0, 0x20));
-        assert!(UserRange::new(&mut mem, &space, 0x40_1000, 0x2000, 1 << 20, Access::Write).is_ok());
+        assert!(UserRange::<ForWriting>::new(&mut mem, &space, 0x40_1000, 0x2000, 1 << 20).is_ok());
     }
 
     #[test]
     fn kernel_unmapped_wrapping_and_huge_ranges_are_refused() {
         let (mut mem, _, space) = setup();
-        let check = |mem: &mut FakeMemory, addr, len| UserRange::new(mem, &space, addr, len, 1 << 20, Access::Read);
+        let check = |mem: &mut FakeMemory, addr, len| UserRange::<ForReading>::new(mem, &space, addr, len, 1 << 20);
         assert_eq!(check(&mut mem, 0xffff_ffff_8010_0000, 8), Err(Error::BadAddress));
         assert_eq!(check(&mut mem, 0x50_0000, 8), Err(Error::BadAddress));
         assert_eq!(check(&mut mem, 0x40_2ff8, 16), Err(Error::BadAddress), "runs into an unmapped page");
@@ -305,13 +360,13 @@ mod tests {
     #[test]
     fn empty_range_is_accepted_anywhere() {
         let (mut mem, _, space) = setup();
-        assert!(UserRange::new(&mut mem, &space, 1, 0, 64, Access::Write).unwrap().is_empty());
+        assert!(UserRange::<ForWriting>::new(&mut mem, &space, 1, 0, 64).unwrap().is_empty());
     }
 
     #[test]
     fn read_only_page_is_refused_for_writing() {
         let (mut mem, _, space) = setup();
-        assert_eq!(UserRange::new(&mut mem, &space, 0x40_0000, 8, 64, Access::Write), Err(Error::BadAddress));
+        assert_eq!(UserRange::<ForWriting>::new(&mut mem, &space, 0x40_0000, 8, 64), Err(Error::BadAddress));
     }
 
     fn want(addr: u64, len: u64, access: Access, max_pieces: usize, granule: u64) -> Want {
@@ -323,23 +378,17 @@ mod tests {
         let (mut mem, _, space) = setup();
         // 0x40_1000 and 0x40_2000 were mapped one after the other: their
         // frames are contiguous (bump allocation).
-        let r = UserRange::resolve(&mut mem, &space, &want(0x40_1800, 0x1000, Access::Write, 8, 1)).unwrap();
+        let r = resolve(&mut mem, &space, &want(0x40_1800, 0x1000, Access::Write, 8, 1)).unwrap();
         assert_eq!(r.len, 0x1000);
         assert_eq!(r.pieces.len(), 1);
         assert_eq!(r.pieces[0].1, 0x1000);
         let pages = space.translate(&mut mem, 0x40_1800).unwrap().phys;
         assert_eq!(r.pieces[0].0, pages);
         // The read-only page refuses writing; the unmapped one everything.
+        assert_eq!(resolve(&mut mem, &space, &want(0x40_0000, 8, Access::Write, 8, 1)), Err(Error::BadAddress));
+        assert_eq!(resolve(&mut mem, &space, &want(0x40_2ff8, 16, Access::Read, 8, 1)), Err(Error::BadAddress));
         assert_eq!(
-            UserRange::resolve(&mut mem, &space, &want(0x40_0000, 8, Access::Write, 8, 1)),
-            Err(Error::BadAddress)
-        );
-        assert_eq!(
-            UserRange::resolve(&mut mem, &space, &want(0x40_2ff8, 16, Access::Read, 8, 1)),
-            Err(Error::BadAddress)
-        );
-        assert_eq!(
-            UserRange::resolve(&mut mem, &space, &want(0xffff_ffff_8010_0000, 8, Access::Read, 8, 1)),
+            resolve(&mut mem, &space, &want(0xffff_ffff_8010_0000, 8, Access::Read, 8, 1)),
             Err(Error::BadAddress)
         );
     }
@@ -347,7 +396,7 @@ mod tests {
     #[test]
     fn resolve_stops_at_the_piece_budget_and_whole_granules() {
         let (mut mem, _, space) = setup();
-        let r = UserRange::resolve(&mut mem, &space, &want(0x40_0000, 0x3000, Access::Read, 1, 512)).unwrap();
+        let r = resolve(&mut mem, &space, &want(0x40_0000, 0x3000, Access::Read, 1, 512)).unwrap();
         // Page 0 is not contiguous with page 1 in every layout: at most one
         // piece, and a multiple of 512 bytes.
         assert_eq!(r.pieces.len(), 1);
@@ -377,23 +426,22 @@ mod tests {
             pieces
         };
         assert!(expected.len() >= 2, "the frame taken in between splits the run: {expected:x?}");
-        let all = UserRange::resolve(&mut mem, &space, &want(0x5f_f000, 0x3000, Access::Write, 8, 1)).unwrap();
+        let all = resolve(&mut mem, &space, &want(0x5f_f000, 0x3000, Access::Write, 8, 1)).unwrap();
         assert_eq!(all.pieces, expected);
         assert_eq!(all.len, 0x3000);
         // One piece fewer than needed: the range stops where the budget does.
-        let cut = UserRange::resolve(&mut mem, &space, &want(0x5f_f000, 0x3000, Access::Write, expected.len() - 1, 1))
-            .unwrap();
+        let cut = resolve(&mut mem, &space, &want(0x5f_f000, 0x3000, Access::Write, expected.len() - 1, 1)).unwrap();
         assert_eq!(cut.pieces, expected[..expected.len() - 1]);
         assert_eq!(cut.len, expected[..expected.len() - 1].iter().map(|p| p.1).sum::<u64>());
         // No budget at all: nothing.
-        let none = UserRange::resolve(&mut mem, &space, &want(0x5f_f000, 0x3000, Access::Write, 0, 1)).unwrap();
+        let none = resolve(&mut mem, &space, &want(0x5f_f000, 0x3000, Access::Write, 0, 1)).unwrap();
         assert_eq!((none.pieces.len(), none.len), (0, 0));
     }
 
     #[test]
     fn physical_pieces_split_at_pages() {
         let (mut mem, _, space) = setup();
-        let r = UserRange::new(&mut mem, &space, 0x40_1ff0, 0x20, 64, Access::Read).unwrap();
+        let r = UserRange::<ForReading>::new(&mut mem, &space, 0x40_1ff0, 0x20, 64).unwrap();
         let pieces: Vec<(u64, u64)> = r.physical_pieces(&mut mem, &space).collect();
         assert_eq!(pieces.len(), 2);
         assert_eq!((pieces[0].1, pieces[1].1), (0x10, 0x10));

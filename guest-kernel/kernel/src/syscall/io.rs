@@ -1,7 +1,7 @@
 //! The calls that move data through devices: console output and input,
 //! entropy, block devices, vsock. Data never passes through a kernel
 //! buffer: each call checks and resolves the caller's pages
-//! (`UserRange::resolve_into`), and the device reads or writes them in
+//! (`mem::user::resolve_into`), and the device reads or writes them in
 //! place while the caller blocks.
 
 use ward_abi::debug_console::{self, REG_WRITE, write_request};
@@ -12,10 +12,10 @@ use ward_abi::vsock::{HEADER_SIZE, MAX_PAYLOAD, NO_BUFFER, VsockInfo};
 use ward_abi::width::{low_u16, low_u32, u64_from};
 use zerocopy::IntoBytes;
 
-use super::{Done, Span, Timeout, user_range};
+use super::{Done, Span, Timeout, readable, writable};
 use crate::kernel::Kernel;
 use crate::mem::paging::{self, NO_EXECUTE};
-use crate::mem::user::{Access, UserRange, Want};
+use crate::mem::user::{self, Access, Want};
 use crate::proc::{Pid, State};
 use crate::virtio::IoBuffer;
 use crate::virtio::vsock::{Owner, RX_BUFFER_SIZE, RX_BUFFERS};
@@ -26,7 +26,7 @@ pub(super) fn write(k: &mut Kernel, pid: Pid, buf: Span) -> Result<Done, Error> 
     if k.devices.console.is_some() {
         return transfer(k, pid, Io::ConsoleWrite, buf);
     }
-    let range = user_range(k, buf, abi::MAX_WRITE_LEN as u64, Access::Read)?;
+    let range = readable(k, buf, abi::MAX_WRITE_LEN as u64)?;
     k.mark_user_output();
     let Kernel { mem, procs, .. } = k;
     let space = procs.get(&pid).and_then(|p| p.space.as_ref()).ok_or(Error::NoSuchProcess)?;
@@ -79,7 +79,7 @@ fn user_buffers(k: &mut Kernel, buf: Span, device_writes: bool, max_pieces: usiz
     let Kernel { mem, procs, devices, .. } = &mut *k;
     let space = procs.get(&pid).and_then(|p| p.space.as_ref()).ok_or(Error::NoSuchProcess)?;
     let want = Want { addr: buf.addr, len: buf.len, max_len: abi::MAX_IO_LEN as u64, access, max_pieces, granule };
-    UserRange::resolve_into(mem, space, &want, &mut devices.io)?;
+    user::resolve_into(mem, space, &want, &mut devices.io)?;
     Ok(devices.io.len)
 }
 
@@ -133,7 +133,7 @@ fn block_device(k: &Kernel, dev: u64) -> Result<usize, Error> {
 pub(super) fn blk_info(k: &mut Kernel, dev: u64, buf: u64) -> Result<Done, Error> {
     let info = k.devices.blocks[block_device(k, dev)?].info();
     let size = core::mem::size_of::<abi::BlockInfo>() as u64;
-    let range = user_range(k, Span { addr: buf, len: size }, size, Access::Write)?;
+    let range = writable(k, Span { addr: buf, len: size }, size)?;
     // SAFETY: checked writable in the current address space.
     unsafe { range.as_mut_slice() }.copy_from_slice(info.as_bytes());
     Ok(Done::Value(0))
@@ -189,7 +189,7 @@ pub(super) fn blk_simple(k: &mut Kernel, pid: Pid, dev: u64, kind: u32, buf: Spa
 pub(super) fn vsock_attach(k: &mut Kernel, pid: Pid, info_addr: u64) -> Result<Done, Error> {
     let size = core::mem::size_of::<VsockInfo>() as u64;
     // Checked before anything is mapped, so a bad pointer changes nothing.
-    let range = user_range(k, Span { addr: info_addr, len: size }, size, Access::Write)?;
+    let range = writable(k, Span { addr: info_addr, len: size }, size)?;
     let v = k.devices.vsock.as_ref().ok_or(Error::NoSuchDevice)?;
     let area = match v.owner {
         Some(o) if o.pid == pid => o.area,

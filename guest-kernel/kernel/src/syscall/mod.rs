@@ -18,7 +18,7 @@ use ward_abi::syscall::{self as abi, Error};
 use ward_abi::width::{low_u8, low_u32};
 
 use crate::kernel::Kernel;
-use crate::mem::user::{Access, UserRange};
+use crate::mem::user::{Checked, ForReading, ForWriting, UserRange};
 use crate::proc::{Message, Pid};
 use crate::traps::TrapFrame;
 
@@ -227,11 +227,22 @@ fn put_message(f: &mut TrapFrame, msg: &Message) {
     f.r10 = msg.words[3];
 }
 
-/// The running process's checked range, or `BadAddress`.
-fn user_range(k: &mut Kernel, span: Span, max: u64, access: Access) -> Result<UserRange, Error> {
+/// The running process's `span`, checked for `A` (at most `max` bytes),
+/// or `BadAddress`.
+fn user_range<A: Checked>(k: &mut Kernel, span: Span, max: u64) -> Result<UserRange<A>, Error> {
     let pid = k.current.ok_or(Error::NoSuchProcess)?;
     let space = k.procs.get(&pid).and_then(|p| p.space.as_ref()).ok_or(Error::NoSuchProcess)?;
-    UserRange::new(&mut k.mem, space, span.addr, span.len, max, access)
+    UserRange::new(&mut k.mem, space, span.addr, span.len, max)
+}
+
+/// [`user_range`] for the kernel to read.
+fn readable(k: &mut Kernel, span: Span, max: u64) -> Result<UserRange<ForReading>, Error> {
+    user_range(k, span, max)
+}
+
+/// [`user_range`] for the kernel to write.
+fn writable(k: &mut Kernel, span: Span, max: u64) -> Result<UserRange<ForWriting>, Error> {
+    user_range(k, span, max)
 }
 
 #[cfg(test)]

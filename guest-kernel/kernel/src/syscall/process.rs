@@ -7,10 +7,9 @@ use ward_abi::syscall::{self as abi, Error, MemInfo, ProcessInfo};
 use ward_abi::width::usize_from;
 use zerocopy::IntoBytes;
 
-use super::{Done, Priority, Span, Timeout, user_range};
+use super::{Done, Priority, Span, Timeout, readable, writable};
 use crate::kernel::{Kernel, cycles_to_ns};
 use crate::mem::paging::{NO_EXECUTE, WRITABLE};
-use crate::mem::user::Access;
 use crate::proc::{MAILBOX_CAPACITY, Message, Pid, State};
 
 pub(super) fn exit(k: &mut Kernel, pid: Pid, code: u32) -> Result<Done, Error> {
@@ -31,8 +30,8 @@ pub(super) fn sleep(k: &mut Kernel, ns: u64) -> Result<Done, Error> {
 }
 
 pub(super) fn spawn(k: &mut Kernel, pid: Pid, name: Span, args: Span, priority: Priority) -> Result<Done, Error> {
-    let name = user_range(k, name, abi::MAX_NAME_LEN as u64, Access::Read)?;
-    let args = user_range(k, args, abi::MAX_ARGS_LEN as u64, Access::Read)?;
+    let name = readable(k, name, abi::MAX_NAME_LEN as u64)?;
+    let args = readable(k, args, abi::MAX_ARGS_LEN as u64)?;
     let priority = match priority {
         Priority::Inherit => k.procs.get(&pid).map_or(abi::PRIORITY_DEFAULT, |p| p.priority),
         Priority::Level(level) => level,
@@ -55,7 +54,7 @@ pub(super) fn wait(k: &mut Kernel, pid: Pid, child: Pid, fault_out: u64) -> Resu
         if !fault_out.is_multiple_of(8) {
             return Err(Error::BadAddress);
         }
-        user_range(k, Span { addr: fault_out, len: size }, size, Access::Write)?;
+        writable(k, Span { addr: fault_out, len: size }, size)?;
     }
     if let State::Zombie { status } = state {
         if fault_out != 0 {
@@ -178,7 +177,7 @@ pub(super) fn unmap(k: &mut Kernel, pid: Pid, addr: u64, pages: u64) -> Result<D
 pub(super) fn ps(k: &mut Kernel, buf: u64, capacity: u64) -> Result<Done, Error> {
     let size = core::mem::size_of::<ProcessInfo>() as u64;
     let len = capacity.checked_mul(size).ok_or(Error::BadArgument)?;
-    let range = user_range(k, Span { addr: buf, len }, 1024 * size, Access::Write)?;
+    let range = writable(k, Span { addr: buf, len }, 1024 * size)?;
     // SAFETY: checked writable in the current address space, stable for the
     // duration of this call.
     let out = unsafe { range.as_mut_slice() };
@@ -217,7 +216,7 @@ pub fn mem_info(k: &Kernel) -> MemInfo {
 
 pub(super) fn meminfo(k: &mut Kernel, buf: u64) -> Result<Done, Error> {
     let size = core::mem::size_of::<MemInfo>() as u64;
-    let range = user_range(k, Span { addr: buf, len: size }, size, Access::Write)?;
+    let range = writable(k, Span { addr: buf, len: size }, size)?;
     let info = mem_info(k);
     // SAFETY: checked writable in the current address space.
     unsafe { range.as_mut_slice() }.copy_from_slice(info.as_bytes());
