@@ -12,7 +12,6 @@
 //! and never an error of the worker, which would end it.
 
 use std::cell::Cell;
-use std::io::{Read as _, Write as _};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
@@ -26,6 +25,7 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use ward_abi::vsock::{EVENT_TRANSPORT_RESET, F_STREAM, HEADER_SIZE, Header, MAX_PAYLOAD};
+use ward_virtq::GuestChain;
 use zerocopy::{FromBytes as _, IntoBytes as _};
 
 use crate::router::{BadPacket, Router};
@@ -156,19 +156,26 @@ impl IpcBackend {
         let mut served = 0;
         let mut payload = Vec::with_capacity(MAX_PAYLOAD);
         while served < TX_BUDGET {
+            let size = state.get_queue().size();
             let Some(chain) = state.get_queue_mut().pop_descriptor_chain(guard.clone()) else { break };
             let head = chain.head_index();
-            let packet = chain.reader(&guard).ok().and_then(|mut reader| {
+            // Checked once, as in the VMM: shape and memory (ward-virtq).
+            let packet = GuestChain::new(chain, size, &guard).ok().and_then(|chain| {
                 let mut bytes = [0u8; HEADER_SIZE];
-                reader.read_exact(&mut bytes).ok()?;
+                if chain.read_into(&guard, &mut bytes) < HEADER_SIZE {
+                    return None;
+                }
                 let header = Header::read_from_bytes(&bytes).ok()?;
                 let len = usize::try_from(header.len).ok().filter(|&len| len <= MAX_PAYLOAD)?;
-                if reader.available_bytes() < len {
+                let available = usize::try_from(chain.readable_len()).unwrap_or(usize::MAX) - HEADER_SIZE;
+                if available < len {
                     return Some(Err(BadPacket::Length));
                 }
                 payload.clear();
                 payload.resize(len, 0);
-                reader.read_exact(&mut payload).ok()?;
+                if chain.read_at(&guard, HEADER_SIZE as u64, &mut payload) < len {
+                    return None;
+                }
                 Some(Ok(header))
             });
             {
@@ -202,17 +209,17 @@ impl IpcBackend {
         }
         let guard = mem.memory();
         let mut used = false;
-        let mut bytes = [0u8; HEADER_SIZE];
         loop {
+            let size = state.get_queue().size();
             let Some(chain) = state.get_queue_mut().pop_descriptor_chain(guard.clone()) else { break };
             let head = chain.head_index();
-            let Ok(mut writer) = chain.writer(&guard) else {
+            let Ok(chain) = GuestChain::new(chain, size, &guard) else {
                 self.bad(BadPacket::RxBuffer);
                 let _ = state.add_used(head, 0);
                 used = true;
                 continue;
             };
-            let room = writer.available_bytes();
+            let room = usize::try_from(chain.writable_len()).unwrap_or(usize::MAX);
             if room < HEADER_SIZE {
                 self.bad(BadPacket::RxBuffer);
                 let _ = state.add_used(head, 0);
@@ -225,10 +232,10 @@ impl IpcBackend {
                 break;
             };
             log::trace!("cid {}: rx {:?} ({} bytes)", self.0.cid, packet.header, packet.payload.len());
-            bytes.copy_from_slice(packet.header.as_bytes());
-            let written = writer.write_all(&bytes).and_then(|()| writer.write_all(&packet.payload));
-            let len = if written.is_ok() { u32::try_from(HEADER_SIZE + packet.payload.len()).unwrap_or(0) } else { 0 };
-            if written.is_err() {
+            let written = chain.write_from(&guard, packet.header.as_bytes()) == HEADER_SIZE
+                && chain.write_at(&guard, HEADER_SIZE as u64, &packet.payload) == packet.payload.len();
+            let len = if written { u32::try_from(HEADER_SIZE + packet.payload.len()).unwrap_or(0) } else { 0 };
+            if !written {
                 self.bad(BadPacket::RxBuffer);
             }
             let _ = state.add_used(head, len);
@@ -252,12 +259,12 @@ impl IpcBackend {
             return;
         }
         let guard = mem.memory();
+        let size = state.get_queue().size();
         let Some(chain) = state.get_queue_mut().pop_descriptor_chain(guard.clone()) else { return };
         let head = chain.head_index();
-        let written = chain
-            .writer(&guard)
-            .ok()
-            .and_then(|mut writer| writer.write_all(&EVENT_TRANSPORT_RESET.to_le_bytes()).ok());
+        let event = EVENT_TRANSPORT_RESET.to_le_bytes();
+        let written =
+            GuestChain::new(chain, size, &guard).ok().filter(|chain| chain.write_from(&guard, &event) == event.len());
         let len = if written.is_some() {
             self.0.hub.lock().router.take_transport_reset(self.0.cid);
             4

@@ -117,7 +117,7 @@ impl Console {
 
     fn transmit(&mut self, chain: &GuestChain, queues: &ActiveQueues) {
         let mut out = Vec::new();
-        for range in &chain.readable {
+        for range in chain.readable() {
             let Some(slice) = range.slice(queues.mem()) else { continue };
             let room = MAX_TRANSMIT - out.len();
             let take = slice.len().min(room);
@@ -173,7 +173,7 @@ impl VirtioDevice for Console {
             return;
         }
         while let Some(popped) = queues.pop(TRANSMITQ) {
-            let chain = match popped.and_then(|chain| chain.check_memory(queues.mem()).map(|()| chain)) {
+            let chain = match popped {
                 Ok(chain) => chain,
                 Err(error) => {
                     refuse_chain(queues, &mut self.warned, &self.who, TRANSMITQ, error.returnable_head(), &error);
@@ -181,7 +181,7 @@ impl VirtioDevice for Console {
                 }
             };
             self.transmit(&chain, queues);
-            queues.complete(TRANSMITQ, chain.head, 0);
+            queues.complete(TRANSMITQ, chain.head(), 0);
         }
     }
 
@@ -199,19 +199,20 @@ impl VirtioDevice for Console {
     fn process_host_input(&mut self, queues: &mut ActiveQueues) -> bool {
         let Some(input) = self.input.clone().filter(|_| !self.input_ended) else { return false };
         let Some(popped) = queues.pop(RECEIVEQ) else { return false };
-        let chain = match popped.and_then(|chain| chain.check_memory(queues.mem()).map(|()| chain)) {
+        let chain = match popped {
             Ok(chain) => chain,
             Err(error) => {
                 refuse_chain(queues, &mut self.warned, &self.who, RECEIVEQ, error.returnable_head(), &error);
                 return false;
             }
         };
-        let Some(mut slice) = chain.writable.iter().find(|range| range.len > 0).and_then(|r| r.slice(queues.mem()))
+        let Some(mut slice) =
+            chain.writable().iter().find(|range| !range.is_empty()).and_then(|r| r.slice(queues.mem()))
         else {
             let error = "a receive buffer the device cannot write";
             let who = &self.who;
             self.warned.warn("receive-not-writable", || format!("{who}: {error}; the device needs a reset"));
-            queues.complete(RECEIVEQ, chain.head, 0);
+            queues.complete(RECEIVEQ, chain.head(), 0);
             queues.report_error();
             return false;
         };
@@ -219,13 +220,13 @@ impl VirtioDevice for Console {
         // calls this when the input is readable, so it does not block.
         match (&*input.0).read_volatile(&mut slice) {
             Ok(0) => {
-                queues.complete(RECEIVEQ, chain.head, 0);
+                queues.complete(RECEIVEQ, chain.head(), 0);
                 self.end_input(queues);
                 true
             }
             Ok(read) => {
                 let read = u32::try_from(read).unwrap_or(u32::MAX);
-                queues.complete(RECEIVEQ, chain.head, read);
+                queues.complete(RECEIVEQ, chain.head(), read);
                 true
             }
             Err(vm_memory::VolatileMemoryError::IOError(e))
@@ -237,7 +238,7 @@ impl VirtioDevice for Console {
             Err(e) => {
                 let who = &self.who;
                 self.warned.warn("input-error", || format!("{who}: reading host input failed: {e}; input ends"));
-                queues.complete(RECEIVEQ, chain.head, 0);
+                queues.complete(RECEIVEQ, chain.head(), 0);
                 self.end_input(queues);
                 true
             }
@@ -257,7 +258,7 @@ impl Console {
     fn answer_end_of_input(&mut self, queues: &mut ActiveQueues) {
         while let Some(popped) = queues.pop(RECEIVEQ) {
             match popped {
-                Ok(chain) => queues.complete(RECEIVEQ, chain.head, 0),
+                Ok(chain) => queues.complete(RECEIVEQ, chain.head(), 0),
                 Err(error) => {
                     refuse_chain(queues, &mut self.warned, &self.who, RECEIVEQ, error.returnable_head(), &error);
                     return;

@@ -157,8 +157,8 @@ impl ActiveQueues {
     }
 
     /// Takes the next chain the driver made available on queue `index`,
-    /// checked for shape (not yet against memory: see
-    /// [`GuestChain::check_memory`]). `None` when there is none.
+    /// checked for shape and against guest memory ([`GuestChain::new`]):
+    /// devices get nothing else. `None` when there is none.
     pub fn pop(&mut self, index: usize) -> Option<Result<GuestChain, ChainError>> {
         if !self.is_ready(index) {
             return None;
@@ -171,7 +171,7 @@ impl ActiveQueues {
             Err(_) => return Some(Err(ChainError::AvailableRing)),
         };
         let chain = available.next()?;
-        Some(GuestChain::walk(chain, size))
+        Some(GuestChain::new(chain, size, mem))
     }
 
     /// Gives back the chain last taken from queue `index` (the device could

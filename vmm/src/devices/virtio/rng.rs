@@ -76,7 +76,7 @@ impl VirtioDevice for Rng {
             return;
         }
         while let Some(popped) = queues.pop(REQUESTQ) {
-            let chain = match popped.and_then(|chain| chain.check_memory(queues.mem()).map(|()| chain)) {
+            let chain = match popped {
                 Ok(chain) => chain,
                 Err(error) => {
                     refuse_chain(queues, &mut self.warned, &self.who, REQUESTQ, error.returnable_head(), &error);
@@ -85,7 +85,7 @@ impl VirtioDevice for Rng {
             };
             let mut left = usize::try_from(chain.writable_len().min(MAX_FILL)).unwrap_or(0);
             let mut filled = 0usize;
-            for range in &chain.writable {
+            for range in chain.writable() {
                 if left == 0 {
                     break;
                 }
@@ -96,7 +96,7 @@ impl VirtioDevice for Rng {
                     break;
                 }
             }
-            queues.complete(REQUESTQ, chain.head, u32::try_from(filled).unwrap_or(u32::MAX));
+            queues.complete(REQUESTQ, chain.head(), u32::try_from(filled).unwrap_or(u32::MAX));
         }
     }
 }

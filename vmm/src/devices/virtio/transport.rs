@@ -519,7 +519,7 @@ fn build_queue(registers: &QueueRegisters, mem: &GuestMemoryMmap) -> Result<Queu
     // failure: a guest could flood the log with it).
     let size = u32::from(size);
     let rings = [(registers.desc, 16 * size), (registers.avail, 6 + 2 * size), (registers.used, 6 + 8 * size)];
-    if !rings.iter().all(|&(addr, len)| GuestRange { addr: GuestAddress(addr), len }.is_in(mem)) {
+    if !rings.iter().all(|&(addr, len)| GuestRange::new(mem, GuestAddress(addr), len).is_some()) {
         return Err(QueueSetupError::OutsideMemory);
     }
     queue.set_ready(true);

@@ -168,7 +168,7 @@ impl Block {
                 let mut written = 0usize;
                 for range in &request.data {
                     let take = range.len_usize().min(ID_LEN - written);
-                    if take == 0 || mem.write_slice(&self.id[written..written + take], range.addr).is_err() {
+                    if take == 0 || mem.write_slice(&self.id[written..written + take], range.addr()).is_err() {
                         break;
                     }
                     written += take;
@@ -192,18 +192,18 @@ impl Block {
             Ok(request) => {
                 let (status, written) = self.execute(&request, queues.mem());
                 let status_written = queues.mem().write_obj(status, request.status).is_ok();
-                queues.complete(REQUESTQ, chain.head, written.saturating_add(u32::from(status_written)));
+                queues.complete(REQUESTQ, chain.head(), written.saturating_add(u32::from(status_written)));
             }
             Err(Refusal { status: Some(at), error }) => {
                 let who = &self.who;
                 self.warned.warn(error.kind(), || format!("{who}: {error}; answered with status {}", error.status()));
                 let written = queues.mem().write_obj(error.status(), at).is_ok();
-                queues.complete(REQUESTQ, chain.head, u32::from(written));
+                queues.complete(REQUESTQ, chain.head(), u32::from(written));
             }
             Err(Refusal { status: None, error }) => {
                 let who = &self.who;
                 self.warned.warn(error.kind(), || format!("{who}: {error}; the device needs a reset"));
-                queues.complete(REQUESTQ, chain.head, 0);
+                queues.complete(REQUESTQ, chain.head(), 0);
                 queues.report_error();
             }
         }
@@ -450,22 +450,35 @@ mod tests {
     }
 
     #[test]
-    fn unknown_type_past_end_and_outside_memory_are_answered() {
+    fn unknown_type_and_past_end_are_answered() {
         let (mut dev, _temp) = disk(2, false);
         let mem = memory();
         let (mut queues, irq) = active_queues(&mem, 1, 0);
-        for (kind, sector, data, expected) in [
-            (77, 0, 0x9_0000, blk::S_UNSUPP),
-            (blk::T_IN, 2, 0x9_0000, blk::S_IOERR),
-            (blk::T_IN, 0, 0xf_ff00, blk::S_IOERR),
-        ] {
+        for (kind, sector, expected) in [(77, 0, blk::S_UNSUPP), (blk::T_IN, 2, blk::S_IOERR)] {
             header(&mem, 0x8_0000, kind, sector);
-            offer(&mem, 0, 0, &[(0x8_0000, 16, false), (data, 512, true), (0xc_0000, 1, true)]);
+            offer(&mem, 0, 0, &[(0x8_0000, 16, false), (0x9_0000, 512, true), (0xc_0000, 1, true)]);
             dev.process_queue(REQUESTQ, &mut queues);
             assert_eq!(status(&mem), expected, "type {kind} sector {sector}");
         }
-        assert_eq!(used_count(&mem, 0), 3);
+        assert_eq!(used_count(&mem, 0), 2);
         assert_eq!(irq.resets(), 0);
+    }
+
+    #[test]
+    fn data_outside_guest_memory_is_a_broken_driver() {
+        // As for every device: a chain naming memory the guest does not
+        // have is refused where it is popped, before the device sees it,
+        // and the device needs a reset.
+        let (mut dev, temp) = disk(2, false);
+        let before = std::fs::read(&temp.0).unwrap();
+        let mem = memory();
+        let (mut queues, irq) = active_queues(&mem, 1, 0);
+        header(&mem, 0x8_0000, blk::T_OUT, 0);
+        offer(&mem, 0, 0, &[(0x8_0000, 16, false), (0xf_ff00, 512, false), (0xc_0000, 1, true)]);
+        dev.process_queue(REQUESTQ, &mut queues);
+        assert_eq!(used_count(&mem, 0), 1, "the chain goes back");
+        assert_eq!(irq.resets(), 1);
+        assert_eq!(std::fs::read(&temp.0).unwrap(), before, "nothing reached the disk");
     }
 
     #[test]
