@@ -73,10 +73,10 @@ pub fn run(data: &[u8]) -> Option<Outcome> {
     let disk = crate::fresh_disk(SECTORS);
     let kept = disk.try_clone().expect("duplicating the disk");
     let mut device = Block::new("fuzz", 0, disk, SECTORS, read_only, Path::new("fuzz.img"));
-    device.activate(features);
     // The used ring starts empty, as a driver leaves it.
     mem.write_slice(&[0u8; 4 + 8 * QUEUE_SIZE as usize], GuestAddress(used_ring(0))).expect("used ring");
     let mut queues = ActiveQueues::new(mem.clone(), vec![queue], features, Arc::new(NoInterrupt));
+    device.activate(&queues);
     device.process_queue(0, &mut queues);
     let used_first = used_idx(&mem, 0);
     assert!(used_first <= QUEUE_SIZE, "more chains used than were made available: {used_first}");

@@ -19,7 +19,7 @@ use vm_memory::ReadVolatile;
 use ward_abi::virtio::device_id;
 
 use super::queue::GuestChain;
-use super::{ActiveQueues, VirtioDevice, refuse_chain};
+use super::{ActiveQueues, HostInput, VirtioDevice, refuse_chain};
 use crate::devices::WarnOnce;
 use crate::devices::debug_console::sanitize;
 
@@ -185,18 +185,24 @@ impl VirtioDevice for Console {
         }
     }
 
-    fn host_input(&self) -> Option<RawFd> {
+    fn host_input(&mut self) -> Option<&mut dyn HostInput> {
+        Some(self)
+    }
+}
+
+impl HostInput for Console {
+    fn fd(&self) -> Option<RawFd> {
         if self.input_ended {
             return None;
         }
         self.input.as_ref().map(|input| input.0.as_raw_fd())
     }
 
-    fn wants_host_input(&self, queues: &ActiveQueues) -> bool {
-        self.host_input().is_some() && queues.has_available(RECEIVEQ)
+    fn wants(&self, queues: &ActiveQueues) -> bool {
+        self.fd().is_some() && queues.has_available(RECEIVEQ)
     }
 
-    fn process_host_input(&mut self, queues: &mut ActiveQueues) -> bool {
+    fn process(&mut self, queues: &mut ActiveQueues) -> bool {
         let Some(input) = self.input.clone().filter(|_| !self.input_ended) else { return false };
         let Some(popped) = queues.pop(RECEIVEQ) else { return false };
         let chain = match popped {
@@ -312,16 +318,16 @@ mod tests {
         let (reader, mut writer) = std::io::pipe().unwrap();
         let (mut dev, _, mem) = console(Some(ConsoleInput::from(OwnedFd::from(reader))));
         let (mut queues, _) = active_queues(&mem, 2, 0);
-        assert!(!dev.wants_host_input(&queues), "no buffer posted yet");
+        assert!(!dev.wants(&queues), "no buffer posted yet");
         offer(&mem, RECEIVEQ, 0, &[(0x8_0000, 64, true)]);
-        assert!(dev.wants_host_input(&queues));
+        assert!(dev.wants(&queues));
         writer.write_all(b"typed\n").unwrap();
-        assert!(dev.process_host_input(&mut queues));
+        assert!(dev.process(&mut queues));
         assert_eq!(used_entry(&mem, RECEIVEQ, 0), (0, 6));
         let mut got = [0u8; 6];
         mem.read_slice(&mut got, GuestAddress(0x8_0000)).unwrap();
         assert_eq!(&got, b"typed\n");
-        assert!(!dev.wants_host_input(&queues), "the only buffer is used");
+        assert!(!dev.wants(&queues), "the only buffer is used");
     }
 
     #[test]
@@ -332,10 +338,10 @@ mod tests {
         let (mut queues, _) = active_queues(&mem, 2, 0);
         offer(&mem, RECEIVEQ, 0, &[(0x8_0000, 64, true)]);
         offer(&mem, RECEIVEQ, 1, &[(0x9_0000, 64, true)]);
-        assert!(dev.process_host_input(&mut queues));
+        assert!(dev.process(&mut queues));
         assert_eq!((used_entry(&mem, RECEIVEQ, 0), used_entry(&mem, RECEIVEQ, 1)), ((0, 0), (1, 0)));
-        assert!(dev.host_input().is_none());
-        assert!(!dev.wants_host_input(&queues));
+        assert!(dev.fd().is_none());
+        assert!(!dev.wants(&queues));
         // Buffers posted later come back empty too.
         offer(&mem, RECEIVEQ, 2, &[(0xa_0000, 64, true)]);
         dev.process_queue(RECEIVEQ, &mut queues);
@@ -372,7 +378,7 @@ mod tests {
         let (mut dev, _, mem) = console(Some(ConsoleInput::from(OwnedFd::from(reader))));
         let (mut queues, irq) = active_queues(&mem, 2, 0);
         offer(&mem, RECEIVEQ, 0, &[(0x8_0000, 64, false)]);
-        assert!(!dev.process_host_input(&mut queues));
+        assert!(!dev.process(&mut queues));
         assert_eq!(irq.resets(), 1);
     }
 

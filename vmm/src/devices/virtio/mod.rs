@@ -51,7 +51,9 @@ pub trait Interrupt: Send + Sync + std::fmt::Debug {
     fn needs_reset(&self);
 }
 
-/// A virtio device's own logic, independent of the transport.
+/// A virtio device's own logic, independent of the transport: what every
+/// device has. What only some have is behind [`Self::host_input`] and
+/// [`Self::served_elsewhere`].
 pub trait VirtioDevice: Send + std::fmt::Debug {
     /// Device type (`ward_abi::virtio::device_id`).
     fn device_type(&self) -> u32;
@@ -61,47 +63,46 @@ pub trait VirtioDevice: Send + std::fmt::Debug {
     /// Number of virtqueues.
     fn queue_count(&self) -> usize;
     /// Fills `data` from configuration space at `offset`; `false` if that
-    /// lies outside it.
+    /// lies outside it. (Ward's devices' configuration is read-only: the
+    /// transport refuses writes.)
     fn read_config(&self, offset: u64, data: &mut [u8]) -> bool;
-    /// Writes configuration space; `false` if refused (ours is read-only).
-    fn write_config(&mut self, _offset: u64, _data: &[u8]) -> bool {
-        false
-    }
-    /// The driver accepted `features` and is ready: queues are live.
-    fn activate(&mut self, _features: u64) {}
-    /// As [`VirtioDevice::activate`], with the queues the driver set up (a
-    /// device whose queues another process serves passes them on).
-    fn activate_queues(&mut self, queues: &ActiveQueues) {
-        self.activate(queues.features());
-    }
-    /// Whether another process serves the device's queues (vhost-user):
-    /// the device thread then never watches them, and the device gets their
-    /// eventfds ([`VirtioDevice::set_eventfds`]) to hand that process.
-    fn queues_served_elsewhere(&self) -> bool {
-        false
-    }
-    /// For a device whose queues are served elsewhere: each queue's
-    /// notifier (its ioeventfd: the backend's kick) and the device's irqfd
-    /// (the backend's call).
-    fn set_eventfds(&mut self, _kicks: Vec<EventFd>, _call: EventFd) {}
+    /// The driver accepted the features in `queues` and is ready: these
+    /// are its live queues (a device whose queues another process serves
+    /// passes them on).
+    fn activate(&mut self, _queues: &ActiveQueues) {}
     /// The driver reset the device.
     fn reset(&mut self) {}
     /// The driver made buffers available on queue `index`.
     fn process_queue(&mut self, index: usize, queues: &mut ActiveQueues);
-    /// A host file the device reads when it has room for the data (console
-    /// input), watched by the event loop.
-    fn host_input(&self) -> Option<RawFd> {
+    /// The host input the device reads, if it has one (console input, the
+    /// vsock device's reconnect socket).
+    fn host_input(&mut self) -> Option<&mut dyn HostInput> {
         None
     }
-    /// Whether the device has room for host input now.
-    fn wants_host_input(&self, _queues: &ActiveQueues) -> bool {
-        false
+    /// Its queues, if another process serves them (vhost-user): the device
+    /// thread then never watches them.
+    fn served_elsewhere(&mut self) -> Option<&mut dyn ServedElsewhere> {
+        None
     }
-    /// The host input is readable: take some. Returns whether it made
-    /// progress (consumed input or reached its end).
-    fn process_host_input(&mut self, _queues: &mut ActiveQueues) -> bool {
-        false
-    }
+}
+
+/// A host file a device reads when it has room for the data, watched by
+/// the event loop.
+pub trait HostInput {
+    /// The file, while there is one to read.
+    fn fd(&self) -> Option<RawFd>;
+    /// Whether the device has room for input now.
+    fn wants(&self, queues: &ActiveQueues) -> bool;
+    /// The input is readable: take some. Returns whether it made progress
+    /// (consumed input or reached its end).
+    fn process(&mut self, queues: &mut ActiveQueues) -> bool;
+}
+
+/// A device whose queues another process serves.
+pub trait ServedElsewhere {
+    /// Each queue's notifier (its ioeventfd: the backend's kick) and the
+    /// device's irqfd (the backend's call), to hand that process.
+    fn set_eventfds(&mut self, kicks: Vec<EventFd>, call: EventFd);
 }
 
 /// The queues of an activated device: what the driver set up, with guest
@@ -250,7 +251,7 @@ impl DeviceState {
 
     /// Hands the device its queues.
     pub fn activate(&mut self, queues: ActiveQueues) {
-        self.device.activate_queues(&queues);
+        self.device.activate(&queues);
         self.active = Some(queues);
     }
 
@@ -279,13 +280,14 @@ impl DeviceState {
     }
 
     /// The device's host input, if it has one.
-    pub fn host_input(&self) -> Option<RawFd> {
-        self.device.host_input()
+    pub fn host_input(&mut self) -> Option<RawFd> {
+        self.device.host_input().and_then(|input| input.fd())
     }
 
     /// Whether the device has room for host input now.
-    pub fn wants_host_input(&self) -> bool {
-        self.active.as_ref().is_some_and(|queues| !queues.is_broken() && self.device.wants_host_input(queues))
+    pub fn wants_host_input(&mut self) -> bool {
+        let Some(queues) = self.active.as_ref().filter(|queues| !queues.is_broken()) else { return false };
+        self.device.host_input().is_some_and(|input| input.wants(queues))
     }
 
     /// Lets the device read its host input; whether it made progress.
@@ -294,7 +296,8 @@ impl DeviceState {
         if queues.is_broken() {
             return false;
         }
-        let progress = self.device.process_host_input(queues);
+        let Some(input) = self.device.host_input() else { return false };
+        let progress = input.process(queues);
         queues.signal_used();
         progress
     }

@@ -209,12 +209,11 @@ impl MmioTransport {
         let notifiers = (0..queue_count).map(|_| eventfd()).collect::<Result<Vec<_>, _>>()?;
         let wakeup = eventfd()?;
         let mut device = device;
-        let served_elsewhere = device.queues_served_elsewhere();
         let interrupt = MmioInterrupt::new(duplicate(&irqfd)?);
         // The device thread watches the queues unless another process does.
         let mut watched = Vec::new();
-        if served_elsewhere {
-            device.set_eventfds(notifiers.iter().map(duplicate).collect::<Result<_, _>>()?, irqfd);
+        if let Some(elsewhere) = device.served_elsewhere() {
+            elsewhere.set_eventfds(notifiers.iter().map(duplicate).collect::<Result<_, _>>()?, irqfd);
             interrupt.sticky.store(INT_USED_BUFFERS, Ordering::Release);
         } else {
             watched = notifiers.iter().map(duplicate).collect::<Result<_, _>>()?;
@@ -499,10 +498,9 @@ impl MmioTransport {
         }
     }
 
-    fn write_config(&mut self, offset: u64, data: &[u8]) {
-        if !self.lock_state().device_mut().write_config(offset, data) {
-            self.violation("config-read-only", || format!("write to read-only configuration space at {offset:#x}"));
-        }
+    fn write_config(&mut self, offset: u64, _data: &[u8]) {
+        // Ward's devices' configuration spaces are read-only.
+        self.violation("config-read-only", || format!("write to read-only configuration space at {offset:#x}"));
     }
 }
 

@@ -31,7 +31,7 @@ use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 use ward_abi::virtio::device_id;
 use ward_abi::vsock::F_STREAM;
 
-use super::{ActiveQueues, QUEUE_MAX_SIZE, VirtioDevice};
+use super::{ActiveQueues, HostInput, QUEUE_MAX_SIZE, ServedElsewhere, VirtioDevice};
 use crate::devices::WarnOnce;
 
 /// Queues: receive, transmit, event.
@@ -256,16 +256,15 @@ impl VirtioDevice for VhostUserVsock {
         }
     }
 
-    fn queues_served_elsewhere(&self) -> bool {
-        true
+    fn served_elsewhere(&mut self) -> Option<&mut dyn ServedElsewhere> {
+        Some(self)
     }
 
-    fn set_eventfds(&mut self, kicks: Vec<EventFd>, call: EventFd) {
-        self.kicks = kicks;
-        self.call = Some(call);
+    fn host_input(&mut self) -> Option<&mut dyn HostInput> {
+        Some(self)
     }
 
-    fn activate_queues(&mut self, queues: &ActiveQueues) {
+    fn activate(&mut self, queues: &ActiveQueues) {
         let rings = (0..QUEUES)
             .map(|index| {
                 queues.queue(index).filter(|q| q.ready()).map(|q| Ring {
@@ -309,16 +308,25 @@ impl VirtioDevice for VhostUserVsock {
     fn process_queue(&mut self, _index: usize, _queues: &mut ActiveQueues) {
         // The backend serves the queues; notifications never come here.
     }
+}
 
-    fn host_input(&self) -> Option<RawFd> {
+impl ServedElsewhere for VhostUserVsock {
+    fn set_eventfds(&mut self, kicks: Vec<EventFd>, call: EventFd) {
+        self.kicks = kicks;
+        self.call = Some(call);
+    }
+}
+
+impl HostInput for VhostUserVsock {
+    fn fd(&self) -> Option<RawFd> {
         self.reconnect.as_ref().map(AsRawFd::as_raw_fd)
     }
 
-    fn wants_host_input(&self, _queues: &ActiveQueues) -> bool {
+    fn wants(&self, _queues: &ActiveQueues) -> bool {
         self.reconnect.is_some()
     }
 
-    fn process_host_input(&mut self, _queues: &mut ActiveQueues) -> bool {
+    fn process(&mut self, _queues: &mut ActiveQueues) -> bool {
         let Some(stream) = self.take_new_connection() else { return self.reconnect.is_none() };
         match connect(stream) {
             Ok((frontend, features)) => {

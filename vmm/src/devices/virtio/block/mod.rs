@@ -236,10 +236,10 @@ impl VirtioDevice for Block {
         true
     }
 
-    fn activate(&mut self, features: u64) {
+    fn activate(&mut self, queues: &ActiveQueues) {
         // Without VIRTIO_BLK_F_FLUSH the driver cannot flush, so every write
         // must be durable when it completes.
-        self.write_through = features & feature::BLK_FLUSH == 0;
+        self.write_through = queues.features() & feature::BLK_FLUSH == 0;
     }
 
     fn process_queue(&mut self, index: usize, queues: &mut ActiveQueues) {
@@ -402,7 +402,7 @@ mod tests {
         let (mut dev, temp) = disk(4, false);
         let mem = memory();
         let (mut queues, _) = active_queues(&mem, 1, feature::BLK_FLUSH);
-        dev.activate(feature::BLK_FLUSH);
+        dev.activate(&queues);
         header(&mem, 0x8_0000, blk::T_OUT, 3);
         mem.write_slice(&[0xee; 512], GuestAddress(0x9_0000)).unwrap();
         offer(&mem, 0, 0, &[(0x8_0000, 16, false), (0x9_0000, 512, false), (0xc_0000, 1, true)]);
