@@ -2,7 +2,7 @@
 //! ELFs and embeds them.
 //!
 //! The guest cannot be built with the host's flags: ring-0 code must not use
-//! SSE (PLATFORM.md), needs no red zone and the kernel code model, and links
+//! SSE (docs/PLATFORM.md), needs no red zone and the kernel code model, and links
 //! with its own linker script. Cargo has no per-package target features on
 //! stable, so this script runs a nested `cargo build` of `ward-kernel` (with
 //! its `guest` feature) in a target directory of its own, with exactly those

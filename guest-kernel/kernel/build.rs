@@ -3,7 +3,7 @@
 //! Besides the usual freestanding flags, this does one thing no crate does
 //! for us: it makes `core::fmt` unreachable in ring 0. The precompiled `core`
 //! formats with SSE, which is an emulation failure in ring 0 on our hosts
-//! (PLATFORM.md). Our code never formats, but `core` itself keeps references
+//! (docs/PLATFORM.md). Our code never formats, but `core` itself keeps references
 //! to formatting code on its panic paths (`panic_bounds_check` names
 //! `<usize as Display>::fmt`), so that code, SSE and all, would be linked in.
 //! We list every `core::fmt`/`alloc::fmt` function the sysroot's `core` and

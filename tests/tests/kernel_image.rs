@@ -1,4 +1,4 @@
-//! The guest kernel image obeys PLATFORM.md: no SSE/AVX and no
+//! The guest kernel image obeys docs/PLATFORM.md: no SSE/AVX and no
 //! `cmpxchg16b` anywhere in its code (both are KVM emulation failures in
 //! ring 0 on our hosts), and no `core::fmt` code linked in.
 
@@ -104,7 +104,7 @@ fn precompiled_core_fmt_is_linked_out() {
 
 #[test]
 fn the_sse_check_catches_sse() {
-    // movd xmm0, eax; ret — the instruction PLATFORM.md saw crash a guest.
+    // movd xmm0, eax; ret — the instruction docs/PLATFORM.md saw crash a guest.
     let code = [0x66, 0x0f, 0x6e, 0xc0, 0xc3];
     let mut decoder = Decoder::with_ip(64, &code, 0, DecoderOptions::NONE);
     let first = decoder.decode();

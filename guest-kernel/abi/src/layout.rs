@@ -17,7 +17,7 @@
 //!
 //! The VMM builds the kernel's page tables (ring-0 work is emulated on our
 //! hosts; the host does it natively), with 2 MiB and 4 KiB pages only
-//! (1 GiB pages fault here, see PLATFORM.md), all supervisor-only:
+//! (1 GiB pages fault here, see docs/PLATFORM.md), all supervisor-only:
 //! - RAM at [`PHYS_MAP_BASE`] + physical (the direct map): read-write, not
 //!   executable;
 //! - each device's registers in the direct map: uncached, not executable;

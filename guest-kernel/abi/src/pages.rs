@@ -1,8 +1,8 @@
 //! The page service: bulk memory work the guest kernel hands to the host.
 //!
-//! On our hosts ring 0 is emulated at about a microsecond per instruction
-//! and `rep movsb`/`rep stosb` run a byte at a time (~0.8 µs a byte), so
-//! clearing or copying one 4 KiB page in the kernel costs milliseconds. The
+//! On our hosts ring 0 is emulated, `rep movsb`/`rep stosb` included
+//! (docs/PLATFORM.md, "Ring-0 costs"), so clearing or copying one 4 KiB
+//! page in the kernel costs milliseconds. The
 //! host does the same work natively in one MMIO exit: it zeroes whole pages
 //! with `madvise(MADV_DONTNEED)` (which also gives the memory back to the
 //! host until the guest touches it again) and copies with `memcpy`.

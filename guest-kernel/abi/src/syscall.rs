@@ -9,7 +9,7 @@
 //! `rsi`, `rdx` and `r10`.
 //!
 //! Each call costs a round trip through emulated ring 0 on our hosts
-//! (~30 µs, PLATFORM.md), so calls are few and coarse: a whole buffer per
+//! (docs/PLATFORM.md), so calls are few and coarse: a whole buffer per
 //! [`WRITE`], pages moved by mapping instead of copying.
 //!
 //! Every pointer argument is checked against the caller's address space

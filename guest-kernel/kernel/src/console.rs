@@ -4,8 +4,8 @@
 //! on our hosts, so the kernel formats by hand: each argument of
 //! [`kprintln!`](crate::kprintln) implements [`Emit`].
 //!
-//! On our hosts an MMIO exit (~7 µs) is far cheaper than copying a line
-//! byte by byte in emulated ring 0 (~2 µs a byte), so nothing is buffered
+//! On our hosts an MMIO exit is far cheaper than copying a line byte by
+//! byte in emulated ring 0 (docs/PLATFORM.md), so nothing is buffered
 //! in the guest: each fragment leaves in one store naming where it already
 //! lies (`ward_abi::debug_console::REG_WRITE`), and the host's device joins
 //! fragments into lines. Only numbers are formatted, into a small stack

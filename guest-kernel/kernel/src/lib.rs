@@ -10,12 +10,12 @@
 //!
 //! Principles, in order:
 //! - **Ring 0 stays small and quick.** On our hosts every ring-0 instruction
-//!   is emulated (~300 ns each, see PLATFORM.md), so the kernel does memory,
-//!   scheduling, system calls and interrupts, and nothing else; real work
-//!   runs in ring 3 at native speed. Boot work is counted in instructions,
-//!   memory is never cleared by loops (fresh frames are zero already; old
-//!   ones are cleared by a `rep movsb` copy, the one fast bulk operation),
-//!   and bulk data is mapped, not copied.
+//!   is emulated (docs/PLATFORM.md, "Ring-0 costs"), so the kernel does
+//!   memory, scheduling, system calls and interrupts, and nothing else;
+//!   real work runs in ring 3 at native speed. Boot work is counted in
+//!   instructions, memory is never cleared by loops (fresh frames are zero
+//!   already; old ones are zeroed by the host's page service,
+//!   `ward_abi::pages`), and bulk data is mapped, not copied.
 //! - **No SSE in ring 0.** The crate is compiled with SSE disabled and never
 //!   runs `core::fmt` (the precompiled `core` formats with SSE); output goes
 //!   through [`console`], which formats integers itself.

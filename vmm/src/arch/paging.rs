@@ -1,7 +1,7 @@
 //! The kernel's page tables, built by the VMM.
 //!
-//! Every ring-0 instruction is emulated on our hosts (about a microsecond
-//! each), so the host builds the kernel's final page tables natively before
+//! Every ring-0 instruction is emulated on our hosts (docs/PLATFORM.md,
+//! "Ring-0 costs"), so the host builds the kernel's final page tables natively before
 //! entry; the kernel only adjusts a few entries. The layout is
 //! `ward_abi::layout`'s: the direct map of RAM (2 MiB pages, read-write,
 //! not executable), device registers (4 KiB pages, uncached), the kernel

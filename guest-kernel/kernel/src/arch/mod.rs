@@ -1,5 +1,5 @@
 //! x86_64 instructions the kernel needs, as small safe or documented-unsafe
-//! functions. Only instructions PLATFORM.md found working in ring 0 on our
+//! functions. Only instructions docs/PLATFORM.md found working in ring 0 on our
 //! hosts: no SSE, no `cmpxchg16b`, no `xsave`.
 
 pub mod gdt;
