@@ -24,7 +24,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 targets=(policy_parser virtio_block_request virtio_mmio_registers ipc_router)
 asan=${WARD_FUZZ_ASAN:-0}
-target_dir=${WARD_FUZZ_TARGET_DIR:-$here/target/libfuzzer$([ "$asan" = 1 ] && echo -asan)}
+suffix=
+if [ "$asan" = 1 ]; then suffix=-asan; fi
+target_dir=${WARD_FUZZ_TARGET_DIR:-$here/target/libfuzzer$suffix}
 triple=$(rustc -vV | sed -n 's/^host: //p')
 bin_dir=$target_dir/$triple/release
 
