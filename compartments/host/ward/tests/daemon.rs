@@ -70,7 +70,13 @@ impl Daemon {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        wait_until("wardd answers", Duration::from_secs(10), || self.ward(&["ls"]).status.success());
+        let log = self.dir.join("wardd.log");
+        wait_until("wardd answers", Duration::from_secs(10), || {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("wardd ended ({status}) before it answered: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+            self.ward(&["ls"]).status.success()
+        });
     }
 
     fn ward(&self, args: &[&str]) -> Output {
@@ -178,6 +184,27 @@ fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
         assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting until {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn a_wardd_without_its_helper_programs_refuses_to_start_naming_them() {
+    let dir = std::env::temp_dir().join(format!("ward-daemon-{}-lone-wardd", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let lone = dir.join("wardd");
+    std::fs::copy(bin("wardd"), &lone).unwrap();
+    let out = Command::new(&lone)
+        .arg("--socket")
+        .arg(dir.join("wardd.sock"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&*dir.join("ward-vmm").to_string_lossy()) && stderr.contains("missing"), "{stderr}");
+    assert!(!dir.join("wardd.sock").exists() && !dir.join("state").exists(), "it made nothing");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

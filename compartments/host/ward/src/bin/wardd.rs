@@ -76,10 +76,6 @@ fn main() -> ExitCode {
         state_dir: args.state_dir.unwrap_or_else(default_state_dir),
         socket: args.socket.unwrap_or_else(default_socket),
     };
-    if let Err(e) = paths.create() {
-        eprintln!("wardd: error: {e}");
-        return ExitCode::FAILURE;
-    }
     let sibling = |name: &str| {
         std::env::current_exe()
             .ok()
@@ -87,13 +83,30 @@ fn main() -> ExitCode {
             .unwrap_or_else(|| PathBuf::from(name))
     };
     let vmm_binary = sibling("ward-vmm");
+    let ipc_binary = sibling("ward-ipc");
+    // Found now, not at the first start: a wardd without its helpers
+    // would accept every compartment and start none.
+    for helper in [&vmm_binary, &ipc_binary] {
+        if !is_executable(helper) {
+            eprintln!(
+                "wardd: error: {} is missing or not executable: wardd runs it for every compartment \
+                 (build it with `cargo build --workspace`, next to wardd)",
+                helper.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Err(e) = paths.create() {
+        eprintln!("wardd: error: {e}");
+        return ExitCode::FAILURE;
+    }
     let config = Config {
         paths: paths.clone(),
         policy: PolicySource::resolve(args.policy.as_deref()),
         vmm_binary,
         log_cap: args.log_cap,
         jail: !args.no_jail,
-        ipc_binary: sibling("ward-ipc"),
+        ipc_binary,
         ask_timeout: Duration::from_secs(args.ask_timeout),
         host_services: args.host_services.into_iter().collect(),
         slot_registry: default_slot_registry(),
@@ -151,4 +164,10 @@ fn main() -> ExitCode {
     sup.stop_ipc();
     drop(claim); // removes the socket
     ExitCode::SUCCESS
+}
+
+/// A regular file someone may execute.
+fn is_executable(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
