@@ -13,7 +13,10 @@
 //! is why one long-lived thread does every fork: a connection thread that
 //! ends after answering `ward start` must not take the new VMM with it.
 //! A program that must outlive the daemon (`ward-vmm`, which a restarted
-//! daemon adopts) clears the signal as its first act ([`outlive_parent`]).
+//! daemon adopts) clears the signal as its first act ([`outlive_parent`]),
+//! then says so on a socket its starter gave it (the spec's `started_fd`):
+//! wardd's `start` answers only after that, so a daemon killed the moment
+//! it answered finds the VMM running, not killed with it.
 
 use std::io;
 use std::process::{Child, Command};

@@ -44,6 +44,12 @@ pub struct VmmSpec {
     /// A vsock device served by wardd's IPC router.
     #[serde(default)]
     pub vsock: Option<VsockSpec>,
+    /// A socket (inherited descriptor number) the process writes one byte
+    /// to, then closes, once it no longer dies with the wardd that started
+    /// it: until then a wardd killed meanwhile takes the new VMM with it
+    /// (`ward_sandbox::spawner`), so `ward start` waits for that byte.
+    #[serde(default)]
+    pub started_fd: Option<i32>,
 }
 
 /// The vsock device of a compartment: its CID and the descriptors wardd

@@ -33,6 +33,7 @@ fn spec(dir: &Path, image: &str, cmdline: &str) -> VmmSpec {
         disks: Vec::new(),
         uid: None,
         vsock: None,
+        started_fd: None,
     }
 }
 
@@ -89,4 +90,26 @@ fn without_a_spec_it_prints_its_usage_and_exits_2() {
     let out = Command::new(env!("CARGO_BIN_EXE_ward-vmm")).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage: ward-vmm --spec FILE"));
+}
+
+#[test]
+fn it_says_it_started_on_the_socket_its_starter_gave_it() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let dir = dir("started");
+    let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut spec = spec(&dir, "hello", "");
+    spec.started_fd = Some(theirs.as_raw_fd());
+    let spec_file = dir.join("spec.json");
+    std::fs::write(&spec_file, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ward-vmm"));
+    command.arg("--spec").arg(&spec_file);
+    ward_sandbox::process::inherit_fds(&mut command, vec![theirs.as_raw_fd()]);
+    let out = command.output().unwrap();
+    drop(theirs);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut said = Vec::new();
+    ours.read_to_end(&mut said).unwrap();
+    assert_eq!(said, b"s", "one byte, then the socket is closed");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -73,7 +73,10 @@ impl Daemon {
         let log = self.dir.join("wardd.log");
         wait_until("wardd answers", Duration::from_secs(10), || {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("wardd ended ({status}) before it answered: {}", std::fs::read_to_string(&log).unwrap_or_default());
+                panic!(
+                    "wardd ended ({status}) before it answered: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
             }
             self.ward(&["ls"]).status.success()
         });

@@ -60,6 +60,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // It outlives the daemon from here on: the daemon's `start` may return.
+    if let Some(fd) = spec.started_fd {
+        match process::adopt_inherited_fd(fd) {
+            Some(fd) => drop(File::from(fd).write_all(b"s")),
+            None => eprintln!("ward-vmm: compartment {}: the started descriptor {fd} is not open", spec.name),
+        }
+    }
     if spec.jail {
         match jail::enter_pid_namespace() {
             Ok(PidNamespace::Parent { child }) => jail::wait_and_exit(child),

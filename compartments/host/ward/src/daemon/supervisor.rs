@@ -404,6 +404,8 @@ impl Supervisor {
     fn spawn_vmm(&self, rec: &mut Record, vsock: Option<(u64, VmmSockets)>) -> Result<(), OpError> {
         let paths = &self.config.paths;
         let internal = |what: &str, e: std::io::Error| OpError::host(what, e);
+        let (started, vmm_started) =
+            std::os::unix::net::UnixStream::pair().map_err(|e| internal("making the started socket", e))?;
         let spec = VmmSpec {
             name: rec.name.clone(),
             image: rec.image.clone(),
@@ -424,6 +426,7 @@ impl Supervisor {
                 reconnect_fd: sockets.reconnect.as_raw_fd(),
                 keep_fd: Some(sockets.keep.as_raw_fd()),
             }),
+            started_fd: Some(vmm_started.as_raw_fd()),
         };
         let vsock_fds = vsock.map(|(_, sockets)| sockets);
         let spec_path = paths.spec(&rec.name);
@@ -449,10 +452,11 @@ impl Supervisor {
             .stdin(Stdio::from(std::os::fd::OwnedFd::from(vmm_input)))
             .stdout(Stdio::null())
             .stderr(errors);
+        let mut fds = vec![vmm_started.as_raw_fd()];
         if let Some(sockets) = &vsock_fds {
-            let fds = vec![sockets.backend.as_raw_fd(), sockets.reconnect.as_raw_fd(), sockets.keep.as_raw_fd()];
-            ward_sandbox::process::inherit_fds(&mut command, fds);
+            fds.extend([sockets.backend.as_raw_fd(), sockets.reconnect.as_raw_fd(), sockets.keep.as_raw_fd()]);
         }
+        ward_sandbox::process::inherit_fds(&mut command, fds);
         let cgroup = self.config.jail.then(|| self.cgroup_for(rec, &mut command)).flatten();
         let child = match self.spawner.spawn(command) {
             Ok(child) => child,
@@ -471,8 +475,10 @@ impl Supervisor {
             lock(&self.cgroups).insert(rec.name.clone(), cgroup);
         }
         // The command went with the spawn, closing the VMM's end of the
-        // input here; close its IPC sockets too.
+        // input here; close its IPC sockets and its started socket too.
         drop(vsock_fds);
+        drop(vmm_started);
+        wait_until_started(&started, &rec.name);
         let pid = child.id();
         match Pidfd::open(pid) {
             Ok(pidfd) => {
@@ -936,6 +942,24 @@ fn one_process_usage(pid: u32) -> (Option<u64>, Option<u64>) {
         Some(ticks * 1000 / hz)
     });
     (rss, cpu)
+}
+
+/// How long `start` waits for a new VMM to say it outlives the daemon
+/// (it does so before it reads anything but its spec: about a millisecond).
+const START_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits until the new VMM of `name` no longer dies with this daemon
+/// (it wrote to its started socket) or ended (it closed it unwritten):
+/// a daemon killed right after `start` answered must find it running.
+fn wait_until_started(started: &std::os::unix::net::UnixStream, name: &str) {
+    use std::io::Read;
+    let mut byte = [0u8; 1];
+    let read = started.set_read_timeout(Some(START_WAIT)).and_then(|()| (&*started).read(&mut byte));
+    // A VMM that ended first closed it unwritten (a read of 0): the
+    // supervision pass reaps it and says how.
+    if let Err(e) = read {
+        log::warn!("compartment {name}: the VMM did not say it started within {START_WAIT:?}: {e}");
+    }
 }
 
 #[cfg(test)]
