@@ -96,7 +96,10 @@ impl Router {
 
     pub(super) fn on_response(&mut self, key: LegKey) {
         let Some(leg) = self.legs.get_mut(&key) else { return };
-        let Side::Callee { connected: false } = leg.side else {
+        // A RESPONSE answers the router's REQUEST (virtio 5.10.6.3): one
+        // sent before that REQUEST went out answers nothing, and the
+        // caller must not hear OK from a callee that was never asked.
+        let (Side::Callee { connected: false }, false) = (leg.side, leg.request_due) else {
             self.bad_packet(key.cid, BadPacket::Protocol);
             return self.reset(key);
         };

@@ -504,6 +504,27 @@ fn callee_not_listening_is_reported() {
 }
 
 #[test]
+fn a_response_sent_before_the_routers_request_is_refused_and_the_call_fails() {
+    let mut sim = Sim::new();
+    let port = service_port(b"sign");
+    sim.guest(VAULT).listening.push(port);
+    sim.guest(MAIL).connect(1024);
+    sim.run();
+    sim.guest(MAIL).ep(1024, CALL_PORT).to_send.extend(b"CALL vault sign\n");
+    // The router takes the call and owes vault its REQUEST; vault, guessing
+    // the router's port, answers first.
+    sim.transmit(MAIL);
+    sim.guest(VAULT).send_control(port, FIRST_LOCAL_PORT, op::RESPONSE);
+    sim.transmit(VAULT);
+    sim.run();
+    let mail = &sim.guest(MAIL).ep(1024, CALL_PORT).received;
+    assert_eq!(mail, b"ERR unreachable the callee went away\n", "{:?}", String::from_utf8_lossy(mail));
+    assert!(!sim.guests[&VAULT].endpoints.contains_key(&(port, FIRST_LOCAL_PORT)), "vault never got the call");
+    assert_eq!(sim.router.connections(VAULT), 0);
+    assert_eq!(sim.router.connections(MAIL), 0);
+}
+
+#[test]
 fn a_callee_that_never_answers_fails_the_call_after_the_timeout() {
     let mut sim = Sim::new();
     let port = service_port(b"sign");
