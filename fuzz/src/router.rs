@@ -116,15 +116,6 @@ struct Seen {
     sent: u64,
     buf_alloc: u32,
     fwd_cnt: u32,
-    /// The router's REQUEST reached the guest, which has not answered it.
-    asked: bool,
-    /// The guest sent a RESPONSE on these ports that no REQUEST it was
-    /// given asked for (yet). The router may take it as the answer to a
-    /// REQUEST it has not sent yet (docs/FUZZING.md, "Findings"); so the
-    /// credit it carries stays when that REQUEST comes. (More lenient than
-    /// the router: a stray RESPONSE before the connection existed counts
-    /// too, though the router drops it.)
-    unasked_response: bool,
 }
 
 /// What an input did.
@@ -147,9 +138,6 @@ pub struct Outcome {
     /// Per guest: the bytes of every RW packet it received, in order (the
     /// first 64 KiB).
     pub received: [Vec<u8>; 2],
-    /// REQUESTs the router sent on ports the guest had already sent a
-    /// RESPONSE on (see docs/FUZZING.md, "Findings").
-    pub unasked_responses: usize,
 }
 
 fn policy() -> Policy {
@@ -221,9 +209,6 @@ pub fn run(data: &[u8]) -> Outcome {
                     if header.op == op::REQUEST {
                         entry.sent = 0;
                     }
-                    if header.op == op::RESPONSE && !std::mem::take(&mut entry.asked) {
-                        entry.unasked_response = true;
-                    }
                     entry.buf_alloc = header.buf_alloc;
                     entry.fwd_cnt = header.fwd_cnt;
                 }
@@ -246,16 +231,12 @@ pub fn run(data: &[u8]) -> Outcome {
                     }
                     if h.op == op::REQUEST {
                         outcome.requests[guest] += 1;
-                        if std::mem::take(&mut entry.unasked_response) {
-                            // The guest answered before it was asked, and
-                            // the router took that answer, credit and all:
-                            // its REQUEST comes after.
-                            outcome.unasked_responses += 1;
-                        } else {
-                            entry.buf_alloc = 0;
-                            entry.fwd_cnt = 0;
-                            entry.asked = true;
-                        }
+                        // A connection starts with no credit from the
+                        // guest: a RESPONSE it sent before this REQUEST
+                        // answered nothing, and the router refuses it
+                        // (docs/FUZZING.md, "Findings").
+                        entry.buf_alloc = 0;
+                        entry.fwd_cnt = 0;
                     }
                     if h.op == op::RW {
                         entry.sent += packet.payload.len() as u64;

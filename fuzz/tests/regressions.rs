@@ -43,22 +43,20 @@ fn hand_made_regressions_are_current() {
 }
 
 #[test]
-#[ignore = "states an open finding (docs/FUZZING.md, \"Findings\"); cargo test -- --ignored"]
-fn the_router_takes_a_response_before_its_request() {
-    // What fuzz/regressions/ipc_router/response-before-request shows (see
-    // docs/FUZZING.md, "Findings"): the callee's early RESPONSE is taken,
-    // so the router's REQUEST reaches it after it answered, the FROM line
-    // follows, and the caller is told OK. This test states the router's
-    // behaviour today (ignored, so that fixing the router does not break
-    // CI): once the router refuses such a RESPONSE, it fails, and the
-    // finding is closed: remove it and update the document.
+fn the_router_refuses_a_response_sent_before_its_request() {
+    // fuzz/regressions/ipc_router/response-before-request (docs/FUZZING.md,
+    // "Findings"): vault calls `mail echo`, and mail answers on the
+    // router's port before it takes the router's REQUEST. The router
+    // refuses that RESPONSE: mail's leg is reset, never asked, and vault
+    // hears that the call did not go through.
     let (_, inputs) = seeds::regressions().into_iter().find(|(t, _)| *t == "ipc_router").expect("router inputs");
     let outcome = router::run(&inputs[0].bytes);
-    assert_eq!(outcome.unasked_responses, 1);
-    assert!(
-        outcome.received[0].starts_with(b"FROM vault echo\n"),
+    assert_eq!(outcome.requests[0], 0, "mail was never sent the REQUEST");
+    assert!(outcome.received[0].is_empty(), "{:?}", String::from_utf8_lossy(&outcome.received[0]));
+    assert_eq!(
+        outcome.received[1],
+        b"ERR unreachable the callee went away\n",
         "{:?}",
-        String::from_utf8_lossy(&outcome.received[0])
+        String::from_utf8_lossy(&outcome.received[1])
     );
-    assert_eq!(outcome.received[1], b"OK\n");
 }
