@@ -70,7 +70,14 @@ pub static IMAGES: &[Image] = &[
         boot: &["badptr"],
         also: &[],
     },
-    Image { name: "idle", description: "a program that sleeps forever", boot: &["sleeper"], also: &["ps"] },
+    Image { name: "idle", description: "a program that sleeps until asked to stop", boot: &["sleeper"], also: &["ps"] },
+    Image { name: "busy", description: "a program that spins and ignores stop requests", boot: &["busy"], also: &[] },
+    Image {
+        name: "stop-marker",
+        description: "writes a marker to block device 0 when asked to stop (a graceful stop)",
+        boot: &["stop-marker"],
+        also: &[],
+    },
     Image {
         name: "ipc-demo",
         description: "messages, shared pages and timeouts between processes",

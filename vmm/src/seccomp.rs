@@ -5,7 +5,7 @@
 //! | --- | --- | --- |
 //! | vCPU | `KVM_RUN`, MMIO exits, debug console, page service, handing a vhost-user backend its queues at DRIVER_OK, looking at the vCPU after a kick | `ioctl` (`KVM_RUN`, `KVM_GET_REGS`, `KVM_GET_MP_STATE` only), `write`, `sendmsg`/`recvmsg`, `rt_sigreturn` (the kick's handler returns) |
 //! | device loop | epoll, queue I/O, disk files, entropy, console in/out, a new vhost-user connection after the backend restarted | `epoll_wait`/`epoll_pwait`/`epoll_ctl`, `read`, `write`, `pread64`/`pwrite64`/`preadv`/`pwritev`, `fdatasync`/`fsync`, `sendmsg`/`recvmsg`, `setsockopt` |
-//! | main (the caller of `Vm::run`) | waits for the vCPU and kicks it every second (`signals::kick`), stops the device loop, tears the VM down, prints, exits | `write`, `getpid` and `tgkill` with the kick signal only |
+//! | main (the caller of `Vm::run`) | waits for the vCPU and kicks it every second (`signals::kick`), takes SIGTERM and SIGINT (they press the guest's power button: `signals::press_on_stop_signals`), stops the device loop, tears the VM down, prints, exits | `write`, `getpid`, `rt_sigreturn`, and `tgkill` with the kick signal only |
 //!
 //! The common set is what any Rust thread needs to live and end:
 //! `futex`, memory (`mmap` and `mprotect` never with `PROT_EXEC`,
@@ -144,7 +144,9 @@ fn plain_calls(role: ThreadRole) -> &'static [i64] {
             libc::SYS_recvmsg,
             libc::SYS_setsockopt,
         ],
-        ThreadRole::Main => &[libc::SYS_write, libc::SYS_getpid],
+        // `rt_sigreturn`: the stop signals' handler (the power button) runs
+        // on this thread and returns.
+        ThreadRole::Main => &[libc::SYS_write, libc::SYS_getpid, libc::SYS_rt_sigreturn],
     }
 }
 

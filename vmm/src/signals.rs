@@ -16,6 +16,72 @@
 //! installed with `SA_RESTART`, so the vCPU thread's other system calls
 //! never see the signal; `KVM_RUN` returns `EINTR` regardless.
 
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+
+use crate::devices::debug_console::PowerButton;
+
+/// The power button the stop signals press (set once, never freed: the
+/// handler may run at any time until the process ends).
+static BUTTON: AtomicPtr<PowerButton> = AtomicPtr::new(std::ptr::null_mut());
+/// Whether a second stop signal ends the process ([`AgainExits`]).
+static AGAIN_EXITS: AtomicBool = AtomicBool::new(false);
+/// Whether a stop signal pressed the button already.
+static PRESSED: AtomicBool = AtomicBool::new(false);
+
+/// What a stop signal does after the first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Again {
+    /// Press the button again (`ward-vmm`: a restarted wardd sends SIGTERM
+    /// again to finish a stop, and kills at the deadline itself).
+    Presses,
+    /// End the process at once with 128 + the signal, as a shell reports
+    /// it (`ward run`: a second Ctrl-C when the guest does not stop).
+    Exits,
+}
+
+extern "C" fn press_button(signal: libc::c_int) {
+    if PRESSED.swap(true, Ordering::AcqRel) && AGAIN_EXITS.load(Ordering::Acquire) {
+        // SAFETY: _exit is async-signal-safe and ends the process.
+        unsafe { libc::_exit(128 + signal) };
+    }
+    let button = BUTTON.load(Ordering::Acquire);
+    // SAFETY: BUTTON is null or a leaked `PowerButton` that lives until
+    // the process ends; `press` is async-signal-safe.
+    if let Some(button) = unsafe { button.as_ref() } {
+        button.press();
+    }
+}
+
+/// Makes SIGTERM and SIGINT press `button` (ask the guest to stop) instead
+/// of ending the process: a graceful stop, which whoever sent the signal
+/// bounds (wardd kills the VMM at the stop's deadline). `again` says what
+/// later signals do. For a process that runs one VM: the first button set
+/// stays.
+pub fn press_on_stop_signals(button: std::sync::Arc<PowerButton>, again: Again) -> std::io::Result<()> {
+    AGAIN_EXITS.store(again == Again::Exits, Ordering::Release);
+    let leaked = std::sync::Arc::into_raw(button).cast_mut();
+    if BUTTON.compare_exchange(std::ptr::null_mut(), leaked, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        // SAFETY: `leaked` came from `Arc::into_raw` just above and was not
+        // stored, so this is its only owner.
+        drop(unsafe { std::sync::Arc::from_raw(leaked) });
+    }
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: a zeroed `sigaction` is valid; the handler only calls
+        // async-signal-safe code (an atomic load and `press`); SA_RESTART
+        // keeps the main thread's system calls from seeing the signal.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = press_button as extern "C" fn(libc::c_int) as usize;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            if libc::sigaction(signal, &action, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Blocks SIGTERM and SIGINT in the calling thread (they stay pending for
 /// the process, and the main thread takes them).
 pub fn leave_stop_signals_to_main() {

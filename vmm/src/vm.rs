@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
 
 use ward_abi::boot::{DeviceInfo, DeviceKind};
 use ward_abi::layout::{LAPIC_BASE, PAGE_SIZE};
@@ -16,7 +17,7 @@ use ward_abi::{debug_console, pages};
 
 use crate::arch::{cpu, gdt, paging};
 use crate::boot::{self, BootError, ModuleSpec};
-use crate::devices::debug_console::{BootClock, DebugConsole, PowerControl};
+use crate::devices::debug_console::{BootClock, DebugConsole, PowerButton, PowerControl};
 use crate::devices::page_service::PageService;
 use crate::devices::virtio::console::SharedSink;
 use crate::devices::virtio::event_loop::{EventLoop, EventLoopError, StopHandle};
@@ -73,6 +74,9 @@ pub enum VmError {
     /// KVM_CREATE_IRQCHIP failed.
     #[error("cannot create the in-kernel interrupt controller: {0}")]
     Irqchip(kvm_ioctls::Error),
+    /// The power button's line could not be made or wired.
+    #[error("cannot wire the power button's interrupt line: {0}")]
+    PowerButton(std::io::Error),
     /// KVM_SET_TSS_ADDR failed.
     #[error("cannot set the TSS address: {0}")]
     TssAddress(kvm_ioctls::Error),
@@ -172,6 +176,7 @@ pub struct Vm {
     bus: MmioBus,
     console: Arc<Mutex<DebugConsole>>,
     power: Arc<PowerControl>,
+    power_button: Arc<PowerButton>,
     clock: Arc<BootClock>,
     started: Instant,
     vm_created: Duration,
@@ -227,6 +232,10 @@ impl Vm {
         gdt::write_boot_gdt(&mem)?;
 
         let power = Arc::new(PowerControl::default());
+        let line = EventFd::new(libc::EFD_NONBLOCK).map_err(VmError::PowerButton)?;
+        vm.register_irqfd(&line, debug_console::POWER_BUTTON_GSI)
+            .map_err(|e| VmError::PowerButton(std::io::Error::from_raw_os_error(e.errno())))?;
+        let power_button = Arc::new(PowerButton::new(power.clone(), line));
         let clock = Arc::new(BootClock::default());
         let mut bus = MmioBus::new();
         let console =
@@ -237,7 +246,7 @@ impl Vm {
         let mut devices = vec![
             DeviceInfo {
                 kind: DeviceKind::DebugConsole as u32,
-                irq: 0,
+                irq: debug_console::POWER_BUTTON_GSI,
                 mmio_base: debug_console::BASE,
                 mmio_size: debug_console::SIZE,
             },
@@ -272,6 +281,7 @@ impl Vm {
             bus,
             console,
             power,
+            power_button,
             clock,
             started,
             vm_created,
@@ -280,6 +290,13 @@ impl Vm {
             seccomp: config.seccomp,
             _memory: mem,
         })
+    }
+
+    /// The VM's power button: pressing it asks the guest to stop (see
+    /// [`PowerButton`]); [`crate::signals::press_on_stop_signals`] lets
+    /// SIGTERM and SIGINT press it.
+    pub fn power_button(&self) -> Arc<PowerButton> {
+        self.power_button.clone()
     }
 
     /// Runs the guest on a vCPU thread, and its virtio devices on a device
@@ -295,6 +312,8 @@ impl Vm {
             bus,
             console,
             power,
+            // Kept until the run ends: its line is wired to the guest.
+            power_button: _power_button,
             clock,
             started,
             vm_created,
@@ -460,7 +479,7 @@ mod tests {
         assert_eq!(
             devices,
             [
-                (DeviceKind::DebugConsole as u32, 0, debug_console::BASE),
+                (DeviceKind::DebugConsole as u32, debug_console::POWER_BUTTON_GSI, debug_console::BASE),
                 (DeviceKind::PageService as u32, 0, pages::BASE),
                 (virtio, FIRST_GSI, FIRST_SLOT_BASE),
                 (virtio, FIRST_GSI + 1, FIRST_SLOT_BASE + PAGE_SIZE),

@@ -4,7 +4,14 @@
 //! the guest kernel uses it for early boot and for panics, and to power the
 //! compartment off with an exit code. It sits in the first MMIO slot.
 //!
-//! Every register is write-only and 32 or 64 bits wide; reads return zero.
+//! It is also the compartment's **power button**: when the host asks the
+//! compartment to stop (`ward stop`, a SIGTERM to its VMM), the device
+//! raises its interrupt line ([`POWER_BUTTON_GSI`], named as its `irq` in
+//! the boot info) and [`REG_STOP_REQUESTED`] reads 1 from then on. The
+//! kernel tells every program, and powers off when they have ended.
+//!
+//! Every register is 32 or 64 bits wide and write-only but
+//! [`REG_STOP_REQUESTED`]; other reads return zero.
 
 use crate::layout::MMIO_BASE;
 
@@ -26,6 +33,15 @@ pub const REG_WRITE: u64 = 0x08;
 pub const REG_MARK: u64 = 0x18;
 /// Power the compartment off; the written value is its exit code.
 pub const REG_POWER_OFF: u64 = 0x20;
+/// Read: 1 once the host asked the compartment to stop, else 0. The kernel
+/// reads it after routing the power button's line, so a request made before
+/// then (while it booted) is not lost with the edge.
+pub const REG_STOP_REQUESTED: u64 = 0x28;
+
+/// The interrupt line of the power button (below the virtio devices').
+pub const POWER_BUTTON_GSI: u32 = 4;
+/// The vector the kernel routes it to (just below the virtio devices').
+pub const POWER_BUTTON_VECTOR: u8 = crate::virtio::FIRST_VECTOR - 1;
 
 /// Largest buffer one [`REG_WRITE`] request may name.
 pub const MAX_WRITE_LEN: u32 = 4096;

@@ -43,7 +43,9 @@ pub const CLOCK: u64 = 7;
 pub const SEND: u64 = 8;
 /// `recv(timeout_ns) -> sender`: blocks until a message arrives (or the
 /// timeout passes: [`Error::TimedOut`]; [`WAIT_FOREVER`] never times out).
-/// The words come back in `rdi`, `rsi`, `rdx`, `r10`.
+/// The words come back in `rdi`, `rsi`, `rdx`, `r10`. Once the compartment
+/// is asked to stop, every process's next `recv` returns the stop request
+/// first: sender 0 (the kernel), words `[STOP_TAG, 0, 0, 0]`.
 pub const RECV: u64 = 9;
 /// `share(pid, addr, pages, writable)`: maps the caller's `pages` pages at
 /// `addr` into `pid` as well (no copy), and sends `pid` a message
@@ -112,6 +114,11 @@ pub const PRIORITY_LOWEST: u8 = 7;
 pub const WAIT_FOREVER: u64 = u64::MAX;
 /// First word of the message [`SHARE`] sends.
 pub const SHARE_TAG: u64 = 0x5348_4152_4544_0000; // "SHARED\0\0"
+/// First word of the message [`RECV`] returns, from sender 0, when the
+/// compartment is asked to stop: the program should finish what it must
+/// (flush its disk, say) and exit; the compartment powers off when every
+/// program has ended, with the first boot program's exit code.
+pub const STOP_TAG: u64 = 0x5354_4f50_0000_0000; // "STOP\0\0\0\0"
 
 /// Largest [`SPAWN`] argument block, in bytes.
 pub const MAX_ARGS_LEN: usize = 1024;

@@ -113,6 +113,8 @@ pub struct Kernel {
     pub stack_owner: Option<Pid>,
     /// The virtio devices.
     pub devices: crate::virtio::Devices,
+    /// The host asked the compartment to stop (its power button).
+    pub stopping: bool,
 }
 
 impl Kernel {
@@ -380,6 +382,33 @@ impl Kernel {
         {
             self.set_return(owner, result);
             self.wake(owner);
+        }
+    }
+
+    /// The host asked the compartment to stop: every program is told by its
+    /// next `recv` (one blocked in it now is woken with the request); the
+    /// compartment powers off when they have all ended, as ever. A second
+    /// request changes nothing.
+    pub fn request_stop(&mut self) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        kprintln!("ward-kernel: asked to stop; telling every program");
+        let stop = crate::proc::Message { from: 0, words: [ward_abi::syscall::STOP_TAG, 0, 0, 0] };
+        let mut woken = Vec::new();
+        for p in self.procs.values_mut().filter(|p| !p.is_zombie()) {
+            if let State::Receiving { .. } = p.state {
+                // SAFETY: the process is alive and blocked: its kernel
+                // stack is mapped and its frame is not in use.
+                crate::syscall::put_message(unsafe { p.frame() }, &stop);
+                woken.push(p.pid);
+            } else {
+                p.stop_pending = true;
+            }
+        }
+        for pid in woken {
+            self.wake(pid);
         }
     }
 

@@ -1,6 +1,6 @@
 //! The debug console's control registers: boot marks and power-off.
 
-use ward_abi::debug_console::{BASE, REG_MARK, REG_POWER_OFF};
+use ward_abi::debug_console::{BASE, REG_MARK, REG_POWER_OFF, REG_STOP_REQUESTED};
 
 use crate::addr::phys_to_virt;
 
@@ -27,4 +27,21 @@ pub fn mark(value: u32) {
         core::ptr::write_volatile(reg, value)
     };
     let _ = (reg, value);
+}
+
+/// Whether the host has asked the compartment to stop (pressed the power
+/// button), read from the device: for a request made before the button's
+/// line was routed.
+pub fn stop_requested() -> bool {
+    let reg = phys_to_virt(BASE + REG_STOP_REQUESTED) as *const u32;
+    // SAFETY: as for `power_off`; the load is an MMIO exit the device
+    // answers with 0 or 1.
+    #[cfg(not(test))]
+    let value = unsafe { core::ptr::read_volatile(reg) };
+    #[cfg(test)]
+    let value = {
+        let _ = reg;
+        0
+    };
+    value == 1
 }

@@ -3,7 +3,7 @@
 use alloc::vec::Vec;
 use ward_abi::width::usize_from;
 
-use ward_abi::boot::MODULE_START_AT_BOOT;
+use ward_abi::boot::{DeviceKind, MODULE_START_AT_BOOT};
 use ward_abi::debug_console::{EXIT_BAD_BOOT_INFO, EXIT_BOOT_PROGRAM_FAILED};
 use ward_abi::layout::{IOAPIC_BASE, KERNEL_BASE, PAGE_SIZE};
 use ward_abi::syscall::PRIORITY_DEFAULT;
@@ -155,6 +155,11 @@ pub(crate) unsafe fn start(boot_info_phys: u64) -> ! {
         fail("cannot map the I/O APIC");
     }
     lapic::init();
+    // The debug console's line is the power button (ward_abi::debug_console).
+    let power_button = info.devices().iter().find(|d| d.kind == DeviceKind::DebugConsole as u32).map(|d| d.irq);
+    if let Some(gsi) = power_button.filter(|&gsi| gsi != 0) {
+        crate::arch::ioapic::route(gsi, ward_abi::debug_console::POWER_BUTTON_VECTOR);
+    }
     kprintln!("[boot] timer: LAPIC in TSC-deadline mode, TSC ", info.tsc_khz, " kHz");
 
     let modules: Vec<Module> = info
@@ -215,12 +220,17 @@ pub(crate) unsafe fn start(boot_info_phys: u64) -> ! {
         cr3: kernel_root,
         stack_owner: None,
         devices,
+        stopping: false,
     };
     // SAFETY: boot, interrupts off: nothing else can reach the kernel state.
     unsafe { KERNEL.set(kernel) };
     // SAFETY: as above; this is the only reference until we leave boot.
     let Some(k) = (unsafe { KERNEL.get() }) else { fail("kernel state missing") };
 
+    // A stop asked for before the line was routed left no interrupt.
+    if power_button.is_some_and(|gsi| gsi != 0) && power::stop_requested() {
+        k.request_stop();
+    }
     kprintln!("[boot] programs: ", k.modules.len(), " modules, ", boot_programs.len(), " to start at boot");
     // Like Linux's init, boot programs get the words after ` -- `.
     let args = cmdline.program_args();

@@ -13,7 +13,7 @@
 //! ring 0 is a kernel panic with the same detail. A user page fault in the
 //! stack area grows the stack instead.
 
-use ward_abi::debug_console::EXIT_EXCEPTION;
+use ward_abi::debug_console::{EXIT_EXCEPTION, POWER_BUTTON_VECTOR};
 use ward_abi::fault::{Fault, VECTOR_PAGE_FAULT as VECTOR_PAGE_FAULT_U8};
 use ward_abi::layout::{USER_STACK_MAX, USER_STACK_TOP};
 use ward_abi::virtio::{FIRST_VECTOR, MAX_DEVICES};
@@ -141,6 +141,8 @@ pub enum TrapKind {
     Spurious,
     /// A device's interrupt line.
     Device(u8),
+    /// The power button: the host asks the compartment to stop.
+    PowerButton,
     /// A page fault in ring 3 inside the stack area, on a missing page.
     StackGrowth,
     /// An exception in ring 3: the process dies.
@@ -157,6 +159,7 @@ pub fn classify(frame: &TrapFrame, fault_addr: u64, syscall_entry: u64) -> TrapK
         VECTOR_PAGE_FAULT if frame.from_user() && frame.rip == syscall_entry => TrapKind::SyscallViaFault,
         v if v == u64::from(crate::arch::lapic::TIMER_VECTOR) => TrapKind::Timer,
         v if v == u64::from(crate::arch::lapic::SPURIOUS_VECTOR) => TrapKind::Spurious,
+        v if v == u64::from(POWER_BUTTON_VECTOR) => TrapKind::PowerButton,
         v if (u64::from(FIRST_VECTOR)..u64::from(FIRST_VECTOR) + MAX_DEVICES as u64).contains(&v) => {
             TrapKind::Device(low_u8(v)) // below FIRST_VECTOR + MAX_DEVICES
         }
@@ -208,6 +211,10 @@ extern "C" fn trap_dispatch(frame: *mut TrapFrame) -> *mut TrapFrame {
         TrapKind::Device(vector) => {
             crate::arch::lapic::eoi();
             k.device_interrupt(vector);
+        }
+        TrapKind::PowerButton => {
+            crate::arch::lapic::eoi();
+            k.request_stop();
         }
         TrapKind::StackGrowth => {
             let page = fault_addr & !0xfff;
@@ -320,6 +327,7 @@ mod entry {
         static ward_device_stubs: [u64; ward_abi::virtio::MAX_DEVICES];
         fn ward_timer_stub();
         fn ward_spurious_stub();
+        fn ward_power_button_stub();
         fn ward_syscall_entry();
         fn ward_syscall_entry_end();
         fn ward_idle_loop();
@@ -352,6 +360,8 @@ mod entry {
             }
             idt[usize::from(SPURIOUS_VECTOR)] =
                 IdtEntry::interrupt_gate(ward_spurious_stub as *const () as u64, KERNEL_CS, 0, 0);
+            idt[usize::from(ward_abi::debug_console::POWER_BUTTON_VECTOR)] =
+                IdtEntry::interrupt_gate(ward_power_button_stub as *const () as u64, KERNEL_CS, 0, 0);
             let ptr = DescriptorPointer { limit: IDT_LIMIT, base: idt.as_ptr() as u64 };
             core::arch::asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags));
         }
@@ -421,6 +431,12 @@ mod entry {
         ward_timer_stub:
             push 0
             push {timer}
+            jmp ward_trap_common
+
+        .global ward_power_button_stub
+        ward_power_button_stub:
+            push 0
+            push {power_button}
             jmp ward_trap_common
 
         .global ward_spurious_stub
@@ -510,6 +526,7 @@ mod entry {
         dispatch = sym super::trap_dispatch,
         timer = const TIMER_VECTOR as u64,
         spurious = const SPURIOUS_VECTOR as u64,
+        power_button = const ward_abi::debug_console::POWER_BUTTON_VECTOR as u64,
         syscall = const SYSCALL_VECTOR,
         user_ds = const USER_DS as u64,
         user_cs = const USER_CS as u64,

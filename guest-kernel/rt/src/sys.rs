@@ -49,6 +49,16 @@ pub struct Message {
     pub words: [u64; 4],
 }
 
+impl Message {
+    /// Whether this is the kernel's request to stop (the host pressed the
+    /// compartment's power button: `ward stop`): finish what must be
+    /// finished (flush the disk), then exit. The compartment powers off
+    /// when every program has ended, with the first one's exit code.
+    pub fn is_stop_request(&self) -> bool {
+        self.from == 0 && self.words[0] == abi::STOP_TAG
+    }
+}
+
 #[inline]
 fn syscall5(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64) -> Result<u64, Error> {
     let ret: u64;
@@ -137,6 +147,14 @@ pub fn recv(timeout_ns: Option<u64>) -> Result<Message, Error> {
              lateout("rsi") w1, lateout("rdx") w2, lateout("r10") w3, lateout("rcx") _, lateout("r11") _, options(nostack));
     }
     abi::decode(ret).map(|from| Message { from: low_u32(from), words: [w0, w1, w2, w3] })
+}
+
+/// Blocks until the compartment is asked to stop, for a program that waits
+/// for nothing else: messages that arrive meanwhile are dropped. A program
+/// that also serves messages looks for [`Message::is_stop_request`] in its
+/// own [`recv`] loop instead.
+pub fn wait_for_stop() {
+    while !recv(None).is_ok_and(|m| m.is_stop_request()) {}
 }
 
 /// Shares `pages` pages at `addr` with `pid` (no copy); `pid` gets a

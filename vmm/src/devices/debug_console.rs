@@ -11,24 +11,28 @@
 //! the user's terminal.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
 
 use ward_abi::debug_console::{
-    MARK_FIRST_INSTRUCTION, MARK_FIRST_USER_OUTPUT, MAX_WRITE_LEN, REG_BYTE, REG_MARK, REG_POWER_OFF, REG_WRITE,
-    decode_write_request,
+    MARK_FIRST_INSTRUCTION, MARK_FIRST_USER_OUTPUT, MAX_WRITE_LEN, REG_BYTE, REG_MARK, REG_POWER_OFF,
+    REG_STOP_REQUESTED, REG_WRITE, decode_write_request,
 };
 
 use super::{BusDevice, WarnOnce};
 
-/// A request, from the guest, to power the VM off with an exit code.
+/// A request, from the guest, to power the VM off with an exit code; and
+/// one from the host, to the guest, to stop.
 #[derive(Debug, Default)]
 pub struct PowerControl {
     /// Bit 32 set when requested; the exit code in the low 32 bits.
     state: AtomicU64,
+    /// The host asked the guest to stop ([`PowerButton::press`]).
+    stop: AtomicBool,
 }
 
 impl PowerControl {
@@ -44,6 +48,40 @@ impl PowerControl {
         let state = self.state.load(Ordering::Acquire);
         let [a, b, c, d, ..] = state.to_le_bytes();
         (state & Self::REQUESTED != 0).then_some(u32::from_le_bytes([a, b, c, d]))
+    }
+
+    /// Whether the host asked the guest to stop.
+    pub fn stop_asked(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+}
+
+/// The compartment's power button (`ward_abi::debug_console`): pressing
+/// it asks the guest to stop. The guest sees an interrupt on
+/// `ward_abi::debug_console::POWER_BUTTON_GSI`, and `REG_STOP_REQUESTED` reads 1 from then on;
+/// it powers off when its programs have ended. Nothing forces it: whoever
+/// pressed the button decides how long to wait before killing the VMM.
+#[derive(Debug)]
+pub struct PowerButton {
+    power: Arc<PowerControl>,
+    /// The irqfd of the button's line.
+    line: EventFd,
+}
+
+impl PowerButton {
+    /// A button for the VM whose power is `power`, with `line` as the
+    /// irqfd of the button's line.
+    pub fn new(power: Arc<PowerControl>, line: EventFd) -> Self {
+        Self { power, line }
+    }
+
+    /// Presses the button. Async-signal-safe (an atomic store and one
+    /// `write`), so a signal handler may press it; pressing again is
+    /// harmless.
+    pub fn press(&self) {
+        self.power.stop.store(true, Ordering::Release);
+        // Only a counter overflow could fail; the flag is set regardless.
+        let _ = self.line.write(1);
     }
 }
 
@@ -151,9 +189,14 @@ impl DebugConsole {
 }
 
 impl BusDevice for DebugConsole {
-    fn read(&mut self, _offset: u64, data: &mut [u8]) {
-        // Write-only registers.
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        // Write-only registers, but the power button's state.
         data.fill(0);
+        if offset == REG_STOP_REQUESTED
+            && let Some(low) = data.first_mut()
+        {
+            *low = u8::from(self.power.stop_asked());
+        }
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
@@ -226,6 +269,21 @@ mod tests {
         let power = Arc::new(PowerControl::default());
         let dev = DebugConsole::new("test", mem.clone(), Box::new(sink.clone()), power.clone(), Arc::default());
         (dev, sink, power, mem)
+    }
+
+    #[test]
+    fn the_power_button_raises_its_line_and_the_stop_register_reads_1_after() {
+        let (mut dev, _, power, _) = console();
+        let line = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let button = PowerButton::new(power, line.try_clone().unwrap());
+        let mut value = [0xffu8; 4];
+        dev.read(REG_STOP_REQUESTED, &mut value);
+        assert_eq!(value, [0; 4], "not pressed");
+        button.press();
+        button.press();
+        dev.read(REG_STOP_REQUESTED, &mut value);
+        assert_eq!(u32::from_le_bytes(value), 1);
+        assert_eq!(line.read().unwrap(), 2, "each press is an edge on the line");
     }
 
     #[test]

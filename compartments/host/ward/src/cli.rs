@@ -70,11 +70,11 @@ pub enum Command {
         /// Its name.
         name: String,
     },
-    /// Stop a compartment: SIGTERM to its VMM, then SIGKILL after the timeout.
+    /// Stop a compartment: ask its guest to shut down (its power button: every program is told, and it powers off when they have ended), and kill its VMM if it has not after the timeout.
     Stop {
         /// Its name.
         name: String,
-        /// Seconds before the stop is forced.
+        /// Seconds the guest has to shut down before its VMM is killed.
         #[arg(long, default_value_t = 5)]
         timeout: u64,
     },

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use ward_vmm::boot::ModuleSpec;
 use ward_vmm::loader::LoaderError;
+use ward_vmm::signals::Again;
 use ward_vmm::{
     BootTimings, ConsoleConfig, ConsoleInput, DiskConfig, KernelSource, SeccompMode, VirtioConfig, VmConfig, VmError,
     VmOutcome,
@@ -108,10 +109,19 @@ pub fn run(
         seccomp: SeccompMode::AllThreads,
         modules,
     };
-    ward_vmm::vm::run(&config, console, started).map_err(|source| match source {
-        VmError::Loader(source) => RunError::BadKernel { path: kernel_name, source },
-        source => RunError::Vm { name: config.name.clone(), source },
-    })
+    // Ctrl-C (or SIGTERM) asks the guest to stop; a second one ends `ward
+    // run` at once.
+    ward_vmm::Vm::new(&config, console, started)
+        .and_then(|vm| {
+            if let Err(e) = ward_vmm::signals::press_on_stop_signals(vm.power_button(), Again::Exits) {
+                log::warn!("compartment {}: Ctrl-C will not stop the guest gracefully: {e}", config.name);
+            }
+            vm.run()
+        })
+        .map_err(|source| match source {
+            VmError::Loader(source) => RunError::BadKernel { path: kernel_name, source },
+            source => RunError::Vm { name: config.name.clone(), source },
+        })
 }
 
 /// The `ward images` listing.

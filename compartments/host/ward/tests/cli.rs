@@ -230,3 +230,48 @@ fn a_guest_halted_with_interrupts_disabled_ends_as_a_crash_instead_of_hanging() 
     assert_eq!(out.status.code(), Some(125), "{err}");
     assert!(err.contains("crashed: halted with interrupts disabled at rip 0xffffffff80100002"), "{err}");
 }
+
+/// Starts `ward run` with `args`, waits until its console prints `line`,
+/// sends it `signals` (a second after the first), and returns what it
+/// printed and its exit code.
+fn run_and_signal(args: &[&str], line: &str, signals: &[&str]) -> (String, Option<i32>) {
+    use std::io::{BufRead, BufReader, Read};
+    let mut child = ward().args(args).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut console = String::new();
+    while !console.contains(line) {
+        assert!(stdout.read_line(&mut console).unwrap() > 0, "ended before {line:?}: {console}");
+    }
+    for (i, signal) in signals.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+        let sent = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status().unwrap();
+        assert!(sent.success());
+    }
+    stdout.read_to_string(&mut console).unwrap();
+    (console, child.wait().unwrap().code())
+}
+
+#[test]
+fn sigterm_asks_the_guest_to_stop_and_its_program_finishes_its_disk_work() {
+    let dir = std::env::temp_dir().join(format!("ward-cli-{}-stop", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let disk = dir.join("data.img");
+    std::fs::File::create(&disk).unwrap().set_len(1 << 20).unwrap();
+    let args = ["run", "store", "--image", "stop-marker", "--disk", disk.to_str().unwrap()];
+    let (console, code) = run_and_signal(&args, "waiting to be asked to stop", &["TERM"]);
+    assert_eq!(code, Some(0), "{console}");
+    assert!(console.contains("ward-kernel: asked to stop; telling every program"), "{console}");
+    assert!(console.contains("stop-marker: asked to stop; marker written and flushed"), "{console}");
+    let bytes = std::fs::read(&disk).unwrap();
+    assert!(bytes.starts_with(b"ward stop-marker: stopped cleanly after "), "{:?}", &bytes[..64]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_second_ctrl_c_ends_ward_run_when_the_guest_does_not_stop() {
+    let (console, code) = run_and_signal(&["run", "deaf", "--image", "busy"], "busy: spinning", &["INT", "INT"]);
+    assert!(console.contains("ward-kernel: asked to stop"), "the first asked: {console}");
+    assert_eq!(code, Some(130), "128 + SIGINT, as a shell reports it: {console}");
+}

@@ -108,6 +108,13 @@ impl Daemon {
         self.table().into_iter().find(|r| r.0 == name).map(|r| r.1)
     }
 
+    /// The EXIT column of `ward ls` for `name`.
+    fn exit_code(&self, name: &str) -> Option<String> {
+        let ls = self.ok(&["ls"]);
+        let row = ls.lines().skip(1).map(|l| l.split_whitespace().collect::<Vec<_>>()).find(|f| f[0] == name)?;
+        Some(row[8].to_owned())
+    }
+
     /// The daemon's slot (`daemon::slot`), as it recorded it.
     fn slot(&self) -> u32 {
         std::fs::read_to_string(self.dir.join("state/slot")).unwrap().trim().parse().unwrap()
@@ -208,6 +215,47 @@ fn a_wardd_without_its_helper_programs_refuses_to_start_naming_them() {
     assert!(stderr.contains(&*dir.join("ward-vmm").to_string_lossy()) && stderr.contains("missing"), "{stderr}");
     assert!(!dir.join("wardd.sock").exists() && !dir.join("state").exists(), "it made nothing");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_stop_asks_the_guest_and_its_program_writes_a_marker_to_its_disk_before_it_powers_off() {
+    let policy = format!("{POLICY}\n[[template.app.devices.block]]\nname = \"data\"\nsize = 16\n");
+    let d = Daemon::start("graceful", &policy, &[]);
+    let path = d.dir.join("data.img");
+    std::fs::File::create(&path).unwrap().set_len(1 << 20).unwrap();
+    d.ok(&["create", "store", "--image", "stop-marker", "--disk", path.to_str().unwrap()]);
+    d.ok(&["start", "store"]);
+    wait_until("the program waits", Duration::from_secs(10), || {
+        d.ok(&["logs", "store"]).contains("stop-marker: waiting to be asked to stop")
+    });
+    let asked = Instant::now();
+    d.ok(&["stop", "store", "--timeout", "30"]);
+    let took = asked.elapsed();
+    let disk = std::fs::read(&path).unwrap();
+    assert!(
+        disk.starts_with(b"ward stop-marker: stopped cleanly after "),
+        "{:?}",
+        String::from_utf8_lossy(&disk[..80])
+    );
+    assert!(took < Duration::from_secs(30), "the guest powered off by itself, before the deadline ({took:?})");
+    let logs = d.ok(&["logs", "store"]);
+    assert!(logs.contains("marker written and flushed") && logs.contains("powering off with exit code 0"), "{logs}");
+    assert_eq!(d.state("store").as_deref(), Some("stopped"));
+    assert_eq!(d.exit_code("store").as_deref(), Some("0"), "{}", d.ok(&["ls"]));
+}
+
+#[test]
+fn a_guest_that_ignores_the_stop_is_killed_at_the_timeout() {
+    let d = Daemon::start("deaf", POLICY, &[]);
+    d.ok(&["create", "deaf", "--image", "busy"]);
+    d.ok(&["start", "deaf"]);
+    wait_until("it spins", Duration::from_secs(10), || d.ok(&["logs", "deaf"]).contains("busy: spinning"));
+    let asked = Instant::now();
+    d.ok(&["stop", "deaf", "--timeout", "1"]);
+    assert!(asked.elapsed() >= Duration::from_secs(1), "it waited the timeout out");
+    assert_eq!(d.state("deaf").as_deref(), Some("stopped"));
+    assert_eq!(d.exit_code("deaf").as_deref(), Some("-"), "no exit code of its own: {}", d.ok(&["ls"]));
+    assert!(d.vmms().is_empty());
 }
 
 #[test]
@@ -349,13 +397,10 @@ fn sigterm_stops_every_compartment_and_the_daemon() {
         d.ok(&["start", n]);
     }
     wait_until("three VMMs", Duration::from_secs(10), || d.vmms().len() == 3);
-    // A stop is a signal to the jailed VMM, which records how it ended.
+    // A stop presses the guest's power button: its program exits and the
+    // guest powers off, which the jailed VMM records.
     d.ok(&["stop", "t1"]);
-    assert!(
-        d.ok(&["audit"]).contains("exit t1 stopped by a signal before the guest powered off"),
-        "{}",
-        d.ok(&["audit"])
-    );
+    assert!(d.ok(&["audit"]).contains("exit t1 powered off with exit code 0"), "{}", d.ok(&["audit"]));
     d.ok(&["start", "t1"]);
     wait_until("three VMMs again", Duration::from_secs(10), || d.vmms().len() == 3);
     d.kill_daemon(15);

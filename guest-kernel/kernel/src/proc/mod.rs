@@ -157,6 +157,9 @@ pub struct Process {
     /// While it waits for a child: where `wait` writes the child's fault
     /// (0: nowhere).
     pub wait_fault_out: u64,
+    /// The compartment was asked to stop and its next `recv` says so
+    /// (ahead of its mailbox, which may be full).
+    pub stop_pending: bool,
 }
 
 impl Process {

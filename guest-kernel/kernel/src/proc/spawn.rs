@@ -83,6 +83,8 @@ pub fn spawn(k: &mut Kernel, name: &[u8], args: &[u8], priority: u8, parent: Pid
         share_next: USER_SHARE_BASE,
         fault: None,
         wait_fault_out: 0,
+        // Started while the compartment stops: it is told at once.
+        stop_pending: k.stopping,
     };
     let frame = TrapFrame {
         rip: program.entry,

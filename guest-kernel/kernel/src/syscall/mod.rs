@@ -219,7 +219,7 @@ pub fn dispatch(k: &mut Kernel, frame: &mut TrapFrame) {
 }
 
 /// Writes `msg` into a receiver's registers.
-fn put_message(f: &mut TrapFrame, msg: &Message) {
+pub(crate) fn put_message(f: &mut TrapFrame, msg: &Message) {
     f.rax = u64::from(msg.from);
     f.rdi = msg.words[0];
     f.rsi = msg.words[1];

@@ -96,6 +96,9 @@ fn deliver(k: &mut Kernel, to: Pid, msg: Message) -> Result<(), Error> {
 
 pub(super) fn recv(k: &mut Kernel, pid: Pid, timeout: Timeout) -> Result<Done, Error> {
     let p = k.procs.get_mut(&pid).ok_or(Error::NoSuchProcess)?;
+    if core::mem::take(&mut p.stop_pending) {
+        return Ok(Done::Message(Message { from: 0, words: [abi::STOP_TAG, 0, 0, 0] }));
+    }
     if let Some(msg) = p.mailbox.pop_front() {
         return Ok(Done::Message(msg));
     }

@@ -30,6 +30,7 @@ use ward_sandbox::jail::{self, JailSpec, PidNamespace};
 use ward_sandbox::process;
 use ward_sandbox::spawner;
 use ward_vmm::boot::ModuleSpec;
+use ward_vmm::signals::Again;
 use ward_vmm::{ConsoleConfig, ConsoleInput, DiskConfig, SeccompMode, VirtioConfig, VmConfig, VsockConfig};
 use ward_vmm_process::console_log::{CappedLog, spawn_writer};
 use ward_vmm_process::exit::{EXIT_CRASHED, exit_code};
@@ -244,7 +245,17 @@ fn run(
             .map(|(p, start_at_boot)| ModuleSpec { name: p.name.to_owned(), image: p.elf.into(), start_at_boot })
             .collect(),
     };
-    let result = ward_vmm::vm::run(&config, Box::new(console), started);
+    // From here a stop signal (wardd's `ward stop`) presses the guest's
+    // power button instead of ending the process: the guest's programs
+    // finish and it powers off; wardd kills the VMM at the stop's deadline
+    // if it does not. Before here, the signal ends the process at once:
+    // there is no guest to ask yet.
+    let result = ward_vmm::Vm::new(&config, Box::new(console), started).and_then(|vm| {
+        if let Err(e) = ward_vmm::signals::press_on_stop_signals(vm.power_button(), Again::Presses) {
+            eprintln!("ward-vmm: compartment {}: a stop will not be graceful: {e}", spec.name);
+        }
+        vm.run()
+    });
     // Every console byte is on disk before the exit record says it ended.
     drop(config);
     let _ = writer.join();
