@@ -64,36 +64,66 @@ pub enum Command {
         /// Remove it and its state when it stops.
         #[arg(long)]
         disposable: bool,
+        /// What wardd does when its VMM ends (default: the policy's).
+        #[arg(long, value_enum, value_name = "WHEN")]
+        restart: Option<crate::daemon::state::Restart>,
     },
-    /// Start a compartment in wardd.
-    Start {
-        /// Its name.
-        name: String,
-    },
-    /// Stop a compartment: ask its guest to shut down (its power button: every program is told, and it powers off when they have ended), and kill its VMM if it has not after the timeout.
+    /// Start compartments in wardd (one already running is left alone).
+    Start(Selection),
+    /// Stop compartments: ask each guest to shut down (its power button:
+    /// every program is told, and it powers off when they have ended), and
+    /// kill its VMM if it has not after the timeout. One that is not
+    /// running is left alone.
     Stop {
-        /// Its name.
-        name: String,
+        #[command(flatten)]
+        which: Selection,
         /// Seconds the guest has to shut down before its VMM is killed.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, short = 't', default_value_t = 5)]
         timeout: u64,
     },
-    /// Stop a compartment at once.
-    Kill {
-        /// Its name.
-        name: String,
+    /// Stop compartments (as `stop` does), then start them again; one that
+    /// is not running is started.
+    Restart {
+        #[command(flatten)]
+        which: Selection,
+        /// Seconds the guest has to shut down before its VMM is killed.
+        #[arg(long, short = 't', default_value_t = 5)]
+        timeout: u64,
     },
-    /// Forget a stopped compartment and its state.
+    /// Stop compartments at once (SIGKILL of the VMM: exit code 137).
+    Kill(Selection),
+    /// Forget stopped compartments and their state.
     Rm {
-        /// Its name.
-        name: String,
+        #[command(flatten)]
+        which: Selection,
+        /// Kill running ones first (with --all: every compartment).
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
+    /// Wait until each compartment's run has ended, print its exit code, and
+    /// exit with the last one's (125 if it is not known).
+    Wait {
+        /// Their names.
+        #[arg(required = true)]
+        names: Vec<String>,
     },
     /// List compartments: name, role, state, pid, uptime, memory, CPU, exit code.
-    Ls,
-    /// Show a compartment's full record.
+    Ls {
+        /// Names only, one a line.
+        #[arg(long, short = 'q', conflicts_with = "json")]
+        quiet: bool,
+        /// One JSON document (docs/CLI.md lists the fields).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a compartment's record: state, last exit and its reason, times,
+    /// its VMM's processes, its log and cgroup paths.
     Inspect {
         /// Its name.
         name: String,
+        /// One JSON document (docs/CLI.md lists the fields).
+        #[arg(long)]
+        json: bool,
     },
     /// Show a compartment's console history.
     Logs {
@@ -103,15 +133,30 @@ pub enum Command {
         #[arg(long, short = 'f')]
         follow: bool,
     },
-    /// Show wardd's audit log.
+    /// Show wardd's audit log: every lifecycle change and IPC decision.
     Audit {
         /// How many of the latest entries.
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, short = 'n', default_value_t = 50)]
         limit: usize,
+        #[command(flatten)]
+        filter: AuditFilterArgs,
+        /// Keep printing new entries as they are written.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Print lifecycle changes and IPC decisions as they happen (the audit
+    /// log from now on), until interrupted.
+    Events {
+        #[command(flatten)]
+        filter: AuditFilterArgs,
     },
     /// List the calls between compartments waiting for your answer (the
     /// policy says `ask`).
-    Pending,
+    Pending {
+        /// One JSON document (docs/CLI.md lists the fields).
+        #[arg(long)]
+        json: bool,
+    },
     /// Let a pending call through.
     Allow {
         /// Its id, from `ward pending`.
@@ -130,6 +175,34 @@ pub enum Command {
     /// Measure Ward: print figures for docs/BENCHMARKS.md.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+/// Which compartments a command is for.
+#[derive(Debug, Args)]
+pub struct Selection {
+    /// Their names.
+    #[arg(required_unless_present = "all")]
+    pub names: Vec<String>,
+    /// Every compartment the command applies to (`start`: those not
+    /// running; `stop`, `kill`, `restart`: those running; `rm`: those
+    /// stopped, or all with --force).
+    #[arg(long, short = 'a', conflicts_with = "names")]
+    pub all: bool,
+}
+
+/// Which audit entries to show.
+#[derive(Debug, Args)]
+pub struct AuditFilterArgs {
+    /// Only entries about this compartment (also as the callee of a call).
+    #[arg(long, short = 'c', value_name = "NAME")]
+    pub compartment: Option<String>,
+    /// Only entries of this kind (`start`, `exit`, `ipc-deny`, ...; repeat
+    /// for more).
+    #[arg(long, value_name = "KIND")]
+    pub kind: Vec<String>,
+    /// JSON: one document, or with --follow one entry a line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The `ward policy` commands.

@@ -4,7 +4,9 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::daemon::client::{Client, ClientError};
-use crate::daemon::proto::{Reply, Request, State, Status};
+use crate::daemon::ipc::PendingAsk;
+use crate::daemon::proto::{AuditEntry, ErrorKind, Inspection, Reply, Request, State, Status};
+use crate::output::{age, duration_ms, local_time};
 
 /// A management command failed.
 #[derive(Debug, thiserror::Error)]
@@ -12,7 +14,15 @@ pub enum ManageError {
     /// The daemon could not be reached or broke the connection.
     #[error(transparent)]
     Client(#[from] ClientError),
-    /// The daemon refused.
+    /// The daemon refused, and why.
+    #[error("{message}")]
+    Daemon {
+        /// Whose fault, for a script.
+        kind: ErrorKind,
+        /// What, for a person.
+        message: String,
+    },
+    /// The command failed otherwise.
     #[error("{0}")]
     Refused(String),
     /// An answer of the wrong kind.
@@ -20,17 +30,26 @@ pub enum ManageError {
     Unexpected(Box<Reply>),
 }
 
-fn expect_ok(reply: Reply) -> Result<(), ManageError> {
+/// The error a reply that is not the expected one makes.
+fn unexpected(reply: Reply) -> ManageError {
     match reply {
-        Reply::Ok { .. } => Ok(()),
-        Reply::Error { message, .. } => Err(ManageError::Refused(message)),
-        other => Err(ManageError::Unexpected(Box::new(other))),
+        Reply::Error { error, message, .. } => ManageError::Daemon { kind: error, message },
+        other => ManageError::Unexpected(Box::new(other)),
     }
 }
 
 /// Sends a request that answers `ok`.
 pub fn simple(socket: &Path, request: &Request) -> Result<(), ManageError> {
-    expect_ok(Client::connect(socket)?.request(request)?)
+    noted(socket, request).map(drop)
+}
+
+/// Sends a request that answers `ok`, perhaps with a note that nothing
+/// needed doing.
+pub fn noted(socket: &Path, request: &Request) -> Result<Option<String>, ManageError> {
+    match Client::connect(socket)?.request(request)? {
+        Reply::Ok { note, .. } => Ok(note),
+        other => Err(unexpected(other)),
+    }
 }
 
 /// Largest piece of console input in one request: as JSON numbers it stays
@@ -56,12 +75,11 @@ pub fn forward_input(socket: &Path, name: &str, mut input: impl std::io::Read) -
     }
 }
 
-/// `ward ls`.
-pub fn list(socket: &Path) -> Result<String, ManageError> {
+/// Every compartment's status.
+pub fn statuses(socket: &Path) -> Result<Vec<Status>, ManageError> {
     match Client::connect(socket)?.request(&Request::List {})? {
-        Reply::List { compartments, .. } => Ok(render_list(&compartments)),
-        Reply::Error { message, .. } => Err(ManageError::Refused(message)),
-        other => Err(ManageError::Unexpected(Box::new(other))),
+        Reply::List { compartments, .. } => Ok(compartments),
+        other => Err(unexpected(other)),
     }
 }
 
@@ -77,12 +95,12 @@ pub fn render_list(list: &[Status]) -> String {
             "{:<20} {:<13} {:<10} {:>8} {:>8} {:>7} {:>9} {:>8} {:>4} {:>8}\n",
             s.name,
             s.role,
-            format!("{:?}", s.state).to_lowercase(),
+            s.state.as_str(),
             s.pid.map_or_else(dash, |p| p.to_string()),
-            s.uptime_s.map_or_else(dash, |u| format!("{u}s")),
+            s.uptime_s.map_or_else(dash, |u| duration_ms(u.saturating_mul(1000)).replace(' ', "")),
             format!("{}M", s.memory_mib),
             s.rss_kib.map_or_else(dash, |r| format!("{}K", r)),
-            s.cpu_ms.map_or_else(dash, |c| format!("{c}ms")),
+            s.cpu_ms.map_or_else(dash, |c| duration_ms(c).replace(' ', "")),
             s.exit_code.map_or_else(dash, |c| c.to_string()),
             s.restarts
         ));
@@ -90,40 +108,147 @@ pub fn render_list(list: &[Status]) -> String {
     out
 }
 
-/// `ward inspect`.
-pub fn inspect(socket: &Path, name: &str) -> Result<String, ManageError> {
+/// `ward inspect`'s answer.
+pub fn inspect(socket: &Path, name: &str) -> Result<Inspection, ManageError> {
     match Client::connect(socket)?.request(&Request::Inspect { name: name.to_owned() })? {
-        Reply::Inspect { record, .. } => Ok(record + "\n"),
-        Reply::Error { message, .. } => Err(ManageError::Refused(message)),
-        other => Err(ManageError::Unexpected(Box::new(other))),
+        Reply::Inspect { details, .. } => Ok(*details),
+        other => Err(unexpected(other)),
     }
 }
 
-/// `ward audit`.
-pub fn audit(socket: &Path, limit: usize) -> Result<String, ManageError> {
-    match Client::connect(socket)?.request(&Request::Audit { limit })? {
-        Reply::Audit { entries, .. } => Ok(entries.iter().map(|e| format!("{e}\n")).collect()),
-        Reply::Error { message, .. } => Err(ManageError::Refused(message)),
-        other => Err(ManageError::Unexpected(Box::new(other))),
+/// `ward inspect` for a person: what a record says, in words.
+pub fn render_inspection(i: &Inspection, now_ms: u64) -> String {
+    let r = &i.record;
+    let when =
+        |ms: Option<u64>| ms.map_or_else(|| "-".to_owned(), |t| format!("{} ({})", local_time(t), age(t, now_ms)));
+    let mut out = String::new();
+    let mut line = |key: &str, value: String| out.push_str(&format!("{key:<12} {value}\n"));
+    line("name", r.name.clone());
+    line("role", r.role.clone());
+    line("image", r.image.clone());
+    line("state", r.state.as_str().to_owned());
+    line("memory", format!("{} MiB", r.memory_mib));
+    line("restart", format!("{:?}", r.restart).to_lowercase().replace("onfailure", "on-failure"));
+    line("disposable", if r.disposable { "yes" } else { "no" }.to_owned());
+    if !r.cmdline.is_empty() {
+        line("cmdline", r.cmdline.clone());
+    }
+    line("devices", devices(r));
+    for d in &r.disks {
+        line("disk", format!("{}{}", d.path.display(), if d.read_only { " (read-only)" } else { "" }));
+    }
+    line("created", when(Some(r.created_at_ms)));
+    line("started", when(r.started_at_ms));
+    if r.state == State::Stopped || r.ended_at_ms.is_some() {
+        line("ended", when(r.ended_at_ms));
+    }
+    let code = r.exit_code.map_or_else(|| "unknown".to_owned(), |c| c.to_string());
+    match &r.exit_reason {
+        Some(reason) => line("last exit", format!("{code}: {reason}")),
+        None if r.ended_at_ms.is_some() => line("last exit", code),
+        None => line("last exit", "- (it has not ended yet)".to_owned()),
+    }
+    line("restarts", r.restarts.to_string());
+    if !i.pids.is_empty() {
+        let pids: Vec<String> = i.pids.iter().map(u32::to_string).collect();
+        line("pids", pids.join(" "));
+    }
+    if let Some(uid) = r.uid {
+        line("uid", uid.to_string());
+    }
+    if let Some(rss) = i.rss_kib {
+        line("host memory", format!("{} MiB", rss / 1024));
+    }
+    if let Some(cpu) = i.cpu_ms {
+        line("cpu", duration_ms(cpu));
+    }
+    line("console log", i.console_log.display().to_string());
+    line("vmm log", i.vmm_log.display().to_string());
+    line("spec", i.spec.display().to_string());
+    for c in &i.cgroups {
+        line("cgroup", c.display().to_string());
+    }
+    out
+}
+
+fn devices(r: &crate::daemon::state::Record) -> String {
+    let d = &r.devices;
+    let named: Vec<&str> = [(d.console, "console"), (d.rng, "entropy"), (d.vsock, "vsock")]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+    if named.is_empty() { "debug console only".to_owned() } else { named.join(", ") }
+}
+
+/// `ward audit`'s entries, oldest first.
+pub fn audit(socket: &Path, request: &Request) -> Result<Vec<AuditEntry>, ManageError> {
+    match Client::connect(socket)?.request(request)? {
+        Reply::Audit { entries, .. } => Ok(entries),
+        other => Err(unexpected(other)),
     }
 }
 
-/// `ward pending`.
-pub fn pending(socket: &Path) -> Result<String, ManageError> {
-    match Client::connect(socket)?.request(&Request::Pending {})? {
-        Reply::Pending { asks, .. } if asks.is_empty() => Ok("no calls are waiting for an answer\n".to_owned()),
-        Reply::Pending { asks, .. } => {
-            let mut out = format!("{:>6} {:<20} {:<20} {:<32} {:>7}\n", "ID", "FROM", "TO", "SERVICE", "WAITING");
-            for a in asks {
-                out.push_str(&format!(
-                    "{:>6} {:<20} {:<20} {:<32} {:>6}s\n",
-                    a.id, a.from, a.to, a.service, a.waited_s
-                ));
+/// Follows the audit log: `each` gets every batch of entries as wardd
+/// sends it, until the daemon goes away.
+pub fn follow_audit(
+    socket: &Path,
+    request: &Request,
+    mut each: impl FnMut(&[AuditEntry]) -> std::io::Result<()>,
+) -> Result<(), ManageError> {
+    let mut client = Client::connect(socket)?;
+    let mut reply = client.request(request)?;
+    loop {
+        match reply {
+            Reply::Audit { entries, .. } => {
+                if each(&entries).is_err() {
+                    // Whoever reads our output went away: done.
+                    return Ok(());
+                }
             }
-            Ok(out)
+            other => return Err(unexpected(other)),
         }
-        Reply::Error { message, .. } => Err(ManageError::Refused(message)),
-        other => Err(ManageError::Unexpected(Box::new(other))),
+        reply = client.next_reply()?;
+    }
+}
+
+/// An audit entry as a line for a person.
+pub fn render_audit(e: &AuditEntry) -> String {
+    let subject = e.compartment.as_deref().unwrap_or("-");
+    format!("{} {} {subject} {}", local_time(e.at_ms), e.kind, e.detail).trim_end().to_owned() + "\n"
+}
+
+/// The calls waiting for an answer.
+pub fn pending(socket: &Path) -> Result<Vec<PendingAsk>, ManageError> {
+    match Client::connect(socket)?.request(&Request::Pending {})? {
+        Reply::Pending { asks, .. } => Ok(asks),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// `ward pending` for a person.
+pub fn render_pending(asks: &[PendingAsk]) -> String {
+    if asks.is_empty() {
+        return "no calls are waiting for an answer\n".to_owned();
+    }
+    let mut out = format!("{:>6} {:<20} {:<20} {:<32} {:>7}\n", "ID", "FROM", "TO", "SERVICE", "WAITING");
+    for a in asks {
+        out.push_str(&format!(
+            "{:>6} {:<20} {:<20} {:<32} {:>7}\n",
+            a.id,
+            a.from,
+            a.to,
+            a.service,
+            duration_ms(a.waited_s.saturating_mul(1000))
+        ));
+    }
+    out
+}
+
+/// `ward wait`: the exit code of `name`'s run once it has ended.
+pub fn wait(socket: &Path, name: &str) -> Result<Option<i32>, ManageError> {
+    match Client::connect(socket)?.request(&Request::Wait { name: name.to_owned() })? {
+        Reply::Exited { exit_code, .. } => Ok(exit_code),
+        other => Err(unexpected(other)),
     }
 }
 
@@ -141,8 +266,7 @@ pub fn logs(socket: &Path, name: &str, follow: bool, out: &mut dyn Write) -> Res
                 }
             }
             Reply::Exited { exit_code, .. } => return Ok(exit_code),
-            Reply::Error { message, .. } => return Err(ManageError::Refused(message)),
-            other => return Err(ManageError::Unexpected(Box::new(other))),
+            other => return Err(unexpected(other)),
         }
         reply = client.next_reply()?;
     }
@@ -151,9 +275,4 @@ pub fn logs(socket: &Path, name: &str, follow: bool, out: &mut dyn Write) -> Res
 /// Whether a daemon answers at `socket`.
 pub fn daemon_available(socket: &Path) -> bool {
     Client::connect(socket).and_then(|mut c| c.request(&Request::Ping {})).is_ok_and(|r| matches!(r, Reply::Ok { .. }))
-}
-
-/// Whether `state` means the compartment runs or will.
-pub fn is_active(state: State) -> bool {
-    matches!(state, State::Starting | State::Running | State::Restarting | State::Stopping)
 }

@@ -254,7 +254,7 @@ fn a_guest_that_ignores_the_stop_is_killed_at_the_timeout() {
     d.ok(&["stop", "deaf", "--timeout", "1"]);
     assert!(asked.elapsed() >= Duration::from_secs(1), "it waited the timeout out");
     assert_eq!(d.state("deaf").as_deref(), Some("stopped"));
-    assert_eq!(d.exit_code("deaf").as_deref(), Some("-"), "no exit code of its own: {}", d.ok(&["ls"]));
+    assert_eq!(d.exit_code("deaf").as_deref(), Some("137"), "killed, as a shell shows it: {}", d.ok(&["ls"]));
     assert!(d.vmms().is_empty());
 }
 
@@ -357,7 +357,7 @@ fn a_thousand_garbage_requests_never_stop_the_daemon() {
         b"hello\n".to_vec(),
         b"{\n".to_vec(),
         b"{\"version\":1}\n".to_vec(),
-        b"{\"version\":2,\"request\":{\"kind\":\"ping\"}}\n".to_vec(),
+        b"{\"version\":99,\"request\":{\"kind\":\"ping\"}}\n".to_vec(),
         b"{\"version\":1,\"request\":{\"kind\":\"format_disk\"}}\n".to_vec(),
         b"{\"version\":1,\"request\":{\"kind\":\"start\",\"name\":\"../../etc\"}}\n".to_vec(),
         vec![0xff, 0x00, 0x13, b'\n'],
@@ -434,7 +434,7 @@ autostart = true
     let d = Daemon::start("autostart", policy, &[]);
     let audit = d.ok(&["audit"]);
     let order: Vec<&str> =
-        audit.lines().filter(|l| l.contains(" start ")).filter_map(|l| l.split(' ').nth(2)).collect();
+        audit.lines().filter(|l| l.contains(" start ")).filter_map(|l| l.split(' ').nth(3)).collect();
     assert_eq!(order, ["b-vault", "c-store", "a-app"], "{audit}");
     for n in ["a-app", "b-vault", "c-store"] {
         d.ok(&["stop", n, "--timeout", "2"]);
@@ -492,7 +492,7 @@ fn a_jailed_compartment_reads_and_writes_its_disk_and_the_policy_bounds_it() {
     let link = d.dir.join("link.img");
     std::os::unix::fs::symlink(&path, &link).unwrap();
     d.ok(&["create", "linked", "--image", "disk", "--disk", link.to_str().unwrap()]);
-    let record = d.ok(&["inspect", "linked"]);
+    let record = d.ok(&["inspect", "linked", "--json"]);
     assert!(record.contains(&format!("{:?}", path.canonicalize().unwrap())), "{record}");
     assert!(!record.contains("link.img"), "{record}");
     d.ok(&["rm", "linked"]);
@@ -812,4 +812,148 @@ fn control_and_bidirectional_characters_reach_the_terminal_escaped() {
     assert!(!out.status.success());
     assert!(err.contains("a\\u{202e}gmi.exe\\u{1b}[31m"), "{err}");
     assert!(!err.contains('\u{202e}') && !err.contains('\u{1b}'), "{err:?}");
+}
+
+/// `ward ARGS --json` (or with `--json` inside ARGS), parsed.
+fn json(d: &Daemon, args: &[&str]) -> serde_json::Value {
+    let text = d.ok(args);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("ward {args:?} printed no JSON ({e}): {text}"))
+}
+
+#[test]
+fn the_lifecycle_verbs_work_as_a_docker_user_expects() {
+    let d = Daemon::start("verbs", POLICY, &[]);
+    for name in ["v1", "v2"] {
+        d.ok(&["create", name, "-m", "16"]);
+    }
+    d.ok(&["create", "v3", "-m", "16", "--restart", "always"]);
+    assert_eq!(json(&d, &["inspect", "v3", "--json"])["record"]["restart"], "always");
+    d.ok(&["rm", "v3"]);
+
+    // start --all, then a start of a running one: a note, and success.
+    d.ok(&["start", "--all"]);
+    assert_eq!(d.state("v1").as_deref(), Some("running"));
+    assert_eq!(d.state("v2").as_deref(), Some("running"));
+    let again = d.ward(&["start", "v1"]);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("compartment v1 is running already"));
+
+    // ls -q and ls --json.
+    assert_eq!(d.ok(&["ls", "-q"]), "v1\nv2\n");
+    let list = json(&d, &["ls", "--json"]);
+    let rows = list.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r["state"] == "running" && r["pid"].as_u64().is_some()), "{list}");
+
+    // inspect, for a script and for a person.
+    let details = json(&d, &["inspect", "v1", "--json"]);
+    let pid = details["record"]["pid"].as_u64().unwrap();
+    assert_eq!(details["pids"][0].as_u64(), Some(pid), "{details}");
+    assert!(Path::new(details["console_log"].as_str().unwrap()).exists(), "{details}");
+    let text = d.ok(&["inspect", "v1"]);
+    assert!(text.contains("state        running") && text.contains(&format!("pids         {pid}")), "{text}");
+    assert!(text.contains("console log") && text.contains("ago)"), "{text}");
+
+    // restart: a new VMM.
+    d.ok(&["restart", "v1"]);
+    let after = json(&d, &["inspect", "v1", "--json"]);
+    assert_eq!(after["record"]["state"], "running");
+    assert_ne!(after["record"]["pid"].as_u64(), Some(pid), "restart started a new VMM");
+
+    // wait: blocks until the run ends, prints its exit code and exits
+    // with it; the idle guest powers off with 0 when asked to stop.
+    let waiter = Command::new(bin("ward"))
+        .arg("--socket")
+        .arg(d.socket())
+        .args(["wait", "v1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stopper = std::thread::spawn({
+        let socket = d.socket();
+        move || {
+            std::thread::sleep(Duration::from_millis(500));
+            Command::new(bin("ward")).arg("--socket").arg(socket).args(["stop", "v1"]).output().unwrap()
+        }
+    });
+    let waited = waiter.wait_with_output().unwrap();
+    assert!(stopper.join().unwrap().status.success());
+    assert_eq!((waited.status.code(), String::from_utf8_lossy(&waited.stdout).trim()), (Some(0), "0"));
+    let text = d.ok(&["inspect", "v1"]);
+    assert!(text.contains("last exit    0: powered off with exit code 0"), "{text}");
+
+    // stop of a stopped one: a note, and success.
+    let again = d.ward(&["stop", "v1"]);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("compartment v1 is not running (stopped)"));
+
+    // kill: 137, as a shell shows a SIGKILL.
+    d.ok(&["kill", "v2"]);
+    assert_eq!(d.exit_code("v2").as_deref(), Some("137"), "{}", d.ok(&["ls"]));
+    let waited = d.ward(&["wait", "v2"]);
+    assert_eq!((waited.status.code(), String::from_utf8_lossy(&waited.stdout).trim()), (Some(137), "137"));
+
+    // One name that does not exist fails the command, the others go on.
+    let mixed = d.ward(&["kill", "nobody", "v2"]);
+    assert_eq!(mixed.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&mixed.stderr).contains("no compartment nobody"));
+
+    // rm of a running one is refused; rm -f --all removes everything.
+    d.ok(&["start", "v2"]);
+    assert!(!d.ward(&["rm", "v2"]).status.success());
+    d.ok(&["rm", "-f", "--all"]);
+    assert_eq!(d.ok(&["ls", "-q"]), "");
+    assert!(d.vmms().is_empty());
+
+    // The audit log, filtered and as JSON.
+    let exits = json(&d, &["audit", "--json", "--kind", "exit", "-c", "v2", "-n", "100"]);
+    let exits = exits.as_array().unwrap();
+    assert_eq!(exits.len(), 2, "killed twice: {exits:?}");
+    assert!(exits.iter().all(|e| e["kind"] == "exit" && e["compartment"] == "v2" && e["at_ms"].as_u64() > Some(0)));
+    let all = json(&d, &["audit", "--json", "-n", "1000"]);
+    let kinds: Vec<&str> = all.as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
+    for kind in ["create", "start", "stop", "kill", "exit", "remove"] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+}
+
+#[test]
+fn events_stream_lifecycle_changes_as_json_lines_and_audit_follows() {
+    let d = Daemon::start("events", POLICY, &[]);
+    let mut events = Command::new(bin("ward"))
+        .arg("--socket")
+        .arg(d.socket())
+        .args(["events", "--json", "-c", "e1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut follower = Command::new(bin("ward"))
+        .arg("--socket")
+        .arg(d.socket())
+        .args(["audit", "-f", "-n", "0", "--kind", "start"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Both are connected before anything happens: they have seen no entry.
+    std::thread::sleep(Duration::from_millis(300));
+    d.ok(&["create", "e2", "-m", "16"]);
+    d.ok(&["create", "e1", "-m", "16"]);
+    d.ok(&["start", "e1"]);
+    d.ok(&["stop", "e1"]);
+    let mut lines = BufReader::new(events.stdout.take().unwrap()).lines();
+    let mut kinds = Vec::new();
+    while kinds.last().map(String::as_str) != Some("exit") {
+        let line = lines.next().expect("an event").unwrap();
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(event["compartment"], "e1", "only e1's: {line}");
+        kinds.push(event["kind"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(kinds, ["create", "start", "stop", "exit"]);
+    let started = BufReader::new(follower.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    assert!(started.contains(" start e1 pid "), "{started}");
+    for child in [&mut events, &mut follower] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    d.ok(&["rm", "--all"]);
 }

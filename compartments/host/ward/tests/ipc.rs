@@ -217,8 +217,8 @@ fn allowed_calls_work_both_ways_with_ten_mib_intact() {
         assert!(line.contains(&format!("{MIB_10}: ok checksum=")), "{line}");
     }
     let audit = d.audit();
-    assert!(audit.contains("ipc allow alpha -> beta echo"), "{audit}");
-    assert!(audit.contains("ipc allow beta -> alpha echo"), "{audit}");
+    assert!(audit.contains("ipc-allow alpha -> beta echo"), "{audit}");
+    assert!(audit.contains("ipc-allow beta -> alpha echo"), "{audit}");
 }
 
 #[test]
@@ -232,8 +232,8 @@ fn a_denied_call_fails_at_once_with_a_clear_error_and_an_audit_line() {
     let sink = d.line("alpha", "ipc: call gamma sink", Duration::from_secs(60));
     assert!(sink.contains("failed: denied"), "{sink}");
     let audit = d.audit();
-    assert!(audit.contains("ipc deny alpha -> gamma secret"), "{audit}");
-    assert!(audit.contains("ipc deny alpha -> gamma sink"), "{audit}");
+    assert!(audit.contains("ipc-deny alpha -> gamma secret"), "{audit}");
+    assert!(audit.contains("ipc-deny alpha -> gamma sink"), "{audit}");
 }
 
 #[test]
@@ -277,7 +277,7 @@ fn an_ask_nobody_answers_is_denied_after_the_timeout() {
     let line = d.line("alpha", "ipc: call beta asked 100", Duration::from_secs(60));
     assert!(line.contains("failed: denied: no answer"), "{line}");
     let audit = d.audit();
-    assert!(audit.contains("ipc deny alpha -> beta asked: no answer in 2 s"), "{audit}");
+    assert!(audit.contains("ipc-deny alpha -> beta asked: no answer in 2 s"), "{audit}");
     assert_eq!(d.ok(&["pending"]).trim(), "no calls are waiting for an answer");
 }
 
@@ -335,8 +335,8 @@ fn a_compartment_calls_a_host_service_the_policy_allows() {
     let denied = d.line("beta", "ipc: call host echo 100", Duration::from_secs(60));
     assert!(denied.contains("failed: denied"), "{denied}");
     let audit = d.audit();
-    assert!(audit.contains("ipc allow alpha -> host echo+hello"), "{audit}");
-    assert!(audit.contains("ipc deny beta -> host echo"), "{audit}");
+    assert!(audit.contains("ipc-allow alpha -> host echo+hello"), "{audit}");
+    assert!(audit.contains("ipc-deny beta -> host echo"), "{audit}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -6,10 +6,12 @@ use std::time::Instant;
 
 use clap::Parser;
 
-use ward_host::cli::{BenchCommand, Cli, Command};
+use ward_host::cli::{AuditFilterArgs, BenchCommand, Cli, Command};
 use ward_host::daemon::paths::default_socket;
 use ward_host::daemon::proto::{CreateArgs, Request};
+use ward_host::daemon::state::now_ms;
 use ward_host::grant::DiskRequest;
+use ward_host::lifecycle::{self, Verb};
 use ward_host::policy_source::PolicySource;
 use ward_host::{bench, fleet, manage, policy_cmd, run};
 use ward_policy::display::escape;
@@ -47,7 +49,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Policy(command) => policy_cmd::main(&command, cli.policy.as_deref()),
-        Command::Create { name, image, memory, cmdline, disks, disposable } => {
+        Command::Create { name, image, memory, cmdline, disks, disposable, restart } => {
             let request = Request::Create(CreateArgs {
                 name: name.to_string(),
                 image,
@@ -55,20 +57,36 @@ fn main() -> ExitCode {
                 cmdline,
                 disks: absolute(disks),
                 disposable,
+                restart,
             });
             done(manage::simple(&socket, &request).map(|()| String::new()))
         }
-        Command::Start { name } => done(manage::simple(&socket, &Request::Start { name }).map(|()| String::new())),
-        Command::Stop { name, timeout } => {
-            let request = Request::Stop { name, timeout_ms: Some(timeout.saturating_mul(1000)) };
-            done(manage::simple(&socket, &request).map(|()| String::new()))
+        Command::Start(which) => lifecycle::each(&socket, &which, Verb::Start),
+        Command::Stop { which, timeout } => lifecycle::each(&socket, &which, Verb::Stop { timeout_s: timeout }),
+        Command::Restart { which, timeout } => lifecycle::each(&socket, &which, Verb::Restart { timeout_s: timeout }),
+        Command::Kill(which) => lifecycle::each(&socket, &which, Verb::Kill),
+        Command::Rm { which, force } => lifecycle::each(&socket, &which, Verb::Remove { force }),
+        Command::Wait { names } => lifecycle::wait(&socket, &names),
+        Command::Ls { quiet, json } => done(manage::statuses(&socket).and_then(|list| {
+            Ok(if json {
+                to_json(&list)?
+            } else if quiet {
+                list.iter().map(|s| format!("{}\n", s.name)).collect()
+            } else {
+                manage::render_list(&list)
+            })
+        })),
+        Command::Inspect { name, json } => done(manage::inspect(&socket, &name).and_then(|details| {
+            if json { to_json(&details) } else { Ok(manage::render_inspection(&details, now_ms())) }
+        })),
+        Command::Audit { limit, filter, follow } => audit(&socket, limit, &filter, follow),
+        Command::Events { filter } => audit(&socket, 0, &filter, true),
+        Command::Pending { json } => {
+            done(
+                manage::pending(&socket)
+                    .and_then(|asks| if json { to_json(&asks) } else { Ok(manage::render_pending(&asks)) }),
+            )
         }
-        Command::Kill { name } => done(manage::simple(&socket, &Request::Kill { name }).map(|()| String::new())),
-        Command::Rm { name } => done(manage::simple(&socket, &Request::Remove { name }).map(|()| String::new())),
-        Command::Ls => done(manage::list(&socket)),
-        Command::Inspect { name } => done(manage::inspect(&socket, &name)),
-        Command::Audit { limit } => done(manage::audit(&socket, limit)),
-        Command::Pending => done(manage::pending(&socket)),
         Command::Allow { id } => {
             done(manage::simple(&socket, &Request::Answer { id, allow: true }).map(|()| format!("call {id} allowed\n")))
         }
@@ -107,6 +125,7 @@ fn run_in_daemon(socket: &std::path::Path, args: &ward_host::cli::RunArgs) -> Re
         cmdline: args.cmdline.clone(),
         disks: absolute(args.disks.clone()),
         disposable: args.disposable,
+        restart: None,
     });
     manage::simple(socket, &create)?;
     manage::simple(socket, &Request::Start { name: name.clone() })?;
@@ -119,6 +138,37 @@ fn run_in_daemon(socket: &std::path::Path, args: &ward_host::cli::RunArgs) -> Re
         manage::simple(socket, &Request::Remove { name })?;
     }
     Ok(code)
+}
+
+/// `ward audit` and `ward events`: the last `limit` entries the filter
+/// keeps, then (following) each new one.
+fn audit(socket: &std::path::Path, limit: usize, filter: &AuditFilterArgs, follow: bool) -> ExitCode {
+    let request = Request::Audit { limit, follow, compartment: filter.compartment.clone(), kinds: filter.kind.clone() };
+    if !follow {
+        return done(manage::audit(socket, &request).and_then(|entries| {
+            if filter.json { to_json(&entries) } else { Ok(entries.iter().map(manage::render_audit).collect()) }
+        }));
+    }
+    let json = filter.json;
+    let result = manage::follow_audit(socket, &request, |entries| {
+        let mut out = std::io::stdout().lock();
+        for e in entries {
+            let line = if json { serde_json::to_string(e).unwrap_or_default() + "\n" } else { manage::render_audit(e) };
+            out.write_all(escape_lines(&line).as_bytes())?;
+        }
+        out.flush()
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+/// `value` as one pretty JSON document, with a newline.
+fn to_json(value: &impl serde::Serialize) -> Result<String, manage::ManageError> {
+    serde_json::to_string_pretty(value)
+        .map(|text| text + "\n")
+        .map_err(|e| manage::ManageError::Refused(format!("encoding JSON: {e}")))
 }
 
 /// Disk paths made absolute: wardd has a working directory of its own.
@@ -143,7 +193,7 @@ fn done<E: std::error::Error>(result: Result<String, E>) -> ExitCode {
 }
 
 /// Reports an error and fails.
-fn fail(e: &dyn std::error::Error) -> ExitCode {
+pub fn fail(e: &dyn std::error::Error) -> ExitCode {
     eprintln!("ward: error: {}", escape_lines(&e.to_string()));
     ExitCode::FAILURE
 }

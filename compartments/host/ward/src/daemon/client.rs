@@ -2,8 +2,8 @@
 //!
 //! Every wait is bounded: a reply must come within [`REPLY_TIMEOUT`] (more
 //! for a stop, by its own time-out), a request must be taken within
-//! [`WRITE_TIMEOUT`]; only a followed stream (`ward logs -f`) waits as
-//! long as the compartment runs.
+//! [`WRITE_TIMEOUT`]; only a followed stream (`ward logs -f`, `ward
+//! audit -f`) and `ward wait` wait as long as the compartment runs.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -94,12 +94,16 @@ impl Client {
 
     /// Sends `request` and reads the first reply.
     pub fn request(&mut self, request: &Request) -> Result<Reply, ClientError> {
-        let extra = match request {
+        let timeout = match request {
             // wardd answers a stop once the VMM is gone: after its time-out.
-            Request::Stop { timeout_ms, .. } => Duration::from_millis(timeout_ms.unwrap_or(5_000)),
-            _ => Duration::ZERO,
+            Request::Stop { timeout_ms, .. } => {
+                Some(REPLY_TIMEOUT.saturating_add(Duration::from_millis(timeout_ms.unwrap_or(5_000))))
+            }
+            // A wait ends when the compartment does.
+            Request::Wait { .. } => None,
+            _ => Some(REPLY_TIMEOUT),
         };
-        self.wait_at_most(Some(REPLY_TIMEOUT.saturating_add(extra)))?;
+        self.wait_at_most(timeout)?;
         self.stream.write_all(proto::encode_request(request).as_bytes())?;
         self.read_reply()
     }

@@ -427,10 +427,7 @@ impl IpcRouter {
                 };
                 match serde_json::from_slice::<FromRouter>(&buf[..n]) {
                     Ok(FromRouter::Ready) => log::info!("IPC router ready"),
-                    Ok(FromRouter::Audit { line }) => {
-                        let (action, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
-                        let _ = store.audit("ipc", action, rest);
-                    }
+                    Ok(FromRouter::Audit { line }) => audit_decision(&store, &line),
                     Ok(FromRouter::Ask { id, from, to, service }) => {
                         let ask = PendingAsk { id, from, to, service, waited_s: 0 };
                         lock(&inner).pending.insert(id, (ask, generation, Instant::now()));
@@ -541,7 +538,7 @@ impl IpcRouter {
         let (ask, _, _) = inner.pending.remove(&id).ok_or(IpcError::NoSuchAsk(id))?;
         self.send_or_kill(&mut inner, &ToRouter::Answer { id, allow, no_answer_after_s: None }, None, "an answer")?;
         let (action, how) = if allow { ("allow", "user allowed") } else { ("deny", "user denied") };
-        let _ = self.store.audit("ipc", action, &format!("{} -> {} {}: {how}", ask.from, ask.to, ask.service));
+        audit_decision(&self.store, &format!("{action} {} -> {} {}: {how}", ask.from, ask.to, ask.service));
         Ok(())
     }
 
@@ -600,6 +597,25 @@ fn send(control: &UnixDatagram, message: &ToRouter<'_>, fd: Option<i32>, what: &
         None => control.send(&bytes).map(|_| ()),
     };
     result.map_err(|source| IpcError::Send { what, source })
+}
+
+/// Writes one of the router's decision lines (`allow mail -> vault sign:
+/// rule #1 at ...`, `limit mail: ...`) as an audit entry of kind
+/// `ipc-<action>` about the caller, with the callee as its peer.
+fn audit_decision(store: &Store, line: &str) {
+    let (action, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let kind = format!("ipc-{action}");
+    let (from, peer, detail) = match rest.split_once(" -> ") {
+        Some((from, call)) if !from.contains(' ') => {
+            let to = call.split([' ', ':']).next().unwrap_or_default();
+            (Some(from), Some(to), format!("-> {call}"))
+        }
+        _ => match rest.split_once(": ") {
+            Some((name, detail)) if !name.contains(' ') => (Some(name), None, detail.to_owned()),
+            _ => (None, None, rest.to_owned()),
+        },
+    };
+    let _ = store.audit_between(&kind, from, peer, &detail);
 }
 
 #[cfg(test)]

@@ -6,12 +6,16 @@
 //! [`MAX_LINE`] bytes with an error reply (and, for an oversized line,
 //! closes the connection), and keeps serving everyone else.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
+use super::state::{Record, Restart};
 use crate::grant::DiskRequest;
 
-/// Protocol version.
-pub const VERSION: u32 = 1;
+/// Protocol version (2: structured audit entries and inspection, `wait`,
+/// notes on `ok`).
+pub const VERSION: u32 = 2;
 /// Longest request line, in bytes.
 pub const MAX_LINE: usize = 64 * 1024;
 
@@ -44,6 +48,9 @@ pub struct CreateArgs {
     pub disks: Vec<DiskRequest>,
     /// Remove it and its state when it stops.
     pub disposable: bool,
+    /// What happens when its VMM ends (default: the policy's).
+    #[serde(default)]
+    pub restart: Option<Restart>,
 }
 
 impl CreateArgs {
@@ -112,10 +119,26 @@ pub enum Request {
         /// Close the input after them.
         end: bool,
     },
-    /// The audit log, newest last.
+    /// The audit log, newest last; with `follow`, new entries as they
+    /// are written, until the client goes away.
     Audit {
-        /// At most this many entries.
+        /// At most this many of the entries already written.
         limit: usize,
+        /// Keep streaming new entries.
+        #[serde(default)]
+        follow: bool,
+        /// Only entries about this compartment (as subject or peer).
+        #[serde(default)]
+        compartment: Option<String>,
+        /// Only entries of these kinds (all if empty).
+        #[serde(default)]
+        kinds: Vec<String>,
+    },
+    /// Waits until the compartment's current run ends (at once if it is
+    /// not running); the reply is [`Reply::Exited`].
+    Wait {
+        /// Its name.
+        name: String,
     },
     /// The IPC calls waiting for the user's answer (the policy said `ask`).
     Pending {},
@@ -146,6 +169,31 @@ pub enum State {
     Restarting,
 }
 
+impl State {
+    /// The state in words, as `ward ls` shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Stopping => "stopping",
+            Self::Stopped => "stopped",
+            Self::Restarting => "restarting",
+        }
+    }
+
+    /// Whether the compartment runs, or will without being asked.
+    pub fn is_active(self) -> bool {
+        matches!(self, Self::Starting | Self::Running | Self::Restarting | Self::Stopping)
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What `ward ls` shows of a compartment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
@@ -167,10 +215,63 @@ pub struct Status {
     pub rss_kib: Option<u64>,
     /// CPU time its VMM used, ms.
     pub cpu_ms: Option<u64>,
-    /// Exit code of its last run.
+    /// Exit code of its last run, as a shell shows it (see
+    /// [`Record::exit_code`]).
     pub exit_code: Option<i32>,
     /// Restarts by the restart policy.
     pub restarts: u32,
+    /// Unix time (ms) its current or last run started.
+    pub started_at_ms: Option<u64>,
+    /// Unix time (ms) its last run ended.
+    pub ended_at_ms: Option<u64>,
+}
+
+/// What `ward inspect` shows: the record, and where the host keeps the
+/// compartment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inspection {
+    /// Everything the daemon keeps about it.
+    pub record: Record,
+    /// Its console history (and `<path>.1`, the older half).
+    pub console_log: PathBuf,
+    /// What its VMM wrote to standard error.
+    pub vmm_log: PathBuf,
+    /// The spec its VMM was started with.
+    pub spec: PathBuf,
+    /// Its cgroup's directories (one per hierarchy), while it runs in one.
+    pub cgroups: Vec<PathBuf>,
+    /// Its VMM's processes while it runs: the one wardd watches first,
+    /// then (when jailed) the VMM itself, PID 1 of its namespace.
+    pub pids: Vec<u32>,
+    /// Host memory its VMM uses now (RSS), KiB.
+    pub rss_kib: Option<u64>,
+    /// CPU time its VMM used, ms.
+    pub cpu_ms: Option<u64>,
+}
+
+/// One entry of the audit log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Its position in the log: larger is later.
+    pub id: u64,
+    /// Unix time (ms) it was written.
+    pub at_ms: u64,
+    /// What happened: `create`, `start`, `exit`, `ipc-allow`, ...
+    pub kind: String,
+    /// The compartment it is about (the caller of an IPC call), if any.
+    pub compartment: Option<String>,
+    /// The other compartment of an IPC call.
+    #[serde(default)]
+    pub peer: Option<String>,
+    /// The rest, in words.
+    pub detail: String,
+}
+
+impl AuditEntry {
+    /// Whether the entry is about `name`, as subject or peer.
+    pub fn concerns(&self, name: &str) -> bool {
+        self.compartment.as_deref() == Some(name) || self.peer.as_deref() == Some(name)
+    }
 }
 
 /// A reply.
@@ -181,6 +282,10 @@ pub enum Reply {
     Ok {
         /// [`VERSION`].
         version: u32,
+        /// Nothing needed doing, and why (a stop of a stopped
+        /// compartment, a start of a running one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
     },
     /// Statuses.
     List {
@@ -189,12 +294,12 @@ pub enum Reply {
         /// One per compartment.
         compartments: Vec<Status>,
     },
-    /// A compartment's record, as pretty JSON.
+    /// A compartment's record and where the host keeps it.
     Inspect {
         /// [`VERSION`].
         version: u32,
-        /// The record.
-        record: String,
+        /// What there is to see.
+        details: Box<Inspection>,
     },
     /// A piece of console history (more may follow when following).
     Log {
@@ -205,19 +310,20 @@ pub enum Reply {
         /// Offset after it.
         next: u64,
     },
-    /// The followed compartment stopped: end of the stream.
+    /// The followed or awaited compartment's run ended: end of the
+    /// stream.
     Exited {
         /// [`VERSION`].
         version: u32,
-        /// Its exit code, if it powered off.
+        /// Its exit code as a shell shows it, if known.
         exit_code: Option<i32>,
     },
-    /// Audit entries.
+    /// Audit entries (more follow when following).
     Audit {
         /// [`VERSION`].
         version: u32,
-        /// One line each.
-        entries: Vec<String>,
+        /// Oldest first.
+        entries: Vec<AuditEntry>,
     },
     /// The IPC calls waiting for an answer.
     Pending {
@@ -277,7 +383,12 @@ impl Reply {
 
     /// The success reply.
     pub fn ok() -> Self {
-        Self::Ok { version: VERSION }
+        Self::Ok { version: VERSION, note: None }
+    }
+
+    /// Success, with nothing done, and why.
+    pub fn noted(note: impl Into<String>) -> Self {
+        Self::Ok { version: VERSION, note: Some(note.into()) }
     }
 }
 
@@ -346,14 +457,16 @@ mod tests {
             _ => None,
         };
         assert_eq!(kind("hello"), Some(ErrorKind::Malformed));
-        assert_eq!(kind(r#"{"version":1}"#), Some(ErrorKind::Malformed));
-        assert_eq!(kind(r#"{"version":1,"request":{"kind":"format_disk"}}"#), Some(ErrorKind::Malformed));
-        assert_eq!(kind(r#"{"version":1,"request":{"kind":"ping"},"extra":1}"#), Some(ErrorKind::Malformed));
+        assert_eq!(kind(r#"{"version":2}"#), Some(ErrorKind::Malformed));
+        assert_eq!(kind(r#"{"version":2,"request":{"kind":"format_disk"}}"#), Some(ErrorKind::Malformed));
+        assert_eq!(kind(r#"{"version":2,"request":{"kind":"ping"},"extra":1}"#), Some(ErrorKind::Malformed));
         for request in [r#"{"kind":"ping","extra":1}"#, r#"{"kind":"list","x":0}"#, r#"{"kind":"pending","a":[]}"#] {
-            let line = format!(r#"{{"version":1,"request":{request}}}"#);
+            let line = format!(r#"{{"version":2,"request":{request}}}"#);
             assert_eq!(kind(&line), Some(ErrorKind::Malformed), "{line}");
         }
-        assert_eq!(parse_request(r#"{"version":1,"request":{"kind":"ping"}}"#), Ok(Request::Ping {}));
+        assert_eq!(parse_request(r#"{"version":2,"request":{"kind":"ping"}}"#), Ok(Request::Ping {}));
+        // A client of the first version is told, not misread.
+        assert_eq!(kind(r#"{"version":1,"request":{"kind":"ping"}}"#), Some(ErrorKind::Version));
         assert_eq!(kind(r#"{"version":9,"request":{"kind":"ping"}}"#), Some(ErrorKind::Version));
         assert_eq!(kind(&"x".repeat(MAX_LINE + 1)), Some(ErrorKind::TooLarge));
     }

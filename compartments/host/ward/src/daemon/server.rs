@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::proto::{self, ErrorKind, MAX_LINE, Reply, Request, State, VERSION};
-use super::supervisor::{DEFAULT_STOP_TIMEOUT, Supervisor};
+use super::proto::{self, AuditEntry, ErrorKind, MAX_LINE, Reply, Request, State, VERSION};
+use super::supervisor::{DEFAULT_STOP_TIMEOUT, OpError, Supervisor};
 use ward_sandbox::lockfile::{LockError, LockFile};
 use ward_sandbox::sockets::{peer_gone, peer_uid};
 use ward_vmm_process::console_log;
@@ -203,6 +203,14 @@ fn connection(mut stream: UnixStream, sup: &Supervisor) {
                 stream_logs(&mut stream, sup, &name, from, follow);
                 continue;
             }
+            Ok(Request::Audit { limit, follow: true, compartment, kinds }) => {
+                stream_audit(&mut stream, sup, limit, &AuditFilter { compartment, kinds });
+                continue;
+            }
+            Ok(Request::Wait { name }) => {
+                wait_for_end(&mut stream, sup, &name);
+                continue;
+            }
             Ok(request) => handle(sup, request),
         };
         if !send(&mut stream, &reply) {
@@ -272,24 +280,106 @@ pub fn handle(sup: &Supervisor, request: Request) -> Reply {
     let result = match request {
         Request::Ping {} => Ok(Reply::ok()),
         Request::Create(args) => sup.create(&args).map(|()| Reply::ok()),
-        Request::Start { name } => sup.start(&name).map(|()| Reply::ok()),
+        Request::Start { name } => sup.start(&name).map(noted),
         Request::Stop { name, timeout_ms } => {
             let timeout = timeout_ms.map_or(DEFAULT_STOP_TIMEOUT, Duration::from_millis);
-            sup.stop(&name, timeout, false).map(|()| Reply::ok())
+            sup.stop(&name, timeout, false).map(noted)
         }
-        Request::Kill { name } => sup.stop(&name, Duration::ZERO, true).map(|()| Reply::ok()),
+        Request::Kill { name } => sup.stop(&name, Duration::ZERO, true).map(noted),
         Request::Remove { name } => sup.remove(&name).map(|()| Reply::ok()),
         Request::Input { name, data, end } => sup.input(&name, &data, end).map(|()| Reply::ok()),
         Request::List {} => sup.list().map(|compartments| Reply::List { version: VERSION, compartments }),
-        Request::Inspect { name } => sup.inspect(&name).map(|record| Reply::Inspect { version: VERSION, record }),
-        Request::Audit { limit } => {
-            sup.store().audit_tail(limit).map(|entries| Reply::Audit { version: VERSION, entries }).map_err(Into::into)
+        Request::Inspect { name } => {
+            sup.inspect(&name).map(|details| Reply::Inspect { version: VERSION, details: Box::new(details) })
         }
-        Request::Logs { .. } => Ok(Reply::error(ErrorKind::Malformed, "logs is streamed")),
+        Request::Audit { limit, compartment, kinds, .. } => {
+            let filter = AuditFilter { compartment, kinds };
+            let entries = sup.store().audit_tail(limit, |e| filter.keeps(e));
+            entries.map(|entries| Reply::Audit { version: VERSION, entries }).map_err(Into::into)
+        }
+        Request::Logs { .. } | Request::Wait { .. } => Ok(Reply::error(ErrorKind::Malformed, "this is streamed")),
         Request::Pending {} => Ok(Reply::Pending { version: VERSION, asks: sup.pending() }),
         Request::Answer { id, allow } => sup.answer(id, allow).map(|()| Reply::ok()),
     };
     result.unwrap_or_else(Reply::from)
+}
+
+/// `ok`, or `ok` with the note that nothing needed doing.
+fn noted(note: Option<String>) -> Reply {
+    note.map_or_else(Reply::ok, Reply::noted)
+}
+
+/// Which audit entries a client asked for.
+#[derive(Debug)]
+struct AuditFilter {
+    /// About this compartment (as subject or peer), if set.
+    compartment: Option<String>,
+    /// Of these kinds, if any.
+    kinds: Vec<String>,
+}
+
+impl AuditFilter {
+    fn keeps(&self, entry: &AuditEntry) -> bool {
+        self.compartment.as_deref().is_none_or(|name| entry.concerns(name))
+            && (self.kinds.is_empty() || self.kinds.contains(&entry.kind))
+    }
+}
+
+/// Sends the last `limit` audit entries `filter` keeps, then each new one
+/// as it is written, until the client goes away.
+fn stream_audit(stream: &mut UnixStream, sup: &Supervisor, limit: usize, filter: &AuditFilter) {
+    let store = sup.store();
+    // The newest id first, then the tail up to it: nothing written in
+    // between is lost or sent twice.
+    let (mut last, tail) = match store.audit_last_id().and_then(|last| {
+        let tail = store.audit_tail(limit, |e| e.id <= last && filter.keeps(e))?;
+        Ok((last, tail))
+    }) {
+        Ok(found) => found,
+        Err(e) => {
+            send(stream, &Reply::from(OpError::from(e)));
+            return;
+        }
+    };
+    if !send(stream, &Reply::Audit { version: VERSION, entries: tail }) {
+        return;
+    }
+    while !peer_gone(stream, FOLLOW_POLL) {
+        let Ok(entries) = store.audit_after(last) else { continue };
+        let Some(newest) = entries.last().map(|e| e.id) else { continue };
+        last = newest;
+        let entries: Vec<AuditEntry> = entries.into_iter().filter(|e| filter.keeps(e)).collect();
+        if !entries.is_empty() && !send(stream, &Reply::Audit { version: VERSION, entries }) {
+            return;
+        }
+    }
+}
+
+/// Answers `wait`: [`Reply::Exited`] once `name`'s current run has ended
+/// (at once if it is not running; a compartment created but never started
+/// is waited for until it has run). A client that goes away ends the wait.
+fn wait_for_end(stream: &mut UnixStream, sup: &Supervisor, name: &str) {
+    loop {
+        match sup.state_of(name) {
+            Ok(Some((State::Stopped | State::Restarting, exit_code))) => {
+                send(stream, &Reply::Exited { version: VERSION, exit_code });
+                return;
+            }
+            Ok(Some(_)) => {
+                if peer_gone(stream, FOLLOW_POLL) {
+                    return;
+                }
+            }
+            Ok(None) => {
+                send(stream, &Reply::error(ErrorKind::NotFound, format!("no compartment {name}")));
+                return;
+            }
+            Err(e) => {
+                send(stream, &Reply::from(e));
+                return;
+            }
+        }
+    }
 }
 
 /// Sends console history from `from`, then, with `follow`, new output as

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::proto::State;
+use super::proto::{AuditEntry, State};
 use crate::grant::DiskRequest;
 
 /// The store failed.
@@ -28,7 +28,7 @@ pub enum StoreError {
 }
 
 /// What happens when a compartment's VMM ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Restart {
     /// Nothing.
@@ -62,7 +62,10 @@ pub struct Record {
     pub pid: Option<u32>,
     /// Unix time (ms) it last started.
     pub started_at_ms: Option<u64>,
-    /// Exit code of its last run (`None`: killed or crashed without one).
+    /// Exit code of its last run as a shell shows it: the guest's own if
+    /// it powered off, else its VMM's (125: crashed, 128 + N: ended by
+    /// signal N, so 137 when killed). `None`: a VMM adopted after a daemon
+    /// restart that ended without saying how.
     pub exit_code: Option<i32>,
     /// Restarts so far.
     pub restarts: u32,
@@ -91,6 +94,10 @@ pub struct Record {
     /// in the record so a stop outlives the daemon that began it.
     #[serde(default)]
     pub stop_deadline_ms: Option<u64>,
+    /// How its last run ended, in words (the VMM's exit record, or what
+    /// the daemon saw).
+    #[serde(default)]
+    pub exit_reason: Option<String>,
 }
 
 /// Devices the policy granted a compartment (its disks are in
@@ -160,27 +167,86 @@ impl Store {
             .collect()
     }
 
-    /// Appends an audit line: `<unix ms> <event> <compartment> <detail>`.
-    pub fn audit(&self, event: &str, name: &str, detail: &str) -> Result<(), StoreError> {
+    /// Appends an audit entry about compartment `name` (none if empty or
+    /// `-`).
+    pub fn audit(&self, kind: &str, name: &str, detail: &str) -> Result<(), StoreError> {
+        let name = Some(name).filter(|n| !n.is_empty() && *n != "-");
+        self.audit_between(kind, name, None, detail)
+    }
+
+    /// Appends an audit entry about `name` and, for a call between two
+    /// compartments, its `peer`.
+    pub fn audit_between(
+        &self,
+        kind: &str,
+        name: Option<&str>,
+        peer: Option<&str>,
+        detail: &str,
+    ) -> Result<(), StoreError> {
         let id = self.db.generate_id()?;
-        let line = format!("{} {event} {name} {detail}", now_ms());
-        self.audit.insert(id.to_be_bytes(), line.trim_end().as_bytes())?;
+        let entry = AuditEntry {
+            id,
+            at_ms: now_ms(),
+            kind: kind.to_owned(),
+            compartment: name.map(str::to_owned),
+            peer: peer.map(str::to_owned),
+            detail: detail.trim_end().to_owned(),
+        };
+        let bytes = serde_json::to_vec(&entry).map_err(|source| StoreError::Decode { key: kind.to_owned(), source })?;
+        self.audit.insert(id.to_be_bytes(), bytes)?;
         self.db.flush()?;
         Ok(())
     }
 
-    /// The last `limit` audit lines, oldest first.
-    pub fn audit_tail(&self, limit: usize) -> Result<Vec<String>, StoreError> {
-        let mut lines: Vec<String> = self
-            .audit
-            .iter()
-            .rev()
-            .take(limit)
-            .map(|entry| entry.map(|(_, v)| String::from_utf8_lossy(&v).into_owned()))
-            .collect::<Result<_, _>>()?;
-        lines.reverse();
-        Ok(lines)
+    /// The last `limit` audit entries that `keep` says to, oldest first.
+    pub fn audit_tail(&self, limit: usize, keep: impl Fn(&AuditEntry) -> bool) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut entries = Vec::new();
+        for item in self.audit.iter().rev() {
+            if entries.len() >= limit {
+                break;
+            }
+            let (key, bytes) = item?;
+            let entry = audit_entry(&key, &bytes);
+            if keep(&entry) {
+                entries.push(entry);
+            }
+        }
+        entries.reverse();
+        Ok(entries)
     }
+
+    /// Every audit entry written after entry `id`, oldest first.
+    pub fn audit_after(&self, id: u64) -> Result<Vec<AuditEntry>, StoreError> {
+        let from = id.saturating_add(1).to_be_bytes();
+        self.audit
+            .range(from..)
+            .map(|item| item.map(|(key, bytes)| audit_entry(&key, &bytes)).map_err(Into::into))
+            .collect()
+    }
+
+    /// The id of the newest audit entry (0 if there is none).
+    pub fn audit_last_id(&self) -> Result<u64, StoreError> {
+        Ok(self.audit.last()?.map_or(0, |(key, _)| key_id(&key)))
+    }
+}
+
+fn key_id(key: &[u8]) -> u64 {
+    key.try_into().map_or(0, u64::from_be_bytes)
+}
+
+/// An audit entry as stored: JSON, or a line of a daemon before protocol
+/// version 2 (`<unix ms> <kind> <compartment> <detail>`), kept readable.
+fn audit_entry(key: &[u8], bytes: &[u8]) -> AuditEntry {
+    let id = key_id(key);
+    if let Ok(entry) = serde_json::from_slice::<AuditEntry>(bytes) {
+        return AuditEntry { id, ..entry };
+    }
+    let line = String::from_utf8_lossy(bytes);
+    let mut words = line.splitn(4, ' ');
+    let at_ms = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+    let kind = words.next().unwrap_or_default().to_owned();
+    let compartment = words.next().filter(|n| !n.is_empty() && *n != "-").map(str::to_owned);
+    AuditEntry { id, at_ms, kind, compartment, peer: None, detail: words.next().unwrap_or_default().to_owned() }
 }
 
 fn decode(key: &str, bytes: &[u8]) -> Result<Record, StoreError> {
@@ -213,7 +279,25 @@ mod tests {
             disks: Vec::new(),
             uid: None,
             stop_deadline_ms: None,
+            exit_reason: None,
         }
+    }
+
+    #[test]
+    fn audit_lines_of_an_older_daemon_stay_readable() {
+        let d = dir("old-audit");
+        let store = Store::open(&d).unwrap();
+        store.audit.insert(7u64.to_be_bytes(), &b"1764806400000 exit mail powered off with exit code 0"[..]).unwrap();
+        store.audit.insert(8u64.to_be_bytes(), &b"1764806400001 ipc-router - started (generation 1)"[..]).unwrap();
+        let audit = store.audit_tail(10, |_| true).unwrap();
+        assert_eq!(
+            (audit[0].id, audit[0].at_ms, audit[0].kind.as_str(), audit[0].compartment.as_deref()),
+            (7, 1_764_806_400_000, "exit", Some("mail"))
+        );
+        assert_eq!(audit[0].detail, "powered off with exit code 0");
+        assert_eq!((audit[1].compartment.as_deref(), audit[1].detail.as_str()), (None, "started (generation 1)"));
+        drop(store);
+        std::fs::remove_dir_all(d).unwrap();
     }
 
     fn dir(test: &str) -> std::path::PathBuf {
@@ -239,12 +323,14 @@ mod tests {
         let names: Vec<String> = store.all().unwrap().into_iter().map(|r| r.name).collect();
         assert_eq!(names, ["mail", "vault"]);
         assert_eq!(store.get("mail").unwrap().unwrap().pid, Some(1234));
-        let audit = store.audit_tail(10).unwrap();
-        assert_eq!(audit.len(), 2);
-        assert!(
-            audit[0].ends_with("create mail image hello") && audit[1].ends_with("start mail pid 1234"),
-            "{audit:?}"
-        );
+        let audit = store.audit_tail(10, |_| true).unwrap();
+        let said: Vec<(&str, Option<&str>, &str)> =
+            audit.iter().map(|e| (e.kind.as_str(), e.compartment.as_deref(), e.detail.as_str())).collect();
+        assert_eq!(said, [("create", Some("mail"), "image hello"), ("start", Some("mail"), "pid 1234")]);
+        assert!(audit[0].id < audit[1].id && audit[0].at_ms <= audit[1].at_ms);
+        assert_eq!(store.audit_after(audit[0].id).unwrap(), audit[1..]);
+        assert_eq!(store.audit_last_id().unwrap(), audit[1].id);
+        assert_eq!(store.audit_tail(10, |e| e.kind == "start").unwrap(), audit[1..]);
         store.remove("vault").unwrap();
         assert_eq!(store.get("vault").unwrap(), None);
         std::fs::remove_dir_all(d).unwrap();

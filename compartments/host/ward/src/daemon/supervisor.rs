@@ -9,8 +9,9 @@
 
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use ward_policy::{Lookup, Role};
 
 use super::ipc::{IpcRouter, PendingAsk, RouterConfig, VmmSockets};
 use super::paths::Paths;
-use super::proto::{CreateArgs, State, Status};
+use super::proto::{CreateArgs, Inspection, State, Status};
 use super::slot::{Slot, SlotError};
 use super::state::{Granted, Record, Restart, Store, StoreError, now_ms};
 use crate::grant::{DiskRequest, grant};
@@ -257,7 +258,7 @@ impl Supervisor {
                     lock(&self.vmms).insert(rec.name.clone(), pidfd);
                 }
                 (State::Running | State::Starting | State::Stopping, None) => {
-                    self.finish(&mut rec, "while the daemon was down")?;
+                    self.finish(&mut rec, None, "while the daemon was down")?;
                 }
                 (_, Some((pid, pidfd))) => {
                     let _ = pidfd.signal(libc::SIGKILL);
@@ -301,7 +302,7 @@ impl Supervisor {
 
     /// Creates compartment `name` from the policy.
     pub fn create(&self, args: &CreateArgs) -> Result<(), OpError> {
-        let CreateArgs { name, image, memory_mib, cmdline, disks, disposable } = args;
+        let CreateArgs { name, image, memory_mib, cmdline, disks, disposable, restart: asked_restart } = args;
         let (name, disposable) = (name.as_str(), *disposable);
         let valid = CompartmentName::new(name)?;
         // What the VMM would refuse at start is refused now.
@@ -321,10 +322,12 @@ impl Supervisor {
         if ward_images::image(&g.image).is_none() {
             return Err(OpError::NoSuchImage(g.image));
         }
-        let (role, restart) = match policy.compartment(name) {
+        let (role, policy_restart) = match policy.compartment(name) {
             Lookup::Defined(spec) | Lookup::AdHoc(spec) => (spec.role.to_string(), restart_of(spec.restart)),
             Lookup::Undefined => ("app".to_owned(), Restart::Never),
         };
+        // The restart policy is the person's to choose: it grants nothing.
+        let restart = asked_restart.unwrap_or(policy_restart);
         let record = Record {
             name: name.to_owned(),
             role,
@@ -346,6 +349,7 @@ impl Supervisor {
             disks: disks.clone(),
             uid: None,
             stop_deadline_ms: None,
+            exit_reason: None,
         };
         self.store.put(&record)?;
         let mut what = format!("image {} memory {} MiB", record.image, record.memory_mib);
@@ -356,17 +360,19 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Starts a created or stopped compartment.
-    pub fn start(&self, name: &str) -> Result<(), OpError> {
+    /// Starts a created or stopped compartment. A running one is left
+    /// alone: the answer is a note saying so.
+    pub fn start(&self, name: &str) -> Result<Option<String>, OpError> {
         let _guard = lock(&self.ops);
         let mut rec = self.get(name)?;
         match rec.state {
             State::Created | State::Stopped | State::Restarting => {
                 // A person's start begins afresh: no backoff, no start limit.
                 rec.failures = 0;
-                self.spawn(&mut rec)
+                self.spawn(&mut rec).map(|()| None)
             }
-            state => Err(OpError::WrongState { name: name.to_owned(), state, hint: "" }),
+            State::Running | State::Starting => Ok(Some(format!("compartment {name} is running already"))),
+            state => Err(OpError::WrongState { name: name.to_owned(), state, hint: "; wait until it stopped" }),
         }
     }
 
@@ -467,7 +473,7 @@ impl Supervisor {
                 // A run that never began: a failure like any other, so the
                 // restart policy and its backoff apply.
                 let error = internal(&format!("starting {} in its cgroup", self.config.vmm_binary.display()), e);
-                self.finish_with(rec, format!("not started: {error}"))?;
+                self.finish_with(rec, None, format!("not started: {error}"))?;
                 return Err(error);
             }
         };
@@ -534,8 +540,9 @@ impl Supervisor {
 
     /// Stops a compartment: SIGTERM, then SIGKILL after `timeout`. Returns
     /// once its VMM is gone. The deadline is in the record: if the daemon
-    /// dies meanwhile, the next one finishes the stop.
-    pub fn stop(&self, name: &str, timeout: Duration, force: bool) -> Result<(), OpError> {
+    /// dies meanwhile, the next one finishes the stop. One that does not
+    /// run is left alone: the answer is a note saying so.
+    pub fn stop(&self, name: &str, timeout: Duration, force: bool) -> Result<Option<String>, OpError> {
         let deadline = {
             let _guard = lock(&self.ops);
             let mut rec = self.get(name)?;
@@ -546,9 +553,11 @@ impl Supervisor {
                     rec.restart_at_ms = None;
                     self.store.put(&rec)?;
                     self.store.audit("stop", name, "restart cancelled")?;
-                    return Ok(());
+                    return Ok(None);
                 }
-                state => return Err(OpError::WrongState { name: name.to_owned(), state, hint: "" }),
+                State::Created | State::Stopped => {
+                    return Ok(Some(format!("compartment {name} is not running ({})", rec.state)));
+                }
             }
             let timeout_ms = if force { 0 } else { u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX) };
             let deadline = now_ms().saturating_add(timeout_ms);
@@ -573,7 +582,7 @@ impl Supervisor {
         // cost n²).
         for _ in 0..500 {
             if self.supervise_one(name)? != Some(State::Stopping) {
-                return Ok(());
+                return Ok(None);
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -697,7 +706,7 @@ impl Supervisor {
                 }
                 if status.is_some() || gone {
                     let how = status.map_or_else(|| "exited".to_owned(), |s| s.to_string());
-                    if let Err(e) = self.finish(&mut rec, &how) {
+                    if let Err(e) = self.finish(&mut rec, status, &how) {
                         log::warn!("compartment {}: {e}", rec.name);
                     }
                 }
@@ -720,8 +729,9 @@ impl Supervisor {
         }
     }
 
-    /// Records the end of `rec`'s run and decides what comes next.
-    fn finish(&self, rec: &mut Record, how: &str) -> Result<(), StoreError> {
+    /// Records the end of `rec`'s run and decides what comes next;
+    /// `status` is how its VMM process ended, when this daemon reaped it.
+    fn finish(&self, rec: &mut Record, status: Option<ExitStatus>, how: &str) -> Result<(), StoreError> {
         lock(&self.inputs).remove(&rec.name);
         lock(&self.vmms).remove(&rec.name);
         self.ipc.detach(&rec.name);
@@ -730,11 +740,16 @@ impl Supervisor {
         } else {
             format!("killed or crashed ({how})")
         };
-        self.finish_with(rec, without_record)
+        self.finish_with(rec, status, without_record)
     }
 
     /// [`Self::finish`], with the reason to record if the VMM left none.
-    fn finish_with(&self, rec: &mut Record, without_record: String) -> Result<(), StoreError> {
+    fn finish_with(
+        &self,
+        rec: &mut Record,
+        status: Option<ExitStatus>,
+        without_record: String,
+    ) -> Result<(), StoreError> {
         // A compartment adopted after a daemon restart has its group on the
         // host but not in this daemon's memory.
         let cgroup = lock(&self.cgroups).remove(&rec.name);
@@ -747,7 +762,9 @@ impl Supervisor {
         }
         let exit: Option<ExitRecord> =
             std::fs::read(self.config.paths.exit_file(&rec.name)).ok().and_then(|b| serde_json::from_slice(&b).ok());
-        rec.exit_code = exit.as_ref().and_then(|e| e.exit_code);
+        // The guest's own code if it powered off; else what a shell shows
+        // of the VMM process (125 for a crash, 128 + N for signal N).
+        rec.exit_code = exit.as_ref().and_then(|e| e.exit_code).or_else(|| status.and_then(shell_exit_code));
         rec.pid = None;
         let now = now_ms();
         rec.ended_at_ms = Some(now);
@@ -762,6 +779,7 @@ impl Supervisor {
         };
         let reason = exit.map_or(without_record, |e| e.reason);
         self.store.audit("exit", &rec.name, &reason)?;
+        rec.exit_reason = Some(reason);
         let mut restart = !stopped_by_user
             && match rec.restart {
                 Restart::Never => false,
@@ -812,15 +830,36 @@ impl Supervisor {
                     cpu_ms,
                     exit_code: r.exit_code,
                     restarts: r.restarts,
+                    started_at_ms: r.started_at_ms,
+                    ended_at_ms: r.ended_at_ms,
                 }
             })
             .collect())
     }
 
-    /// A record, pretty.
-    pub fn inspect(&self, name: &str) -> Result<String, OpError> {
-        let rec = self.get(name)?;
-        serde_json::to_string_pretty(&rec).map_err(|e| OpError::host("encoding the record", e.into()))
+    /// A record, and where the host keeps the compartment.
+    pub fn inspect(&self, name: &str) -> Result<Inspection, OpError> {
+        let record = self.get(name)?;
+        let paths = &self.config.paths;
+        let (rss_kib, cpu_ms) = record.pid.map_or((None, None), process_usage);
+        let pids = record.pid.map_or_else(Vec::new, |pid| std::iter::once(pid).chain(child_pids(pid)).collect());
+        let cgroups = if record.pid.is_some() && self.config.jail {
+            let known = lock(&self.cgroups).get(name).cloned();
+            let cgroup = known.or_else(|| Cgroup::open(&self.slot.cgroup(name)).ok());
+            cgroup.map_or_else(Vec::new, |c| c.paths().into_iter().map(std::path::Path::to_owned).collect())
+        } else {
+            Vec::new()
+        };
+        Ok(Inspection {
+            console_log: paths.console_log(name),
+            vmm_log: paths.vmm_errors(name),
+            spec: paths.spec(name),
+            cgroups,
+            pids,
+            rss_kib,
+            cpu_ms,
+            record,
+        })
     }
 
     /// The state of `name`, if it exists.
@@ -898,6 +937,12 @@ impl Supervisor {
     }
 }
 
+/// A process's end as a shell shows it: its exit code, or 128 + N when
+/// signal N ended it (SIGKILL: 137, SIGTERM: 143).
+pub fn shell_exit_code(status: ExitStatus) -> Option<i32> {
+    status.code().or_else(|| status.signal().map(|signal| 128 + signal))
+}
+
 /// Dependency order of roles at autostart.
 pub fn role_order(role: Role) -> u8 {
     match role {
@@ -919,14 +964,15 @@ fn restart_of(policy: ward_policy::RestartPolicy) -> Restart {
 /// RSS (KiB) and CPU time (ms) of a VMM: its process and, when jailed, the
 /// child that is PID 1 of its namespace.
 fn process_usage(pid: u32) -> (Option<u64>, Option<u64>) {
+    child_pids(pid).map(one_process_usage).fold(one_process_usage(pid), |(rss, cpu), (r, c)| {
+        (rss.map(|x| x + r.unwrap_or(0)), cpu.map(|x| x + c.unwrap_or(0)))
+    })
+}
+
+/// The children of `pid` (a jailed VMM's waiter has one: the VMM).
+fn child_pids(pid: u32) -> impl Iterator<Item = u32> {
     let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    children
-        .split_whitespace()
-        .filter_map(|c| c.parse::<u32>().ok())
-        .map(one_process_usage)
-        .fold(one_process_usage(pid), |(rss, cpu), (r, c)| {
-            (rss.map(|x| x + r.unwrap_or(0)), cpu.map(|x| x + c.unwrap_or(0)))
-        })
+    children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()).collect::<Vec<_>>().into_iter()
 }
 
 /// RSS (KiB) and CPU time (ms) of one process, from /proc.
