@@ -81,12 +81,10 @@ fn main() -> ExitCode {
         })),
         Command::Audit { limit, filter, follow } => audit(&socket, limit, &filter, follow),
         Command::Events { filter } => audit(&socket, 0, &filter, true),
-        Command::Pending { json } => {
-            done(
-                manage::pending(&socket)
-                    .and_then(|asks| if json { to_json(&asks) } else { Ok(manage::render_pending(&asks)) }),
-            )
-        }
+        Command::Pending { json } => done(
+            manage::pending(&socket)
+                .and_then(|asks| if json { to_json(&asks) } else { Ok(manage::render_pending(&asks)) }),
+        ),
         Command::Allow { id } => {
             done(manage::simple(&socket, &Request::Answer { id, allow: true }).map(|()| format!("call {id} allowed\n")))
         }
