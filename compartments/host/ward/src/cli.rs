@@ -38,11 +38,19 @@ pub enum Command {
     Run(RunArgs),
 
     /// List the built-in images `ward run --image` can boot.
-    Images,
+    Images {
+        /// One JSON document (docs/CLI.md lists the fields).
+        #[arg(long)]
+        json: bool,
+    },
 
     /// What this host supports of Ward's isolation: KVM, namespaces, a
     /// private root, dropping privileges, cgroups, seccomp.
-    Doctor,
+    Doctor {
+        /// One JSON document (docs/CLI.md lists the fields).
+        #[arg(long)]
+        json: bool,
+    },
 
     /// Define a compartment in wardd (from the policy).
     Create {
@@ -175,6 +183,20 @@ pub enum Command {
     /// Measure Ward: print figures for docs/BENCHMARKS.md.
     #[command(subcommand)]
     Bench(BenchCommand),
+
+    /// Print a shell completion script for `ward`, e.g.
+    /// `ward completions bash > /etc/bash_completion.d/ward`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages of `ward`, each of its commands, and `wardd`
+    /// into a directory, e.g. `ward man /usr/local/share/man/man1`.
+    Man {
+        /// Where (made if missing).
+        dir: PathBuf,
+    },
 }
 
 /// Which compartments a command is for.
@@ -228,6 +250,9 @@ pub enum PolicyCommand {
         /// The service, optionally with an argument: `name` or `name+arg`.
         #[arg(long)]
         service: String,
+        /// One JSON document (docs/CLI.md lists the fields).
+        #[arg(long)]
+        json: bool,
     },
     /// What a change of policy would allow or forbid that it did not before.
     /// Exits 0 if the two policies behave the same, 1 if they differ, 2 if

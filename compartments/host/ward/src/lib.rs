@@ -19,6 +19,7 @@ pub mod host_file;
 pub mod ipc_bench;
 pub mod lifecycle;
 pub mod manage;
+pub mod manpages;
 pub mod name;
 pub mod output;
 pub mod policy_cmd;

@@ -75,10 +75,17 @@ pub fn run(command: &PolicyCommand, policy: Option<&Path>) -> Result<Report, Pol
             let policy = PolicySource::resolve(policy).load()?;
             Ok(Report { code: 0, text: ward_policy::show(&policy) })
         }
-        PolicyCommand::Explain { from, to, service } => {
+        PolicyCommand::Explain { from, to, service, json } => {
             let policy = PolicySource::resolve(policy).load()?;
             let explanation = ward_policy::explain(&policy, from, to, service)?;
-            Ok(Report { code: 0, text: ward_policy::render_explanation(&explanation) })
+            let text = if *json {
+                let mut text = serde_json::to_string_pretty(&explanation_json(&explanation)).unwrap_or_default();
+                text.push('\n');
+                text
+            } else {
+                ward_policy::render_explanation(&explanation)
+            };
+            Ok(Report { code: 0, text })
         }
         PolicyCommand::Diff { old, new } => {
             let old = PolicySource::Path(old.clone()).load()?;
@@ -88,4 +95,43 @@ pub fn run(command: &PolicyCommand, policy: Option<&Path>) -> Result<Report, Pol
             Ok(Report { code, text: ward_policy::render_diff(&diff) })
         }
     }
+}
+
+/// `ward policy explain --json`: the decision, the rule that made it and
+/// where it is, and for a redirect what the direct call would get
+/// (docs/CLI.md lists the fields); its `explanation` field is the text
+/// `explain` prints without `--json`, notes included.
+fn explanation_json(explanation: &ward_policy::Explanation<'_>) -> serde_json::Value {
+    use serde_json::json;
+    let rule = |index: Option<usize>, found: Option<(&ward_policy::Rule, Option<&ward_policy::Location>)>| match (
+        index, found,
+    ) {
+        (Some(index), Some((rule, location))) => json!({
+            "number": index + 1,
+            "file": location.map(|l| l.file.to_string()),
+            "line": location.map(|l| l.line),
+            "column": location.map(|l| l.column),
+            "text": rule.to_string(),
+        }),
+        _ => serde_json::Value::Null,
+    };
+    let decision = &explanation.decision;
+    let redirect = decision.redirect.map(|r| {
+        json!({
+            "target": r.target,
+            "refused": r.is_refused(),
+            "direct_decision": r.direct_action.as_str(),
+            "direct_rule": rule(r.direct_rule, explanation.direct_rule),
+        })
+    });
+    json!({
+        "from": explanation.from,
+        "to": explanation.to,
+        "service": explanation.call.to_string(),
+        "decision": decision.action.as_str(),
+        "target": decision.target,
+        "rule": rule(decision.rule, explanation.rule),
+        "redirect": redirect,
+        "explanation": ward_policy::render_explanation(explanation).trim_end(),
+    })
 }

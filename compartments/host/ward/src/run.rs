@@ -134,6 +134,29 @@ pub fn images_report() -> String {
     out
 }
 
+/// `ward images --json`: an array of `{name, description, boot, also}`.
+pub fn images_json() -> serde_json::Value {
+    ward_images::IMAGES
+        .iter()
+        .map(|image| {
+            serde_json::json!({
+                "name": image.name,
+                "description": image.description,
+                "boot": image.boot,
+                "also": image.also,
+            })
+        })
+        .collect()
+}
+
+/// `ward doctor --json`: an array of `{name, available, detail}`.
+pub fn doctor_json(capabilities: &[ward_sandbox::jail::Capability]) -> serde_json::Value {
+    capabilities
+        .iter()
+        .map(|c| serde_json::json!({ "name": c.name, "available": c.available, "detail": c.detail }))
+        .collect()
+}
+
 /// The `--timing` report.
 pub fn timing_report(timings: &BootTimings) -> String {
     let rows = [

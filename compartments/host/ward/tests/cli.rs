@@ -84,6 +84,94 @@ fn help_explains_the_options() {
 }
 
 #[test]
+fn images_and_doctor_say_the_same_in_json() {
+    let out = run(&["images", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let images: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hello = images.as_array().unwrap().iter().find(|i| i["name"] == "hello").unwrap();
+    assert_eq!(hello["boot"], serde_json::json!(["hello"]), "{images}");
+    // Every image the table lists is in the document, and the other way.
+    let table = text(&run(&["images"]).stdout);
+    let names: Vec<&str> = table.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    let json_names: Vec<&str> = images.as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    assert_eq!(names, json_names);
+
+    let out = run(&["doctor", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let caps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kvm = caps.as_array().unwrap().iter().find(|c| c["name"] == "/dev/kvm").unwrap_or_else(|| panic!("{caps}"));
+    assert_eq!(kvm["available"], true, "{caps}");
+    let table = text(&run(&["doctor"]).stdout);
+    let available = caps.as_array().unwrap().iter().filter(|c| c["available"] == true).count();
+    assert!(table.contains(&format!("{available} of {} available", caps.as_array().unwrap().len())), "{table}");
+}
+
+#[test]
+fn completions_are_generated_for_bash_zsh_and_fish_and_bash_accepts_its_own() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(&["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", text(&out.stderr));
+        let script = text(&out.stdout);
+        for word in ["inspect", "restart", "timeout", "explain"] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    let bash = temp_file("ward.bash", &run(&["completions", "bash"]).stdout);
+    let syntax = Command::new("bash").arg("-n").arg(&bash).output().unwrap();
+    assert!(syntax.status.success(), "bash -n: {}", text(&syntax.stderr));
+    // Sourced, it registers a completion for `ward`, and completes a verb.
+    let script = format!(
+        "source {}; complete -p ward; COMP_WORDS=(ward insp); COMP_CWORD=1; COMP_LINE='ward insp'; COMP_POINT=9; \
+         _ward ward insp ward; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        bash.display()
+    );
+    let sourced = Command::new("bash").arg("-c").arg(&script).output().unwrap();
+    let said = text(&sourced.stdout);
+    assert!(sourced.status.success(), "{}", text(&sourced.stderr));
+    assert!(said.contains("-F _ward ward") && said.lines().any(|l| l == "inspect"), "{said}");
+}
+
+#[test]
+fn man_pages_are_written_for_every_command_and_man_renders_them() {
+    let dir = std::env::temp_dir().join(format!("ward-cli-test-man-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = run(&["man", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    for page in ["ward.1", "ward-stop.1", "ward-policy-explain.1", "ward-bench-boot.1", "wardd.1"] {
+        assert!(dir.join(page).is_file(), "{page} missing; written: {}", text(&out.stdout));
+    }
+    assert!(!dir.join("ward-bench-unix-peer.1").exists(), "a hidden command got a page");
+    let rendered = Command::new("man")
+        .arg("-l")
+        .arg(dir.join("ward-stop.1"))
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "100")
+        .output()
+        .unwrap();
+    let page = text(&rendered.stdout);
+    assert!(rendered.status.success(), "man -l: {}", text(&rendered.stderr));
+    assert!(page.contains("ward stop") && page.contains("--timeout") && page.contains("power button"), "{page}");
+    let wardd = Command::new("man").arg("-l").arg(dir.join("wardd.1")).env("MANPAGER", "cat").output().unwrap();
+    assert!(text(&wardd.stdout).contains("--ask-timeout"), "{}", text(&wardd.stdout));
+}
+
+#[test]
+fn the_systemd_unit_for_wardd_passes_systemd_analyze_verify() {
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/wardd.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/wardd\n"), "the README installs wardd there");
+    // The same unit, with the wardd this build made; its Documentation= are
+    // the pages `ward man` writes, which verify looks up.
+    let wardd = std::path::Path::new(env!("CARGO_BIN_EXE_ward")).with_file_name("wardd");
+    let dir = std::env::temp_dir().join(format!("ward-cli-test-unit-{}", std::process::id()));
+    assert_eq!(run(&["man", dir.join("man1").to_str().unwrap()]).status.code(), Some(0));
+    let path = dir.join("wardd.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/wardd", wardd.to_str().unwrap())).unwrap();
+    let out = Command::new("systemd-analyze").arg("verify").arg(&path).env("MANPATH", &dir).output().unwrap();
+    assert!(out.status.success(), "systemd-analyze verify: {}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(text(&out.stderr), "", "warnings from systemd-analyze verify");
+}
+
+#[test]
 fn missing_kvm_device_is_one_clear_line() {
     let out = run(&["run", "hello", "--kvm", "/nonexistent/kvm"]);
     assert_one_line_error(&out, "/nonexistent/kvm does not exist");

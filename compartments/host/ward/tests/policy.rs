@@ -106,6 +106,29 @@ fn explain_names_the_rule_file_and_line_that_decided() {
 }
 
 #[test]
+fn explain_json_gives_the_decision_and_the_rule_for_a_script() {
+    let dir = policy_dir("explain-json", &[("00-base.toml", BASE)]);
+    let p = dir.to_str().unwrap();
+    let out =
+        ward(&["--policy", p, "policy", "explain", "--from", "mail", "--to", "vault", "--service", "sign", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let asked: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((asked["decision"].as_str(), asked["service"].as_str()), (Some("ask"), Some("sign")), "{asked}");
+    assert_eq!(asked["rule"]["number"], 1, "{asked}");
+    // BASE's rule is its lines 14-18: `[[rule]]` is line 14.
+    assert!(asked["rule"]["file"].as_str().unwrap().ends_with("00-base.toml"), "{asked}");
+    assert_eq!(asked["rule"]["line"], 14, "{asked}");
+    assert!(asked["redirect"].is_null());
+
+    let out =
+        ward(&["--policy", p, "policy", "explain", "--from", "vault", "--to", "mail", "--service", "sign", "--json"]);
+    let denied: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(denied["decision"], "deny");
+    assert!(denied["rule"].is_null(), "{denied}");
+    assert!(denied["explanation"].as_str().unwrap().contains("no rule matched"), "{denied}");
+}
+
+#[test]
 fn show_output_is_itself_a_valid_policy() {
     let dir = policy_dir("show", &[("00-base.toml", BASE)]);
     let shown = text(&ward(&["--policy", dir.to_str().unwrap(), "policy", "show"]).stdout);

@@ -95,15 +95,23 @@ fn main() -> ExitCode {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
-        Command::Doctor => {
+        Command::Doctor { json } => {
             let capabilities = ward_sandbox::jail::doctor();
-            print!("{}", ward_sandbox::jail::render_doctor(&capabilities));
+            done(if json {
+                to_json(&run::doctor_json(&capabilities))
+            } else {
+                Ok(ward_sandbox::jail::render_doctor(&capabilities))
+            })
+        }
+        Command::Images { json } => done(if json { to_json(&run::images_json()) } else { Ok(run::images_report()) }),
+        Command::Completions { shell } => {
+            ward_host::manpages::completions(shell, &mut std::io::stdout());
             ExitCode::SUCCESS
         }
-        Command::Images => {
-            print!("{}", run::images_report());
-            ExitCode::SUCCESS
-        }
+        Command::Man { dir } => done(
+            ward_host::manpages::write_man_pages(&dir)
+                .map(|pages| pages.iter().map(|p| format!("{}\n", p.display())).collect::<String>()),
+        ),
         Command::Bench(BenchCommand::Fleet(args)) => done(fleet::fleet(&socket, &args)),
         Command::Bench(BenchCommand::Ipc(args)) => done(ward_host::ipc_bench::ipc(&args)),
         Command::Bench(BenchCommand::UnixPeer) => done(ward_host::ipc_bench::unix_peer()),

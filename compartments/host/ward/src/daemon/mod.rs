@@ -2,6 +2,7 @@
 //! process for each, watches them, and answers the `ward` command line on
 //! a control socket.
 
+pub mod args;
 pub mod client;
 pub mod ipc;
 pub mod op_error;
