@@ -9,6 +9,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use crate::console_lines::{Stamper, last_byte};
+
 /// Default cap of one log file, in bytes.
 pub const DEFAULT_CAP: u64 = 1 << 20;
 
@@ -41,6 +43,11 @@ impl CappedLog {
         let previous = OpenOptions::new().create(true).read(true).write(true).truncate(false).open(rotated(path))?;
         let written = current.metadata()?.len();
         Ok(Self { path: path.to_owned(), current, previous, written, cap: cap.max(1) })
+    }
+
+    /// The file being appended to.
+    pub fn current(&self) -> &File {
+        &self.current
     }
 
     /// The descriptors a jail must keep open for this log.
@@ -108,12 +115,17 @@ impl Write for LogSender {
 
 /// Starts the writer thread of `log`; returns the sink and the thread, which
 /// ends (having written everything) once every sink is dropped.
+///
+/// Each line is stamped with the time it started ([`crate::console_lines`]).
 pub fn spawn_writer(mut log: CappedLog) -> io::Result<(LogSender, std::thread::JoinHandle<()>)> {
     let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let (mut stamper, newline) = Stamper::after(last_byte(log.current())?);
+    log.write_all(newline)?;
     let thread = std::thread::Builder::new().name("console-log".into()).spawn(move || {
         ward_vmm::signals::leave_stop_signals_to_main();
         for chunk in rx {
-            if let Err(e) = log.write_all(&chunk).and_then(|()| log.flush()) {
+            let stamped = stamper.stamp(&chunk, std::time::SystemTime::now());
+            if let Err(e) = log.write_all(&stamped).and_then(|()| log.flush()) {
                 log::warn!("console history {}: {e}", log.path.display());
             }
         }

@@ -6,6 +6,7 @@
 //! Small on purpose, like Firecracker's jailer: the VMM itself
 //! (`ward-vmm`), its jail (`ward-sandbox`), the images, and JSON.
 
+pub mod console_lines;
 pub mod console_log;
 pub mod exit;
 pub mod spec;

@@ -133,13 +133,24 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show a compartment's console history.
+    /// Show a compartment's console history: every run's, with a marker
+    /// line where each run started and ended.
     Logs {
         /// Its name.
         name: String,
-        /// Keep printing new output until it stops.
+        /// Keep printing new output until its run ends.
         #[arg(long, short = 'f')]
         follow: bool,
+        /// Only the last N lines of the history (then, following, what comes).
+        #[arg(long, short = 'n', value_name = "N")]
+        tail: Option<u64>,
+        /// Only lines since then: a duration (`10m`, `1h30m`) or a date and
+        /// time (`2026-12-04 21:00`, or RFC 3339).
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Each line with the time (UTC) it was written.
+        #[arg(long, short = 't')]
+        timestamps: bool,
     },
     /// Show wardd's audit log: every lifecycle change and IPC decision.
     Audit {

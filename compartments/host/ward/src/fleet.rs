@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::cli::BenchFleetArgs;
 use crate::daemon::client::Client;
-use crate::daemon::proto::{CreateArgs, Reply, Request};
+use crate::daemon::proto::{CreateArgs, LogsArgs, Reply, Request};
 use crate::manage::{ManageError, simple};
 
 /// `MemAvailable` from /proc/meminfo, KiB.
@@ -29,8 +29,7 @@ fn start_and_time(socket: &Path, name: &str) -> Result<f64, ManageError> {
     simple(socket, &Request::Start { name: name.to_owned() })?;
     loop {
         let mut client = Client::connect(socket)?;
-        if let Reply::Log { text, .. } =
-            client.request(&Request::Logs { name: name.to_owned(), from: 0, follow: false })?
+        if let Reply::Log { text, .. } = client.request(&Request::Logs(LogsArgs::console(name)))?
             && text.contains('\n')
         {
             return Ok(start.elapsed().as_secs_f64() * 1e3);
@@ -46,11 +45,7 @@ fn wait_all_asleep(socket: &Path, names: &[String]) -> Result<(), ManageError> {
     for name in names {
         let start = Instant::now();
         loop {
-            let text = match Client::connect(socket)?.request(&Request::Logs {
-                name: name.clone(),
-                from: 0,
-                follow: false,
-            })? {
+            let text = match Client::connect(socket)?.request(&Request::Logs(LogsArgs::console(name)))? {
                 Reply::Log { text, .. } => text,
                 _ => String::new(),
             };

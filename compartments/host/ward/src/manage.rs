@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::daemon::client::{Client, ClientError};
 use crate::daemon::ipc::PendingAsk;
-use crate::daemon::proto::{AuditEntry, ErrorKind, Inspection, Reply, Request, State, Status};
+use crate::daemon::proto::{AuditEntry, ErrorKind, Inspection, LogsArgs, Reply, Request, State, Status};
 use crate::output::{age, duration_ms, local_time};
 
 /// A management command failed.
@@ -254,9 +254,10 @@ pub fn wait(socket: &Path, name: &str) -> Result<Option<i32>, ManageError> {
 
 /// `ward logs`: writes the history (and, following, new output) to `out`;
 /// returns the exit code when following ends.
-pub fn logs(socket: &Path, name: &str, follow: bool, out: &mut dyn Write) -> Result<Option<i32>, ManageError> {
+pub fn logs(socket: &Path, args: &LogsArgs, out: &mut dyn Write) -> Result<Option<i32>, ManageError> {
+    let follow = args.follow;
     let mut client = Client::connect(socket)?;
-    let mut reply = client.request(&Request::Logs { name: name.to_owned(), from: 0, follow })?;
+    let mut reply = client.request(&Request::Logs(args.clone()))?;
     loop {
         match reply {
             Reply::Log { text, .. } => {

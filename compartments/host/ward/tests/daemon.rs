@@ -329,6 +329,9 @@ fn a_daemon_killed_mid_start_finds_every_compartment_again() {
     for mut s in starts {
         let _ = s.wait();
     }
+    // A VMM forked but not yet past clearing its parent-death signal dies
+    // with the daemon, a moment later: count only those that outlive it.
+    std::thread::sleep(Duration::from_millis(300));
     let vmms_before = d.vmms().len();
     d.spawn();
     let table = d.table();
@@ -384,8 +387,11 @@ fn console_history_stays_under_its_cap() {
     let current = std::fs::metadata(&log).unwrap().len();
     let rotated = std::fs::metadata(log.with_extension("log.1")).unwrap().len();
     assert!(current <= 300 && rotated <= 300, "{current} + {rotated} bytes on disk");
+    // The run's last line, then Ward's marker of its end.
     let history = d.ok(&["logs", "chatty"]);
-    assert!(history.trim_end().ends_with("powering off with exit code 0"), "{history}");
+    let last: Vec<&str> = history.lines().rev().take(2).collect();
+    assert!(last[0].starts_with("-- ward: chatty ended: powered off with exit code 0 (exit code 0) --"), "{history}");
+    assert!(last[1].ends_with("powering off with exit code 0"), "{history}");
     assert!(!history.contains("Ward kernel"), "the oldest output should be gone: {history}");
 }
 
@@ -465,6 +471,62 @@ fn disposable_run_leaves_nothing_behind() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("hello from ring 3"));
     assert!(d.table().is_empty(), "{:?}", d.table());
     assert!(!d.dir.join("state/logs/once.log").exists());
+}
+
+#[test]
+fn logs_mark_each_run_and_take_tail_since_and_timestamps() {
+    let d = Daemon::start("logs", POLICY, &[]);
+    d.ok(&["create", "twice", "--image", "hello"]);
+    let run_once = || {
+        d.ok(&["start", "twice"]);
+        wait_until("twice stops", Duration::from_secs(20), || d.state("twice").as_deref() == Some("stopped"));
+    };
+    run_once();
+    std::thread::sleep(Duration::from_millis(20));
+    let between = chrono::Utc::now();
+    std::thread::sleep(Duration::from_millis(20));
+    run_once();
+
+    // Both runs, each between Ward's markers.
+    let all = d.ok(&["logs", "twice"]);
+    let lines: Vec<&str> = all.lines().collect();
+    assert_eq!(lines[0], "-- ward: twice started --", "{all}");
+    assert_eq!(lines.iter().filter(|l| l.starts_with("-- ward: twice started")).count(), 2, "{all}");
+    let ends: Vec<&&str> = lines.iter().filter(|l| l.starts_with("-- ward: twice ended: ")).collect();
+    assert_eq!(ends.len(), 2, "{all}");
+    assert!(ends[0].ends_with("(exit code 0) --"), "{all}");
+    assert_eq!(all.matches("hello from ring 3").count(), 2, "{all}");
+
+    // --tail: the last lines, the same as the end of the whole.
+    let tail = d.ok(&["logs", "twice", "-n", "3"]);
+    assert_eq!(tail.lines().collect::<Vec<_>>(), lines[lines.len() - 3..], "{tail}");
+
+    // --since: only the second run, by an RFC 3339 time and by a duration.
+    let since = d.ok(&["logs", "twice", "--since", &between.to_rfc3339()]);
+    assert!(since.starts_with("-- ward: twice started --\n"), "{since}");
+    assert_eq!(since.matches("hello from ring 3").count(), 1, "{since}");
+    assert_eq!(d.ok(&["logs", "twice", "--since", "1h"]), all);
+    let bad = d.ward(&["logs", "twice", "--since", "last tuesday"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--since \"last tuesday\": not a duration"));
+
+    // --timestamps: every line's UTC time, in order, the second run's after
+    // `between`.
+    let stamped = d.ok(&["logs", "twice", "-t"]);
+    let times: Vec<chrono::DateTime<chrono::Utc>> = stamped
+        .lines()
+        .map(|l| chrono::DateTime::parse_from_rfc3339(&l[..24]).unwrap_or_else(|e| panic!("{l:?}: {e}")).to_utc())
+        .collect();
+    assert_eq!(times.len(), lines.len());
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{stamped}");
+    let second =
+        stamped.lines().collect::<Vec<_>>().iter().rposition(|l| l.contains("-- ward: twice started")).unwrap();
+    assert!(times[second] >= between && times[second - 1] <= between, "{stamped}");
+    assert!(stamped.lines().zip(&lines).all(|(s, l)| &s[25..] == *l), "{stamped}");
+
+    // `ward run` prints what the guest prints: no markers.
+    let out = d.ward(&["run", "plain", "--disposable", "--image", "hello"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("-- ward:"), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
 #[test]

@@ -8,7 +8,7 @@ use clap::Parser;
 
 use ward_host::cli::{AuditFilterArgs, BenchCommand, Cli, Command};
 use ward_host::daemon::paths::default_socket;
-use ward_host::daemon::proto::{CreateArgs, Request};
+use ward_host::daemon::proto::{CreateArgs, LogsArgs, Request};
 use ward_host::daemon::state::now_ms;
 use ward_host::grant::DiskRequest;
 use ward_host::lifecycle::{self, Verb};
@@ -91,10 +91,22 @@ fn main() -> ExitCode {
         Command::Deny { id } => {
             done(manage::simple(&socket, &Request::Answer { id, allow: false }).map(|()| format!("call {id} denied\n")))
         }
-        Command::Logs { name, follow } => match manage::logs(&socket, &name, follow, &mut std::io::stdout()) {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(e) => fail(&e),
-        },
+        Command::Logs { name, follow, tail, since, timestamps } => {
+            let since_ms = match since.map(|s| ward_host::output::parse_since(&s, now_ms())).transpose() {
+                Ok(since_ms) => since_ms,
+                Err(e) => {
+                    eprintln!("ward: error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let args = LogsArgs { name, follow, tail, since_ms, timestamps, ..LogsArgs::default() };
+            // As `docker logs -f`: 0 when the run ends (`ward wait` gives
+            // its exit code).
+            match manage::logs(&socket, &args, &mut std::io::stdout()) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
         Command::Doctor { json } => {
             let capabilities = ward_sandbox::jail::doctor();
             done(if json {
@@ -139,7 +151,7 @@ fn run_in_daemon(socket: &std::path::Path, args: &ward_host::cli::RunArgs) -> Re
     // own; the thread dies with the process when the compartment ends.
     let (input_socket, input_name) = (socket.to_owned(), name.clone());
     std::thread::spawn(move || manage::forward_input(&input_socket, &input_name, std::io::stdin()));
-    let code = manage::logs(socket, &name, true, &mut std::io::stdout())?;
+    let code = manage::logs(socket, &LogsArgs { follow: true, ..LogsArgs::console(&name) }, &mut std::io::stdout())?;
     if args.disposable {
         manage::simple(socket, &Request::Remove { name })?;
     }

@@ -60,6 +60,39 @@ impl CreateArgs {
     }
 }
 
+/// What of a compartment's console history to send.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsArgs {
+    /// Its name.
+    pub name: String,
+    /// Start offset in the stored history.
+    #[serde(default)]
+    pub from: u64,
+    /// Keep streaming.
+    #[serde(default)]
+    pub follow: bool,
+    /// Only the last this many lines of the history (then what follows).
+    #[serde(default)]
+    pub tail: Option<u64>,
+    /// Only lines started at or after this Unix time (ms).
+    #[serde(default)]
+    pub since_ms: Option<u64>,
+    /// Each line with the time it started.
+    #[serde(default)]
+    pub timestamps: bool,
+    /// The guest's output only, without Ward's markers between runs.
+    #[serde(default)]
+    pub console_only: bool,
+}
+
+impl LogsArgs {
+    /// The whole history of `name`, console only: what `ward run` shows.
+    pub fn console(name: &str) -> Self {
+        Self { name: name.to_owned(), console_only: true, ..Self::default() }
+    }
+}
+
 /// What a client may ask.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -98,16 +131,9 @@ pub enum Request {
         /// Its name.
         name: String,
     },
-    /// Console history from byte `from`; with `follow`, keep streaming
-    /// until the compartment stops.
-    Logs {
-        /// Its name.
-        name: String,
-        /// Start offset in the history.
-        from: u64,
-        /// Keep streaming.
-        follow: bool,
-    },
+    /// Console history; with `follow`, keep streaming until the
+    /// compartment stops.
+    Logs(LogsArgs),
     /// Bytes for a running compartment's console input; `end` then closes
     /// the input (its programs see end of input).
     Input {
@@ -441,7 +467,7 @@ mod tests {
                 ..CreateArgs::from_policy("mail")
             }),
             Request::Stop { name: "mail".into(), timeout_ms: Some(500) },
-            Request::Logs { name: "mail".into(), from: 10, follow: true },
+            Request::Logs(LogsArgs { name: "mail".into(), from: 10, follow: true, ..LogsArgs::default() }),
             Request::Input { name: "mail".into(), data: b"hi\n".to_vec(), end: true },
         ] {
             let line = encode_request(&request);

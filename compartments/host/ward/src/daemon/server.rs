@@ -20,10 +20,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::proto::{self, AuditEntry, ErrorKind, MAX_LINE, Reply, Request, State, VERSION};
+use super::proto::{self, AuditEntry, ErrorKind, LogsArgs, MAX_LINE, Reply, Request, State, VERSION};
 use super::supervisor::{DEFAULT_STOP_TIMEOUT, OpError, Supervisor};
 use ward_sandbox::lockfile::{LockError, LockFile};
 use ward_sandbox::sockets::{peer_gone, peer_uid};
+use ward_vmm_process::console_lines::{self, Reader, View};
 use ward_vmm_process::console_log;
 
 /// Serving the socket failed.
@@ -199,8 +200,8 @@ fn connection(mut stream: UnixStream, sup: &Supervisor) {
         let text = String::from_utf8_lossy(&line);
         let reply = match proto::parse_request(text.trim_end()) {
             Err(reply) => reply,
-            Ok(Request::Logs { name, from, follow }) => {
-                stream_logs(&mut stream, sup, &name, from, follow);
+            Ok(Request::Logs(args)) => {
+                stream_logs(&mut stream, sup, &args);
                 continue;
             }
             Ok(Request::Audit { limit, follow: true, compartment, kinds }) => {
@@ -297,7 +298,7 @@ pub fn handle(sup: &Supervisor, request: Request) -> Reply {
             let entries = sup.store().audit_tail(limit, |e| filter.keeps(e));
             entries.map(|entries| Reply::Audit { version: VERSION, entries }).map_err(Into::into)
         }
-        Request::Logs { .. } | Request::Wait { .. } => Ok(Reply::error(ErrorKind::Malformed, "this is streamed")),
+        Request::Logs(_) | Request::Wait { .. } => Ok(Reply::error(ErrorKind::Malformed, "this is streamed")),
         Request::Pending {} => Ok(Reply::Pending { version: VERSION, asks: sup.pending() }),
         Request::Answer { id, allow } => sup.answer(id, allow).map(|()| Reply::ok()),
     };
@@ -382,9 +383,11 @@ fn wait_for_end(stream: &mut UnixStream, sup: &Supervisor, name: &str) {
     }
 }
 
-/// Sends console history from `from`, then, with `follow`, new output as
-/// it comes until the compartment stops.
-fn stream_logs(stream: &mut UnixStream, sup: &Supervisor, name: &str, from: u64, follow: bool) {
+/// Sends console history as `args` asks (from its offset, its last lines,
+/// since a time, with or without stamps and markers), then, with
+/// `follow`, new output as it comes until the compartment stops.
+fn stream_logs(stream: &mut UnixStream, sup: &Supervisor, args: &LogsArgs) {
+    let name = args.name.as_str();
     let path = sup.console_log(name);
     match sup.state_of(name) {
         Ok(Some(_)) => {}
@@ -397,27 +400,38 @@ fn stream_logs(stream: &mut UnixStream, sup: &Supervisor, name: &str, from: u64,
             return;
         }
     }
+    let view = View { since_ms: args.since_ms, timestamps: args.timestamps, console_only: args.console_only };
+    let mut reader = Reader::new(view);
     let history = console_log::read_history(&path).unwrap_or_default();
-    let start = usize::try_from(from).unwrap_or(usize::MAX).min(history.len());
-    let text = String::from_utf8_lossy(&history[start..]).into_owned();
-    if !send(stream, &Reply::Log { version: VERSION, text, next: history.len() as u64 }) {
-        return;
+    let mut start = usize::try_from(args.from).unwrap_or(usize::MAX).min(history.len());
+    if let Some(lines) = args.tail {
+        start = start.max(console_lines::tail_start(&history, lines));
     }
-    if !follow {
+    let mut shown = reader.read(&history[start..]);
+    if !args.follow {
+        shown.extend(reader.finish());
+    }
+    let log = |bytes: &[u8], next: u64| Reply::Log {
+        version: VERSION,
+        text: String::from_utf8_lossy(bytes).into_owned(),
+        next,
+    };
+    if !send(stream, &log(&shown, history.len() as u64)) || !args.follow {
         return;
     }
     // Follow the current file (the history above may include the rotated one).
     let mut offset = std::fs::metadata(&path).map_or(0, |m| m.len());
+    // What the current file shows from `offset` on (which moves past it).
+    let read_on = |offset: &mut u64, reader: &mut Reader| -> Vec<u8> {
+        let Ok((bytes, next)) = console_log::read_from(&path, *offset) else { return Vec::new() };
+        *offset = next;
+        reader.read(&bytes)
+    };
     loop {
         let state = sup.state_of(name).ok().flatten();
-        if let Ok((bytes, next)) = console_log::read_from(&path, offset) {
-            if !bytes.is_empty() {
-                let text = String::from_utf8_lossy(&bytes).into_owned();
-                if !send(stream, &Reply::Log { version: VERSION, text, next }) {
-                    return;
-                }
-            }
-            offset = next;
+        let shown = read_on(&mut offset, &mut reader);
+        if !shown.is_empty() && !send(stream, &log(&shown, offset)) {
+            return;
         }
         match state {
             Some((State::Running | State::Starting | State::Stopping | State::Restarting | State::Created, _)) => {
@@ -426,14 +440,12 @@ fn stream_logs(stream: &mut UnixStream, sup: &Supervisor, name: &str, from: u64,
                 }
             }
             Some((State::Stopped, exit_code)) => {
-                // One last read: the VMM may have written just before it ended.
-                if let Ok((bytes, next)) = console_log::read_from(&path, offset)
-                    && !bytes.is_empty()
-                {
-                    send(
-                        stream,
-                        &Reply::Log { version: VERSION, text: String::from_utf8_lossy(&bytes).into_owned(), next },
-                    );
+                // One last read: the VMM may have written just before it
+                // ended (and wardd its marker after).
+                let mut last = read_on(&mut offset, &mut reader);
+                last.extend(reader.finish());
+                if !last.is_empty() {
+                    send(stream, &log(&last, offset));
                 }
                 send(stream, &Reply::Exited { version: VERSION, exit_code });
                 return;

@@ -439,6 +439,12 @@ impl Supervisor {
         let json = serde_json::to_vec_pretty(&spec).map_err(|e| OpError::host("encoding the spec", e.into()))?;
         std::fs::write(&spec_path, json).map_err(|e| internal("writing the spec", e))?;
         let _ = std::fs::remove_file(paths.exit_file(&rec.name));
+        let how = if rec.state == State::Restarting {
+            format!(" (restart {} by its restart policy)", rec.restarts)
+        } else {
+            String::new()
+        };
+        self.mark_console(&rec.name, &format!("ward: {} started{how}", rec.name));
         rec.state = State::Starting;
         rec.pid = None;
         self.store.put(rec)?;
@@ -504,6 +510,16 @@ impl Supervisor {
         let uid = rec.uid.filter(|_| self.config.jail).map(|uid| format!(" uid {uid}")).unwrap_or_default();
         self.store.audit("start", &rec.name, &format!("pid {pid}{uid}"))?;
         Ok(())
+    }
+
+    /// Writes Ward's marker `text` into `name`'s console history, where
+    /// `ward logs` shows it between runs.
+    fn mark_console(&self, name: &str, text: &str) {
+        let path = self.config.paths.console_log(name);
+        let now = std::time::SystemTime::now();
+        if let Err(e) = ward_vmm_process::console_lines::append_marker(&path, self.config.log_cap, text, now) {
+            log::warn!("compartment {name}: console history {}: {e}", path.display());
+        }
     }
 
     /// The lowest uid of the daemon's slot no compartment has (the ops
@@ -779,6 +795,8 @@ impl Supervisor {
         };
         let reason = exit.map_or(without_record, |e| e.reason);
         self.store.audit("exit", &rec.name, &reason)?;
+        let code = rec.exit_code.map_or_else(|| "unknown".to_owned(), |c| c.to_string());
+        self.mark_console(&rec.name, &format!("ward: {} ended: {reason} (exit code {code})", rec.name));
         rec.exit_reason = Some(reason);
         let mut restart = !stopped_by_user
             && match rec.restart {
