@@ -124,6 +124,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What running compartments use of the host, refreshed: CPU (percent
+    /// of one core), host memory against the guest memory granted, disk
+    /// bytes read and written.
+    Stats {
+        /// Only these (default: every running compartment).
+        names: Vec<String>,
+        /// One sample, then exit.
+        #[arg(long)]
+        no_stream: bool,
+        /// JSON lines: an object per compartment per sample (docs/CLI.md
+        /// lists the fields).
+        #[arg(long)]
+        json: bool,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 1.0, value_parser = parse_interval)]
+        interval: f64,
+    },
     /// Show a compartment's record: state, last exit and its reason, times,
     /// its VMM's processes, its log and cgroup paths.
     Inspect {
@@ -394,4 +411,10 @@ pub struct RunArgs {
     /// The KVM device to use.
     #[arg(long, value_name = "PATH", default_value = ward_vmm::kvm::DEFAULT_KVM_PATH)]
     pub kvm: PathBuf,
+}
+
+/// `--interval`: seconds, from 0.1 to an hour.
+fn parse_interval(text: &str) -> Result<f64, String> {
+    let seconds: f64 = text.parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if (0.1..=3600.0).contains(&seconds) { Ok(seconds) } else { Err(format!("{text} s: from 0.1 to 3600 seconds")) }
 }

@@ -97,7 +97,7 @@ pub fn fleet(socket: &Path, args: &BenchFleetArgs) -> Result<String, ManageError
         let after = mem_available_kib();
         let rss: u64 = match Client::connect(socket)?.request(&Request::List {})? {
             Reply::List { compartments, .. } => {
-                compartments.iter().filter(|s| names.contains(&s.name)).filter_map(|s| s.rss_kib).sum()
+                compartments.iter().filter(|s| names.contains(&s.name)).filter_map(|s| s.usage.rss_kib).sum()
             }
             _ => 0,
         };

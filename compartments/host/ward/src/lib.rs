@@ -25,3 +25,4 @@ pub mod output;
 pub mod policy_cmd;
 pub mod policy_source;
 pub mod run;
+pub mod stats;

@@ -99,8 +99,8 @@ pub fn render_list(list: &[Status]) -> String {
             s.pid.map_or_else(dash, |p| p.to_string()),
             s.uptime_s.map_or_else(dash, |u| duration_ms(u.saturating_mul(1000)).replace(' ', "")),
             format!("{}M", s.memory_mib),
-            s.rss_kib.map_or_else(dash, |r| format!("{}K", r)),
-            s.cpu_ms.map_or_else(dash, |c| duration_ms(c).replace(' ', "")),
+            s.usage.rss_kib.map_or_else(dash, |r| format!("{}K", r)),
+            s.usage.cpu_ms.map_or_else(dash, |c| duration_ms(c).replace(' ', "")),
             s.exit_code.map_or_else(dash, |c| c.to_string()),
             s.restarts
         ));
@@ -156,10 +156,10 @@ pub fn render_inspection(i: &Inspection, now_ms: u64) -> String {
     if let Some(uid) = r.uid {
         line("uid", uid.to_string());
     }
-    if let Some(rss) = i.rss_kib {
+    if let Some(rss) = i.usage.rss_kib {
         line("host memory", format!("{} MiB", rss / 1024));
     }
-    if let Some(cpu) = i.cpu_ms {
+    if let Some(cpu) = i.usage.cpu_ms {
         line("cpu", duration_ms(cpu));
     }
     line("console log", i.console_log.display().to_string());

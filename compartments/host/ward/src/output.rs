@@ -1,5 +1,6 @@
-//! How `ward` shows times and durations to a person: local dates, and
-//! durations in the largest units that matter (`3d 4h`, `2m 5s`, `340ms`).
+//! How `ward` shows times, durations and sizes to a person: local dates,
+//! durations in the largest units that matter (`3d 4h`, `2m 5s`, `340ms`),
+//! sizes in binary units (`24.0 MiB`).
 //! Scripts read `--json`, which keeps Unix milliseconds.
 
 use chrono::{Local, TimeZone};
@@ -39,6 +40,21 @@ pub fn duration_ms(ms: u64) -> String {
 /// How long before `now_ms` the time `at_ms` was: `5m 2s ago`.
 pub fn age(at_ms: u64, now_ms: u64) -> String {
     format!("{} ago", duration_ms(now_ms.saturating_sub(at_ms)))
+}
+
+/// A size in bytes in its largest binary unit: `512 B`, `1.5 KiB`, `24.0 MiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// A `--since` of `ward logs`: a duration before `now_ms` (`90s`, `10m`,
@@ -99,6 +115,15 @@ fn parse_duration_ms(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_use_their_largest_binary_unit() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(24 << 20), "24.0 MiB");
+        assert_eq!(bytes(u64::MAX), "16384.0 PiB");
+    }
 
     #[test]
     fn since_takes_durations_and_dates() {

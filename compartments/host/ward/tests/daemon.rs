@@ -530,6 +530,48 @@ fn logs_mark_each_run_and_take_tail_since_and_timestamps() {
 }
 
 #[test]
+fn stats_sample_cpu_memory_and_disks_of_running_compartments() {
+    let d = Daemon::start("stats", POLICY, &[]);
+    d.ok(&["create", "spinner", "--image", "busy", "-m", "16"]);
+    d.ok(&["create", "sleeper", "--image", "idle", "-m", "16"]);
+    d.ok(&["create", "off", "--image", "idle", "-m", "16"]);
+    d.ok(&["start", "spinner", "sleeper"]);
+    wait_until("both boot", Duration::from_secs(20), || {
+        d.ok(&["logs", "spinner"]).contains("busy:") && d.ok(&["logs", "sleeper"]).contains("sleeper: sleeping")
+    });
+
+    // JSON lines: one per running compartment; the stopped one is left out.
+    let out = d.ok(&["stats", "--no-stream", "--json", "--interval", "1"]);
+    let samples: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let of = |name: &str| samples.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("{name}: {out}")).clone();
+    assert_eq!(samples.len(), 2, "{out}");
+    let (spinner, sleeper) = (of("spinner"), of("sleeper"));
+    let cpu = |s: &serde_json::Value| s["cpu_percent"].as_f64().unwrap_or_else(|| panic!("{s}"));
+    // A guest that spins uses most of a core; one that sleeps next to none.
+    assert!(cpu(&spinner) > 25.0, "{out}");
+    assert!(cpu(&sleeper) < cpu(&spinner) / 2.0, "{out}");
+    for s in [&spinner, &sleeper] {
+        assert!(s["rss_kib"].as_u64().unwrap() > 1024, "{s}");
+        assert_eq!(s["memory_mib"], 16);
+        assert!(s["disk_read_bytes"].as_u64().is_some() && s["disk_written_bytes"].as_u64().is_some(), "{s}");
+    }
+
+    // The table, for the names asked; piped, without terminal codes.
+    let table = d.ok(&["stats", "--no-stream", "--interval", "0.2", "sleeper", "off"]);
+    assert!(!table.contains('\x1b'), "{table:?}");
+    let rows: Vec<&str> = table.lines().collect();
+    assert!(rows[0].starts_with("NAME") && rows[0].contains("CPU %") && rows[0].contains("DISK WRITE"), "{table}");
+    assert!(rows[1].starts_with("sleeper") && rows[1].contains("running") && rows[1].contains("16.0 MiB"), "{table}");
+    assert!(rows[2].starts_with("off") && rows[2].contains("created"), "{table}");
+
+    let missing = d.ward(&["stats", "--no-stream", "nobody"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no compartment nobody"));
+    assert_eq!(d.ward(&["stats", "--interval", "0"]).status.code(), Some(2));
+    d.ok(&["kill", "spinner", "sleeper"]);
+}
+
+#[test]
 fn a_jailed_compartment_reads_and_writes_its_disk_and_the_policy_bounds_it() {
     let policy = format!("{POLICY}\n[[template.app.devices.block]]\nname = \"data\"\nsize = 16\n");
     let d = Daemon::start("disk", &policy, &[]);

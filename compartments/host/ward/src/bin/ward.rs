@@ -79,6 +79,18 @@ fn main() -> ExitCode {
         Command::Inspect { name, json } => done(manage::inspect(&socket, &name).and_then(|details| {
             if json { to_json(&details) } else { Ok(manage::render_inspection(&details, now_ms())) }
         })),
+        Command::Stats { names, no_stream, json, interval } => {
+            let options = ward_host::stats::StatsOptions {
+                names,
+                once: no_stream,
+                json,
+                interval: std::time::Duration::from_secs_f64(interval),
+            };
+            match ward_host::stats::stats(&socket, &options, &mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
         Command::Audit { limit, filter, follow } => audit(&socket, limit, &filter, follow),
         Command::Events { filter } => audit(&socket, 0, &filter, true),
         Command::Pending { json } => done(

@@ -12,3 +12,4 @@ pub mod server;
 pub mod slot;
 pub mod state;
 pub mod supervisor;
+pub mod usage;

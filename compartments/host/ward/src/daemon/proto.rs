@@ -10,6 +10,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::usage::Usage;
+
 use super::state::{Record, Restart};
 use crate::grant::DiskRequest;
 
@@ -237,10 +239,9 @@ pub struct Status {
     pub uptime_s: Option<u64>,
     /// Guest memory granted, MiB.
     pub memory_mib: u64,
-    /// Host memory its VMM uses now (RSS), KiB.
-    pub rss_kib: Option<u64>,
-    /// CPU time its VMM used, ms.
-    pub cpu_ms: Option<u64>,
+    /// What its VMM uses of the host now (while it runs).
+    #[serde(flatten)]
+    pub usage: Usage,
     /// Exit code of its last run, as a shell shows it (see
     /// [`Record::exit_code`]).
     pub exit_code: Option<i32>,
@@ -269,10 +270,9 @@ pub struct Inspection {
     /// Its VMM's processes while it runs: the one wardd watches first,
     /// then (when jailed) the VMM itself, PID 1 of its namespace.
     pub pids: Vec<u32>,
-    /// Host memory its VMM uses now (RSS), KiB.
-    pub rss_kib: Option<u64>,
-    /// CPU time its VMM used, ms.
-    pub cpu_ms: Option<u64>,
+    /// What its VMM uses of the host now (while it runs).
+    #[serde(flatten)]
+    pub usage: Usage,
 }
 
 /// One entry of the audit log.

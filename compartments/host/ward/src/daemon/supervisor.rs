@@ -22,6 +22,7 @@ use super::paths::Paths;
 use super::proto::{CreateArgs, Inspection, State, Status};
 use super::slot::{Slot, SlotError};
 use super::state::{Granted, Record, Restart, Store, StoreError, now_ms};
+use super::usage::{self, Usage};
 use crate::grant::{DiskRequest, grant};
 use crate::name::CompartmentName;
 use crate::policy_source::PolicySource;
@@ -832,7 +833,7 @@ impl Supervisor {
             .all()?
             .into_iter()
             .map(|r| {
-                let (rss_kib, cpu_ms) = r.pid.map_or((None, None), process_usage);
+                let usage = r.pid.map(Usage::of_vmm).unwrap_or_default();
                 Status {
                     uptime_s: r
                         .started_at_ms
@@ -844,8 +845,7 @@ impl Supervisor {
                     state: r.state,
                     pid: r.pid,
                     memory_mib: r.memory_mib,
-                    rss_kib,
-                    cpu_ms,
+                    usage,
                     exit_code: r.exit_code,
                     restarts: r.restarts,
                     started_at_ms: r.started_at_ms,
@@ -859,8 +859,8 @@ impl Supervisor {
     pub fn inspect(&self, name: &str) -> Result<Inspection, OpError> {
         let record = self.get(name)?;
         let paths = &self.config.paths;
-        let (rss_kib, cpu_ms) = record.pid.map_or((None, None), process_usage);
-        let pids = record.pid.map_or_else(Vec::new, |pid| std::iter::once(pid).chain(child_pids(pid)).collect());
+        let usage = record.pid.map(Usage::of_vmm).unwrap_or_default();
+        let pids = record.pid.map_or_else(Vec::new, usage::vmm_pids);
         let cgroups = if record.pid.is_some() && self.config.jail {
             let known = lock(&self.cgroups).get(name).cloned();
             let cgroup = known.or_else(|| Cgroup::open(&self.slot.cgroup(name)).ok());
@@ -874,8 +874,7 @@ impl Supervisor {
             spec: paths.spec(name),
             cgroups,
             pids,
-            rss_kib,
-            cpu_ms,
+            usage,
             record,
         })
     }
@@ -977,35 +976,6 @@ fn restart_of(policy: ward_policy::RestartPolicy) -> Restart {
         ward_policy::RestartPolicy::OnFailure => Restart::OnFailure,
         ward_policy::RestartPolicy::Always => Restart::Always,
     }
-}
-
-/// RSS (KiB) and CPU time (ms) of a VMM: its process and, when jailed, the
-/// child that is PID 1 of its namespace.
-fn process_usage(pid: u32) -> (Option<u64>, Option<u64>) {
-    child_pids(pid).map(one_process_usage).fold(one_process_usage(pid), |(rss, cpu), (r, c)| {
-        (rss.map(|x| x + r.unwrap_or(0)), cpu.map(|x| x + c.unwrap_or(0)))
-    })
-}
-
-/// The children of `pid` (a jailed VMM's waiter has one: the VMM).
-fn child_pids(pid: u32) -> impl Iterator<Item = u32> {
-    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()).collect::<Vec<_>>().into_iter()
-}
-
-/// RSS (KiB) and CPU time (ms) of one process, from /proc.
-fn one_process_usage(pid: u32) -> (Option<u64>, Option<u64>) {
-    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok());
-    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| {
-        let rest = s.get(s.rfind(')')? + 2..)?;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-        let hz = ward_sandbox::process::clock_ticks_per_second()?;
-        Some(ticks * 1000 / hz)
-    });
-    (rss, cpu)
 }
 
 /// How long `start` waits for a new VMM to say it outlives the daemon
