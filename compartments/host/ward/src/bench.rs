@@ -76,6 +76,7 @@ pub fn boot(args: &BenchBootArgs) -> Result<String, BenchError> {
     }
     let exe = std::env::current_exe().map_err(BenchError::CurrentExe)?;
     let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(args.runs); MILESTONES.len()];
+    let mut progress = crate::progress::Progress::new("boot", args.runs);
     for run in 1..=args.runs {
         let out = Command::new(&exe)
             .args(["run", "--timing", "--memory", &args.memory.to_string(), "bench"])
@@ -89,7 +90,9 @@ pub fn boot(args: &BenchBootArgs) -> Result<String, BenchError> {
             let value = parse_milestone(&stderr, milestone).ok_or(BenchError::MissingMilestone { run, milestone })?;
             samples[i].push(value);
         }
+        progress.step("");
     }
+    drop(progress);
     let mut report = format!(
         "ward bench boot: {} runs of `ward run --timing --memory {} bench` (host clock, from process start)\n",
         args.runs, args.memory

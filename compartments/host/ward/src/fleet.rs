@@ -83,6 +83,7 @@ pub fn fleet(socket: &Path, args: &BenchFleetArgs) -> Result<String, ManageError
         let names: Vec<String> = (0..count).map(|i| format!("bench-fleet-{wave}-{i}")).collect();
         let before = mem_available_kib();
         let mut times = Vec::with_capacity(count);
+        let mut progress = crate::progress::Progress::new(&format!("wave {}: starting", wave + 1), count);
         for name in &names {
             let create = Request::Create(CreateArgs {
                 image: Some("idle".into()),
@@ -91,7 +92,9 @@ pub fn fleet(socket: &Path, args: &BenchFleetArgs) -> Result<String, ManageError
             });
             simple(socket, &create)?;
             times.push(start_and_time(socket, name)?);
+            progress.step(name);
         }
+        drop(progress);
         wait_all_asleep(socket, &names)?;
         std::thread::sleep(Duration::from_millis(500));
         let after = mem_available_kib();

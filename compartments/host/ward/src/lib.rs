@@ -24,5 +24,6 @@ pub mod name;
 pub mod output;
 pub mod policy_cmd;
 pub mod policy_source;
+pub mod progress;
 pub mod run;
 pub mod stats;

@@ -15,6 +15,7 @@ use ward_policy::display::escape;
 use crate::cli::Selection;
 use crate::daemon::proto::{Request, Status};
 use crate::manage::{self, ManageError};
+use crate::progress::Progress;
 
 /// What to do to each compartment.
 #[derive(Clone, Copy, Debug)]
@@ -55,6 +56,17 @@ impl Verb {
         }
     }
 
+    /// What it is doing, for the progress line.
+    fn doing(self) -> &'static str {
+        match self {
+            Self::Start => "starting",
+            Self::Stop { .. } => "stopping",
+            Self::Restart { .. } => "restarting",
+            Self::Kill => "killing",
+            Self::Remove { .. } => "removing",
+        }
+    }
+
     /// Does it to `name`; `Ok(Some(note))` when nothing needed doing.
     fn apply(self, socket: &Path, name: &str) -> Result<Option<String>, ManageError> {
         let name = name.to_owned();
@@ -91,28 +103,38 @@ pub fn each(socket: &Path, which: &Selection, verb: Verb) -> ExitCode {
         which.names.clone()
     };
     let mut failed = false;
+    let mut progress = Progress::new(verb.doing(), names.len());
     for batch in names.chunks(AT_ONCE) {
-        let results: Vec<(&String, Result<Option<String>, ManageError>)> = std::thread::scope(|s| {
-            let running: Vec<_> = batch.iter().map(|name| (name, s.spawn(move || verb.apply(socket, name)))).collect();
-            running
-                .into_iter()
-                .map(|(name, thread)| {
-                    let result =
-                        thread.join().unwrap_or_else(|_| Err(ManageError::Refused("the request failed".into())));
-                    (name, result)
+        std::thread::scope(|s| {
+            // Each is reported as it finishes, so the progress line moves.
+            let (done, finished) = std::sync::mpsc::channel();
+            let threads: Vec<_> = batch
+                .iter()
+                .map(|name| {
+                    let done = done.clone();
+                    s.spawn(move || done.send((name, verb.apply(socket, name))))
                 })
-                .collect()
-        });
-        for (name, result) in results {
-            match result {
-                Ok(None) => {}
-                Ok(Some(note)) => eprintln!("ward: {}", escape(&note)),
-                Err(e) => {
-                    fail(Some(name), &e);
+                .collect();
+            drop(done);
+            for (name, result) in finished {
+                progress.clear();
+                match result {
+                    Ok(None) => {}
+                    Ok(Some(note)) => eprintln!("ward: {}", escape(&note)),
+                    Err(e) => {
+                        fail(Some(name), &e);
+                        failed = true;
+                    }
+                }
+                progress.step(name);
+            }
+            for thread in threads {
+                if thread.join().is_err() {
+                    eprintln!("ward: error: a request failed");
                     failed = true;
                 }
             }
-        }
+        });
     }
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }

@@ -572,6 +572,29 @@ fn stats_sample_cpu_memory_and_disks_of_running_compartments() {
 }
 
 #[test]
+fn work_on_many_compartments_shows_progress_on_a_terminal_and_none_when_piped() {
+    let d = Daemon::start("progress", POLICY, &[]);
+    for n in ["p1", "p2", "p3"] {
+        d.ok(&["create", n, "--image", "idle", "-m", "16"]);
+    }
+    // Piped: the results only, nothing on standard error.
+    let piped = d.ward(&["start", "--all"]);
+    assert!(piped.status.success());
+    assert_eq!(String::from_utf8_lossy(&piped.stderr), "");
+    // On a terminal (script(1) gives ward one): a line redrawn in place
+    // as each compartment is done, and cleared at the end.
+    let command = format!("{} --socket {} stop --all", bin("ward").display(), d.socket().display());
+    let tty = Command::new("script").args(["-qefc", &command, "/dev/null"]).output().unwrap();
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert_eq!(tty.status.code(), Some(0), "{shown}");
+    for step in ["ward: stopping 0/3", "ward: stopping 1/3", "ward: stopping 3/3"] {
+        assert!(shown.contains(step), "{step:?} missing: {shown:?}");
+    }
+    assert!(shown.ends_with("\r\x1b[K"), "the line is not cleared: {shown:?}");
+    assert!(["p1", "p2", "p3"].iter().all(|n| d.state(n).as_deref() == Some("stopped")), "{}", d.ok(&["ls"]));
+}
+
+#[test]
 fn a_jailed_compartment_reads_and_writes_its_disk_and_the_policy_bounds_it() {
     let policy = format!("{POLICY}\n[[template.app.devices.block]]\nname = \"data\"\nsize = 16\n");
     let d = Daemon::start("disk", &policy, &[]);

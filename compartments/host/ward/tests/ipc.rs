@@ -241,16 +241,31 @@ fn an_ask_is_answered_through_the_command_line() {
     let d = Daemon::start("ask", &["--ask-timeout", "120"]);
     d.run("beta", "serve asked");
     d.run("alpha", "call beta asked 1000,call beta asked 1000");
+    // The first call's id is read from the table, as a person does; the
+    // second's from `pending --json`, as a script does.
     let answer = |allow: bool| {
         let mut id = String::new();
         wait_until("a call waits for an answer", Duration::from_secs(60), || {
-            let pending = d.ok(&["pending"]);
-            id = pending
-                .lines()
-                .find(|l| l.contains("alpha") && l.contains("beta") && l.contains("asked"))
-                .and_then(|l| l.split_whitespace().next())
-                .unwrap_or_default()
-                .to_owned();
+            id = if allow {
+                let pending = d.ok(&["pending"]);
+                pending
+                    .lines()
+                    .find(|l| l.contains("alpha") && l.contains("beta") && l.contains("asked"))
+                    .and_then(|l| l.split_whitespace().next())
+                    .unwrap_or_default()
+                    .to_owned()
+            } else {
+                let asks: serde_json::Value = serde_json::from_str(&d.ok(&["pending", "--json"])).unwrap();
+                asks.as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|a| a["from"] == "alpha" && a["to"] == "beta" && a["service"] == "asked")
+                    .map(|a| {
+                        assert!(a["waited_s"].as_u64().is_some(), "{a}");
+                        a["id"].as_u64().unwrap().to_string()
+                    })
+                    .unwrap_or_default()
+            };
             !id.is_empty()
         });
         d.ok(&[if allow { "allow" } else { "deny" }, &id]);
