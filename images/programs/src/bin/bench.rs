@@ -1,5 +1,6 @@
-//! Measures, in ring 3: the system-call round trip (`null`), and spawning
-//! and reaping a process.
+//! Measures, in ring 3: the system-call round trip (`null`), reading the
+//! time stamp counter (what a ring-3 clock would cost), and spawning and
+//! reaping a process.
 
 #![no_std]
 #![no_main]
@@ -16,6 +17,18 @@ fn main(_args: &[u8]) -> i32 {
     }
     let per_call = (sys::clock_ns() - start) / CALLS;
     println!("bench: syscall round trip: {per_call} ns ({CALLS} null calls)");
+
+    // `rdtsc` in ring 3 (CR4.TSD is clear): does the nested host let it
+    // run natively, or does each one exit?
+    const READS: u64 = 100_000;
+    let start = sys::clock_ns();
+    for _ in 0..READS {
+        // SAFETY: `rdtsc` only reads the counter; ring 3 may use it while
+        // CR4.TSD is clear, which Ward's kernel never sets.
+        core::hint::black_box(unsafe { core::arch::x86_64::_rdtsc() });
+    }
+    let per_read = (sys::clock_ns() - start) * 1000 / READS;
+    println!("bench: rdtsc in ring 3: {}.{:03} ns ({READS} reads)", per_read / 1000, per_read % 1000);
 
     const SPAWNS: u64 = 50;
     let start = sys::clock_ns();
