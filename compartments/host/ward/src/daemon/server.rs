@@ -361,24 +361,29 @@ fn stream_audit(stream: &mut UnixStream, sup: &Supervisor, limit: usize, filter:
 /// is waited for until it has run). A client that goes away ends the wait.
 fn wait_for_end(stream: &mut UnixStream, sup: &Supervisor, name: &str) {
     loop {
-        match sup.state_of(name) {
-            Ok(Some((State::Stopped | State::Restarting, exit_code))) => {
-                send(stream, &Reply::Exited { version: VERSION, exit_code });
-                return;
-            }
-            Ok(Some(_)) => {
-                if peer_gone(stream, FOLLOW_POLL) {
-                    return;
-                }
-            }
-            Ok(None) => {
-                send(stream, &Reply::error(ErrorKind::NotFound, format!("no compartment {name}")));
-                return;
-            }
-            Err(e) => {
-                send(stream, &Reply::from(e));
-                return;
-            }
+        let Some((state, exit_code)) = known_state(stream, sup, name) else { return };
+        if matches!(state, State::Stopped | State::Restarting) {
+            send(stream, &Reply::Exited { version: VERSION, exit_code });
+            return;
+        }
+        if peer_gone(stream, FOLLOW_POLL) {
+            return;
+        }
+    }
+}
+
+/// The state and last exit code of `name`; `None` once the client has
+/// been told why there is none (no such compartment, or the store failed).
+fn known_state(stream: &mut UnixStream, sup: &Supervisor, name: &str) -> Option<(State, Option<i32>)> {
+    match sup.state_of(name) {
+        Ok(Some(found)) => Some(found),
+        Ok(None) => {
+            send(stream, &Reply::error(ErrorKind::NotFound, format!("no compartment {name}")));
+            None
+        }
+        Err(e) => {
+            send(stream, &Reply::from(e));
+            None
         }
     }
 }
@@ -388,18 +393,10 @@ fn wait_for_end(stream: &mut UnixStream, sup: &Supervisor, name: &str) {
 /// `follow`, new output as it comes until the compartment stops.
 fn stream_logs(stream: &mut UnixStream, sup: &Supervisor, args: &LogsArgs) {
     let name = args.name.as_str();
-    let path = sup.console_log(name);
-    match sup.state_of(name) {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            send(stream, &Reply::error(ErrorKind::NotFound, format!("no compartment {name}")));
-            return;
-        }
-        Err(e) => {
-            send(stream, &Reply::from(e));
-            return;
-        }
+    if known_state(stream, sup, name).is_none() {
+        return;
     }
+    let path = sup.console_log(name);
     let view = View { since_ms: args.since_ms, timestamps: args.timestamps, console_only: args.console_only };
     let mut reader = Reader::new(view);
     let history = console_log::read_history(&path).unwrap_or_default();
