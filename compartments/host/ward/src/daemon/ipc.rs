@@ -537,8 +537,9 @@ impl IpcRouter {
         let mut inner = lock(&self.inner);
         let (ask, _, _) = inner.pending.remove(&id).ok_or(IpcError::NoSuchAsk(id))?;
         self.send_or_kill(&mut inner, &ToRouter::Answer { id, allow, no_answer_after_s: None }, None, "an answer")?;
-        let (action, how) = if allow { ("allow", "user allowed") } else { ("deny", "user denied") };
-        audit_decision(&self.store, &format!("{action} {} -> {} {}: {how}", ask.from, ask.to, ask.service));
+        let (kind, how) = if allow { ("ipc-allow", "user allowed") } else { ("ipc-deny", "user denied") };
+        let detail = format!("-> {} {}: {how}", ask.to, ask.service);
+        let _ = self.store.audit_between(kind, Some(&ask.from), Some(&ask.to), &detail);
         Ok(())
     }
 
