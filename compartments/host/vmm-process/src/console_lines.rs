@@ -50,25 +50,23 @@ pub struct Stamper {
 }
 
 impl Stamper {
-    /// A stamper for a file whose last byte is `last` (`None`: empty), and
-    /// what to write first: a file that ends in the middle of a line is
-    /// given its newline.
-    pub fn after(last: Option<u8>) -> (Self, &'static [u8]) {
-        let newline: &[u8] = if last.is_none_or(|b| b == b'\n') { b"" } else { b"\n" };
-        (Self { at_line_start: true }, newline)
+    /// A stamper at the start of a line.
+    pub fn new() -> Self {
+        Self { at_line_start: true }
     }
 
     /// `chunk` with a header before each line it starts, at `now`.
     pub fn stamp(&mut self, chunk: &[u8], now: SystemTime) -> Vec<u8> {
-        let header = {
-            let mut h = [GUEST; HEADER_LEN];
-            h[..STAMP_LEN].copy_from_slice(&stamp(now));
-            h
-        };
+        // Formatted once a chunk, and only if a line starts in it.
+        let mut header: Option<[u8; HEADER_LEN]> = None;
         let mut out = Vec::with_capacity(chunk.len() + HEADER_LEN);
         for line in chunk.split_inclusive(|&b| b == b'\n') {
             if self.at_line_start {
-                out.extend_from_slice(&header);
+                out.extend_from_slice(header.get_or_insert_with(|| {
+                    let mut h = [GUEST; HEADER_LEN];
+                    h[..STAMP_LEN].copy_from_slice(&stamp(now));
+                    h
+                }));
             }
             out.extend_from_slice(line);
             self.at_line_start = line.ends_with(b"\n");
@@ -77,13 +75,25 @@ impl Stamper {
     }
 }
 
+impl Default for Stamper {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What to write before new lines in a file whose last byte is `last`
+/// (`None`: empty): a newline if it ends in the middle of a line.
+pub fn newline_after(last: Option<u8>) -> &'static [u8] {
+    if last.is_none_or(|b| b == b'\n') { b"" } else { b"\n" }
+}
+
 /// Appends Ward's marker `text` (one line: control characters become
 /// spaces) to the console history at `path`, after a newline if the file
 /// ends mid-line, rotating it at `cap` as the VMM does.
 pub fn append_marker(path: &Path, cap: u64, text: &str, now: SystemTime) -> io::Result<()> {
     let mut log = CappedLog::open(path, cap)?;
     let mut line = Vec::with_capacity(HEADER_LEN + text.len() + 2);
-    line.extend_from_slice(Stamper::after(last_byte(log.current())?).1);
+    line.extend_from_slice(newline_after(last_byte(log.current())?));
     line.extend_from_slice(&stamp(now));
     line.push(WARD);
     line.extend(text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>().bytes());
@@ -252,7 +262,7 @@ mod tests {
 
     #[test]
     fn every_line_the_guest_starts_is_stamped_once() {
-        let mut s = Stamper::after(None).0;
+        let mut s = Stamper::new();
         let mut stored = s.stamp(b"hel", at(1_000));
         stored.extend(s.stamp(b"lo\nwor", at(2_000)));
         stored.extend(s.stamp(b"ld\n\n", at(3_000)));
@@ -263,7 +273,7 @@ mod tests {
 
     #[test]
     fn a_guest_cannot_forge_a_marker_or_a_time() {
-        let mut s = Stamper::after(None).0;
+        let mut s = Stamper::new();
         let stored = s.stamp(b"1999-01-01T00:00:00.000Z=ward: fake\n", at(5_000));
         let shown = show(&stored, View { timestamps: true, ..View::default() });
         assert_eq!(shown, "1970-01-01T00:00:05.000Z 1999-01-01T00:00:00.000Z=ward: fake\n");
@@ -272,7 +282,7 @@ mod tests {
 
     #[test]
     fn since_keeps_later_lines_and_markers_are_framed() {
-        let mut s = Stamper::after(None).0;
+        let mut s = Stamper::new();
         let mut stored = s.stamp(b"old\n", at(1_000));
         stored.extend(b"1970-01-01T00:00:02.000Z=ward: c started\n");
         stored.extend(s.stamp(b"new\n", at(3_000)));
@@ -283,7 +293,7 @@ mod tests {
 
     #[test]
     fn a_header_split_across_reads_is_still_read() {
-        let mut s = Stamper::after(None).0;
+        let mut s = Stamper::new();
         let stored = s.stamp(b"one\ntwo\n", at(7_000));
         let mut r = Reader::new(View::default());
         let mut out = Vec::new();
@@ -310,7 +320,7 @@ mod tests {
         assert_eq!(show(&stored, View::default()), "prompt> \n-- ward: c ended: killed --\n");
         let file = std::fs::File::open(&path).unwrap();
         assert_eq!(last_byte(&file).unwrap(), Some(b'\n'));
-        assert_eq!(Stamper::after(Some(b'x')).1, b"\n");
+        assert_eq!(newline_after(Some(b'x')), b"\n");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::console_lines::{Stamper, last_byte};
+use crate::console_lines::{Stamper, last_byte, newline_after};
 
 /// Default cap of one log file, in bytes.
 pub const DEFAULT_CAP: u64 = 1 << 20;
@@ -119,8 +119,8 @@ impl Write for LogSender {
 /// Each line is stamped with the time it started ([`crate::console_lines`]).
 pub fn spawn_writer(mut log: CappedLog) -> io::Result<(LogSender, std::thread::JoinHandle<()>)> {
     let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    let (mut stamper, newline) = Stamper::after(last_byte(log.current())?);
-    log.write_all(newline)?;
+    let mut stamper = Stamper::new();
+    log.write_all(newline_after(last_byte(log.current())?))?;
     let thread = std::thread::Builder::new().name("console-log".into()).spawn(move || {
         ward_vmm::signals::leave_stop_signals_to_main();
         for chunk in rx {
