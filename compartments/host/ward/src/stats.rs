@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::daemon::proto::{State, Status};
+use crate::daemon::proto::{State, Status, Usage};
 use crate::daemon::state::now_ms;
 use crate::manage::{self, ManageError};
 use crate::output::bytes;
@@ -27,14 +27,11 @@ pub struct Sample {
     /// CPU its VMM used since the last sample, in percent of one core
     /// (`None` on the first sample of a run).
     pub cpu_percent: Option<f64>,
-    /// Host memory its VMM uses (RSS), KiB.
-    pub rss_kib: Option<u64>,
     /// Guest memory granted, MiB.
     pub memory_mib: u64,
-    /// Bytes its disks read from storage, this run.
-    pub disk_read_bytes: Option<u64>,
-    /// Bytes its disks wrote towards storage, this run.
-    pub disk_written_bytes: Option<u64>,
+    /// What its VMM uses of the host: memory, CPU time, disk bytes.
+    #[serde(flatten)]
+    pub usage: Usage,
 }
 
 /// What `ward stats` shows and how.
@@ -104,10 +101,8 @@ fn sample(now: &Status, before: Option<&Status>, elapsed: Duration) -> Sample {
         at_ms: now_ms(),
         state: now.state,
         cpu_percent,
-        rss_kib: now.usage.rss_kib,
         memory_mib: now.memory_mib,
-        disk_read_bytes: now.usage.disk_read_bytes,
-        disk_written_bytes: now.usage.disk_written_bytes,
+        usage: now.usage,
     }
 }
 
@@ -119,17 +114,17 @@ fn render(samples: &[Sample]) -> String {
         "NAME", "STATE", "CPU %", "HOST MEM", "GUEST MEM", "MEM %", "DISK READ", "DISK WRITE"
     );
     for s in samples {
-        let mem_percent = s.rss_kib.map(|r| r as f64 * 100.0 / (s.memory_mib.max(1) as f64 * 1024.0));
+        let mem_percent = s.usage.rss_kib.map(|r| r as f64 * 100.0 / (s.memory_mib.max(1) as f64 * 1024.0));
         out.push_str(&format!(
             "{:<20} {:<8} {:>7} {:>10} {:>10} {:>6} {:>10} {:>10}\n",
             s.name,
             s.state.as_str(),
             s.cpu_percent.map_or_else(dash, |c| format!("{c:.1}")),
-            s.rss_kib.map_or_else(dash, |r| bytes(r.saturating_mul(1024))),
+            s.usage.rss_kib.map_or_else(dash, |r| bytes(r.saturating_mul(1024))),
             bytes(s.memory_mib.saturating_mul(1 << 20)),
             mem_percent.map_or_else(dash, |m| format!("{m:.0}")),
-            s.disk_read_bytes.map_or_else(dash, bytes),
-            s.disk_written_bytes.map_or_else(dash, bytes),
+            s.usage.disk_read_bytes.map_or_else(dash, bytes),
+            s.usage.disk_written_bytes.map_or_else(dash, bytes),
         ));
     }
     if samples.is_empty() {
